@@ -1,0 +1,283 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//go:build ignore
+
+// sfwatch's kernel side: one event per sendfile(2) call made inside one
+// cgroup v2 subtree, plus exact totals that do not depend on the event stream.
+//
+// sys_enter_sendfile64 remembers the arguments (and *offset) per thread;
+// sys_exit_sendfile64 pairs them with the return value, counts, and emits.
+
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+// Set from Go before load (spec.Variables[...].Set); the verifier then
+// prunes what they switch off.
+volatile const __u64 target_cgroup_id = 0; // cgroup v2 id (inode) of the watched group
+volatile const __u32 target_level = 0;     // its depth below the cgroup2 root
+volatile const __u32 sample_every = 1;     // emit one event per N calls; totals stay exact
+volatile const __u64 wakeup_bytes = 0;     // wake the reader only past this much unread data
+
+// Context of syscalls/sys_enter_sendfile64, written from
+// /sys/kernel/tracing/events/syscalls/sys_enter_sendfile64/format.
+struct sys_enter_sendfile64_ctx {
+	__u64 common;    // common_type, flags, preempt_count, pid
+	__s32 syscall_nr; // offset 8
+	__u32 pad;
+	__u64 out_fd;    // offset 16, an int widened to 8 bytes
+	__u64 in_fd;     // offset 24
+	__u64 offset;    // offset 32, loff_t __user *
+	__u64 count;     // offset 40
+};
+
+// Context of syscalls/sys_exit_sendfile64, from
+// /sys/kernel/tracing/events/syscalls/sys_exit_sendfile64/format.
+struct sys_exit_sendfile64_ctx {
+	__u64 common;
+	__s32 syscall_nr;
+	__u32 pad;
+	__s64 ret; // offset 16
+};
+
+enum event_flag {
+	EVENT_OFFSET_BEFORE_OK = 1, // offset_before was read from user memory
+	EVENT_OFFSET_AFTER_OK = 2,  // offset_after was read from user memory
+};
+
+// One sendfile call, shared with Go through bpf2go -type event.
+struct event {
+	__u64 start_ns;    // CLOCK_MONOTONIC at syscall entry
+	__u64 duration_ns; // entry to exit
+	__u64 offset_ptr;  // the loff_t * argument; 0 for NULL
+	__s64 offset_before;
+	__s64 offset_after;
+	__u64 count;
+	__s64 ret;
+	__u32 pid; // thread group id, what userspace calls the pid
+	__u32 tid;
+	__s32 out_fd;
+	__s32 in_fd;
+	__u32 flags; // enum event_flag
+	__u32 reserved;
+	__u8 comm[16];
+};
+
+// Indexes into the counters map, shared with Go through bpf2go -type counter.
+enum counter {
+	COUNTER_CALLS,       // completed calls (paired enter/exit)
+	COUNTER_BYTES,       // sum of positive return values
+	COUNTER_ERRORS,      // ret < 0
+	COUNTER_SHORT,       // 0 < ret < count
+	COUNTER_EOF,         // ret == 0
+	COUNTER_OFFSET_NULL, // offset argument was NULL
+	COUNTER_OFFSET_PTR,  // offset argument was a pointer
+	COUNTER_LOST,        // ring buffer full: event dropped, counts kept
+	COUNTER_SAMPLED_OUT, // not emitted because of sample_every
+	COUNTER_UNPAIRED,    // exit without a remembered entry (began before attach, or evicted)
+	COUNTER_SAMPLE_TICK, // per-CPU position in the sampling cycle, not a total
+	COUNTER_MAX,
+};
+
+#define MAX_ERRNO 4096
+#define LATENCY_BUCKETS 64
+
+// Arguments of a call between entry and exit, per thread.
+struct inflight {
+	__u64 start_ns;
+	__u64 offset_ptr;
+	__s64 offset_before;
+	__u64 count;
+	__s32 out_fd;
+	__s32 in_fd;
+	__u32 flags;
+	__u32 reserved;
+};
+
+// Per-thread calls in flight. LRU hash keyed by pid_tgid: a thread is in at
+// most one sendfile at a time, and LRU bounds memory even when a thread dies
+// inside the call and never reaches the exit tracepoint. 16384 concurrent
+// threads inside sendfile is far beyond any server we watch.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+// The event stream. A ring buffer keeps events in call order across CPUs and
+// lets us reserve without copying; its size is set from Go (--ringbuf-size).
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+// Exact totals, one slot per enum counter. Per-CPU array: no atomics and no
+// contention on the hot path; Go sums the CPUs when it reads.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+// Failed calls by errno (index = -ret, 1..4095: every value the kernel can
+// return as an error). Per-CPU array for the same reason as counters.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_ERRNO);
+	__type(key, __u32);
+	__type(value, __u64);
+} errno_counts SEC(".maps");
+
+// Call duration histogram: bucket i counts durations in [2^(i-1), 2^i) ns,
+// bucket 0 counts 0 ns. 64 buckets cover every u64. Per-CPU array, exact.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LATENCY_BUCKETS);
+	__type(key, __u32);
+	__type(value, __u64);
+} latency_log2 SEC(".maps");
+
+// Keep the enums and the event in BTF so bpf2go can generate Go types.
+const struct event *unused_event __attribute__((unused));
+const enum counter *unused_counter __attribute__((unused));
+const enum event_flag *unused_event_flag __attribute__((unused));
+
+static __always_inline int in_target_cgroup(void)
+{
+	return bpf_get_current_ancestor_cgroup_id(target_level) == target_cgroup_id;
+}
+
+static __always_inline void add(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += n;
+}
+
+static __always_inline __u32 log2_bucket(__u64 v)
+{
+	__u32 b = 0;
+	// Unrolled binary search: the verifier sees no loop.
+	if (v >> 32) { v >>= 32; b += 32; }
+	if (v >> 16) { v >>= 16; b += 16; }
+	if (v >> 8) { v >>= 8; b += 8; }
+	if (v >> 4) { v >>= 4; b += 4; }
+	if (v >> 2) { v >>= 2; b += 2; }
+	if (v >> 1) { v >>= 1; b += 1; }
+	return b + (__u32)v; // 0 -> 0, 1 -> 1, 2..3 -> 2, ...
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendfile64")
+int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
+{
+	// The cgroup test comes first so that calls of every other process cost
+	// one helper call and no map work.
+	if (!in_target_cgroup())
+		return 0;
+
+	struct inflight in = {
+		.start_ns = bpf_ktime_get_ns(),
+		.offset_ptr = ctx->offset,
+		.count = ctx->count,
+		.out_fd = (__s32)ctx->out_fd,
+		.in_fd = (__s32)ctx->in_fd,
+	};
+	if (in.offset_ptr &&
+	    bpf_probe_read_user(&in.offset_before, sizeof(in.offset_before),
+				(void *)in.offset_ptr) == 0)
+		in.flags |= EVENT_OFFSET_BEFORE_OK;
+
+	__u64 id = bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&inflight, &id, &in, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendfile64")
+int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
+{
+	if (!in_target_cgroup())
+		return 0;
+
+	__u64 now = bpf_ktime_get_ns();
+	__u64 id = bpf_get_current_pid_tgid();
+	struct inflight *in = bpf_map_lookup_elem(&inflight, &id);
+	if (!in) {
+		add(COUNTER_UNPAIRED, 1);
+		return 0;
+	}
+	struct inflight call = *in;
+	bpf_map_delete_elem(&inflight, &id);
+
+	__s64 ret = ctx->ret;
+	__u64 duration = now - call.start_ns;
+
+	add(COUNTER_CALLS, 1);
+	add(call.offset_ptr ? COUNTER_OFFSET_PTR : COUNTER_OFFSET_NULL, 1);
+	if (ret > 0) {
+		add(COUNTER_BYTES, ret);
+		if ((__u64)ret < call.count)
+			add(COUNTER_SHORT, 1);
+	} else if (ret == 0) {
+		add(COUNTER_EOF, 1);
+	} else {
+		add(COUNTER_ERRORS, 1);
+		__u32 errno = (__u32)(-ret);
+		if (errno < MAX_ERRNO) {
+			__u64 *n = bpf_map_lookup_elem(&errno_counts, &errno);
+			if (n)
+				*n += 1;
+		}
+	}
+	__u32 bucket = log2_bucket(duration);
+	__u64 *hist = bpf_map_lookup_elem(&latency_log2, &bucket);
+	if (hist)
+		*hist += 1;
+
+	if (sample_every > 1) {
+		__u32 tick = COUNTER_SAMPLE_TICK;
+		__u64 *t = bpf_map_lookup_elem(&counters, &tick);
+		if (t) {
+			__u64 n = (*t)++;
+			if (n % sample_every != 0) {
+				add(COUNTER_SAMPLED_OUT, 1);
+				return 0;
+			}
+		}
+	}
+
+	// Decide the wakeup before the record is committed: below the threshold
+	// the reader is not woken and drains on its own timer instead, which
+	// saves a wakeup per event on a busy server.
+	__u64 wakeup = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >= wakeup_bytes)
+		wakeup = BPF_RB_FORCE_WAKEUP;
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		add(COUNTER_LOST, 1);
+		return 0;
+	}
+	e->start_ns = call.start_ns;
+	e->duration_ns = duration;
+	e->offset_ptr = call.offset_ptr;
+	e->offset_before = call.offset_before;
+	e->offset_after = 0;
+	e->count = call.count;
+	e->ret = ret;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->out_fd = call.out_fd;
+	e->in_fd = call.in_fd;
+	e->flags = call.flags;
+	e->reserved = 0;
+	if (call.offset_ptr &&
+	    bpf_probe_read_user(&e->offset_after, sizeof(e->offset_after),
+				(void *)call.offset_ptr) == 0)
+		e->flags |= EVENT_OFFSET_AFTER_OK;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, wakeup);
+	return 0;
+}
