@@ -76,6 +76,7 @@ enum counter {
 	COUNTER_LOST,        // ring buffer full: event dropped, counts kept
 	COUNTER_SAMPLED_OUT, // not emitted because of sample_every
 	COUNTER_UNPAIRED,    // exit without a remembered entry (began before attach, or evicted)
+	COUNTER_DURATION_NS, // sum of call durations, the histogram's sum
 	COUNTER_SAMPLE_TICK, // per-CPU position in the sampling cycle, not a total
 	COUNTER_MAX,
 };
@@ -231,6 +232,7 @@ int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 				*n += 1;
 		}
 	}
+	add(COUNTER_DURATION_NS, duration);
 	__u32 bucket = log2_bucket(duration);
 	__u64 *hist = bpf_map_lookup_elem(&latency_log2, &bucket);
 	if (hist)

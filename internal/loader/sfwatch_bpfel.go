@@ -26,8 +26,9 @@ const (
 	SfwatchCounterCOUNTER_LOST        SfwatchCounter = 7
 	SfwatchCounterCOUNTER_SAMPLED_OUT SfwatchCounter = 8
 	SfwatchCounterCOUNTER_UNPAIRED    SfwatchCounter = 9
-	SfwatchCounterCOUNTER_SAMPLE_TICK SfwatchCounter = 10
-	SfwatchCounterCOUNTER_MAX         SfwatchCounter = 11
+	SfwatchCounterCOUNTER_DURATION_NS SfwatchCounter = 10
+	SfwatchCounterCOUNTER_SAMPLE_TICK SfwatchCounter = 11
+	SfwatchCounterCOUNTER_MAX         SfwatchCounter = 12
 )
 
 type SfwatchEvent struct {

@@ -1,0 +1,224 @@
+// Package loader loads sfwatch's BPF programs, points their cgroup filter at
+// one group, attaches them to the sendfile64 syscall tracepoints, and owns
+// the ring-buffer reader and the kernel-side counters.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// DefaultRingBufSize holds about 80,000 events: a full second of a tight
+// sendfile loop on this class of machine, so the consumer can fall far behind
+// before anything is lost.
+const DefaultRingBufSize = 8 << 20
+
+// Config is every knob of the kernel side, set before load.
+type Config struct {
+	CgroupID    uint64 // the watched cgroup v2 group (its inode number)
+	CgroupLevel uint32 // its depth below the cgroup2 root
+	RingBufSize int    // bytes; a power of two and a multiple of the page size; 0 = DefaultRingBufSize
+	SampleEvery uint32 // emit one event per N calls; 0 or 1 = every call
+}
+
+// Tracer is the loaded and attached BPF side. Close detaches everything;
+// nothing is pinned, so a crash leaves nothing behind either.
+type Tracer struct {
+	objs   SfwatchObjects
+	links  []link.Link
+	reader *ringbuf.Reader
+}
+
+// tracepoints are attached in this order: exit first, so that no call is
+// ever entered without its exit being watched.
+var tracepoints = []struct {
+	name string
+	prog func(*SfwatchObjects) *ebpf.Program
+}{
+	{"sys_exit_sendfile64", func(o *SfwatchObjects) *ebpf.Program { return o.SysExitSendfile64 }},
+	{"sys_enter_sendfile64", func(o *SfwatchObjects) *ebpf.Program { return o.SysEnterSendfile64 }},
+}
+
+// ValidateRingBufSize says why size cannot be a ring buffer size, or nil.
+func ValidateRingBufSize(size int) error {
+	page := os.Getpagesize()
+	if size < page || size&(size-1) != 0 {
+		return fmt.Errorf("ring buffer size %d: want a power of two of at least %d bytes, e.g. %d", size, page, DefaultRingBufSize)
+	}
+	return nil
+}
+
+// Open loads the programs for cfg and attaches them. tracefs is mounted at
+// /sys/kernel/tracing first when it is not mounted yet.
+func Open(cfg Config) (*Tracer, error) {
+	if cfg.RingBufSize == 0 {
+		cfg.RingBufSize = DefaultRingBufSize
+	}
+	if err := ValidateRingBufSize(cfg.RingBufSize); err != nil {
+		return nil, err
+	}
+	if cfg.SampleEvery == 0 {
+		cfg.SampleEvery = 1
+	}
+	if err := EnsureTracefs(); err != nil {
+		return nil, err
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; a no-op here.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("removing memlock limit: %w", err)
+	}
+
+	spec, err := LoadSfwatch()
+	if err != nil {
+		return nil, fmt.Errorf("loading BPF spec: %w", err)
+	}
+	spec.Maps[SfwatchMapEvents].MaxEntries = uint32(cfg.RingBufSize)
+	consts := map[string]any{
+		"target_cgroup_id": cfg.CgroupID,
+		"target_level":     cfg.CgroupLevel,
+		"sample_every":     cfg.SampleEvery,
+		// Wake the reader once an eighth of the buffer is unread; below
+		// that it drains on its own timer (see Reader).
+		"wakeup_bytes": uint64(cfg.RingBufSize / 8),
+	}
+	for name, v := range consts {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+
+	t := &Tracer{}
+	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("loading BPF programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	}
+	for _, tp := range tracepoints {
+		l, err := link.Tracepoint("syscalls", tp.name, tp.prog(&t.objs), nil)
+		if err != nil {
+			t.Close()
+			return nil, fmt.Errorf("attaching tracepoint syscalls/%s: %w", tp.name, err)
+		}
+		t.links = append(t.links, l)
+	}
+	t.reader, err = ringbuf.NewReader(t.objs.Events)
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
+	}
+	return t, nil
+}
+
+// Close detaches the programs and frees every map. Idempotent.
+func (t *Tracer) Close() error {
+	var errs []error
+	for _, l := range t.links {
+		errs = append(errs, l.Close())
+	}
+	t.links = nil
+	if t.reader != nil {
+		errs = append(errs, t.reader.Close())
+		t.reader = nil
+	}
+	errs = append(errs, t.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Detach stops new calls from being traced while keeping the maps and the
+// ring buffer readable, so the caller can drain and read final totals.
+func (t *Tracer) Detach() error {
+	var errs []error
+	for _, l := range t.links {
+		errs = append(errs, l.Close())
+	}
+	t.links = nil
+	return errors.Join(errs...)
+}
+
+// ReadInto waits for the next record, or until the deadline set with
+// SetDeadline passes (os.ErrDeadlineExceeded, after the records present at
+// that time have been returned), or until Flush (ringbuf.ErrFlushed).
+// Below the wakeup threshold the kernel does not wake us, so the caller
+// keeps a short deadline to pick up a trickle of events promptly.
+func (t *Tracer) ReadInto(rec *ringbuf.Record) error { return t.reader.ReadInto(rec) }
+
+// SetDeadline bounds the next ReadInto calls.
+func (t *Tracer) SetDeadline(d time.Time) { t.reader.SetDeadline(d) }
+
+// Flush makes a blocked ReadInto return what is in the buffer, then
+// ringbuf.ErrFlushed: the final drain.
+func (t *Tracer) Flush() error { return t.reader.Flush() }
+
+// RingBufSize is the size of the ring buffer in bytes.
+func (t *Tracer) RingBufSize() int { return t.reader.BufferSize() }
+
+// Counters holds the summed per-CPU totals, indexed by SfwatchCounter.
+type Counters [SfwatchCounterCOUNTER_MAX]uint64
+
+// Get returns one total.
+func (c *Counters) Get(i SfwatchCounter) uint64 { return c[i] }
+
+// Snapshot is every kernel-side total at one moment.
+type Snapshot struct {
+	Counters    Counters
+	ErrnoCounts map[syscall.Errno]uint64 // failed calls by errno; only non-zero entries
+	LatencyLog2 [64]uint64               // bucket i: durations in [2^(i-1), 2^i) ns
+}
+
+// Snapshot reads and sums the per-CPU maps. The counts are exact whatever
+// happened to the event stream.
+func (t *Tracer) Snapshot() (Snapshot, error) {
+	var s Snapshot
+	if err := sumPerCPU(t.objs.Counters, s.Counters[:]); err != nil {
+		return s, fmt.Errorf("reading counters: %w", err)
+	}
+	if err := sumPerCPU(t.objs.LatencyLog2, s.LatencyLog2[:]); err != nil {
+		return s, fmt.Errorf("reading latency histogram: %w", err)
+	}
+	errnos := make([]uint64, t.objs.ErrnoCounts.MaxEntries())
+	if err := sumPerCPU(t.objs.ErrnoCounts, errnos); err != nil {
+		return s, fmt.Errorf("reading errno counts: %w", err)
+	}
+	s.ErrnoCounts = make(map[syscall.Errno]uint64)
+	for errno, n := range errnos {
+		if n != 0 {
+			s.ErrnoCounts[syscall.Errno(errno)] = n
+		}
+	}
+	return s, nil
+}
+
+// sumPerCPU reads a per-CPU array of u64 into dst, one sum per key, with
+// one batch lookup for the whole map.
+func sumPerCPU(m *ebpf.Map, dst []uint64) error {
+	n := int(m.MaxEntries())
+	keys := make([]uint32, n)
+	values := make([]uint64, n*ebpf.MustPossibleCPU())
+	var cursor ebpf.MapBatchCursor
+	got, err := m.BatchLookup(&cursor, keys, values, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	if got != n {
+		return fmt.Errorf("batch lookup returned %d of %d entries", got, n)
+	}
+	cpus := len(values) / n
+	for i := range n {
+		var sum uint64
+		for _, v := range values[i*cpus : (i+1)*cpus] {
+			sum += v
+		}
+		dst[keys[i]] = sum
+	}
+	return nil
+}
