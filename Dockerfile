@@ -1,0 +1,22 @@
+# sfwatch in a container: a static binary on an empty base.
+#
+# Build:  docker build -t sfwatch .
+# Run:    docker run --rm --privileged --pid=host --cgroupns=host \
+#           -v /sys/fs/cgroup:/sys/fs/cgroup -v /sys/kernel/tracing:/sys/kernel/tracing \
+#           sfwatch attach --pid 1234 --metrics-addr :9464
+# --privileged: loading BPF programs and creating cgroups need CAP_SYS_ADMIN,
+# CAP_BPF and CAP_PERFMON; --pid=host and --cgroupns=host: to see the host's
+# processes and cgroup tree; the tracefs mount: to find the tracepoints.
+
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+# The BPF objects are committed (internal/loader/*_bpfel.o): no clang here.
+RUN CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o /sfwatch ./cmd/sfwatch
+
+FROM scratch
+COPY --from=build /sfwatch /sfwatch
+ENTRYPOINT ["/sfwatch"]
+CMD ["doctor"]

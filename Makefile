@@ -1,0 +1,47 @@
+# sfwatch: make selftest (as root) proves it works here; make ci runs
+# everything CI runs. Generated BPF objects are committed: only `generate`
+# needs clang.
+
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+DEBIAN_PACKAGES := clang llvm libbpf-dev strace nginx-light
+
+.PHONY: all build generate check-generate test test-unprivileged selftest vet deps ci bench
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o sfwatch ./cmd/sfwatch
+
+# Rebuild bpf/sfwatch.c into internal/loader (needs clang and libbpf-dev).
+generate:
+	$(GO) generate ./...
+
+# CI: regenerating must change nothing that is committed.
+check-generate: generate
+	git diff --exit-code -- internal/loader
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo 'gofmt: files above need formatting'; exit 1; }
+
+# All tests; as root, privileged tests must run (a skip fails them).
+test:
+	SFWATCH_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 ./...
+
+# Tests that need no privilege (privileged ones skip with a reason).
+test-unprivileged:
+	$(GO) test -count=1 ./...
+
+selftest: build
+	./sfwatch selftest
+
+# Debian packages the full test suite uses (strace for the compatibility
+# test, nginx for the forked-server test, clang for check-generate).
+deps:
+	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES); \
+	fi
+
+ci: deps check-generate vet test selftest

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+	"golang.org/x/sys/unix"
+
+	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/loader"
+)
+
+// check is one line of `sfwatch doctor`.
+type check struct {
+	Name     string `json:"check"`
+	OK       bool   `json:"ok"`
+	Required bool   `json:"required"`
+	Detail   string `json:"detail"`
+}
+
+// Capability bits from linux/capability.h.
+const (
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+func doctorCommand(args []string) error {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	asJSON := fs.Bool("json", false, "")
+	if err := fs.Parse(args); err != nil {
+		return usageError("doctor: %v; usage: sfwatch doctor [--json]", err)
+	}
+	checks := runChecks()
+	failed := 0
+	for _, c := range checks {
+		if c.Required && !c.OK {
+			failed++
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(checks); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "CHECK\tSTATUS\tDETAIL")
+		for _, c := range checks {
+			status := "ok"
+			switch {
+			case !c.OK && c.Required:
+				status = "MISSING"
+			case !c.OK:
+				status = "note"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, status, c.Detail)
+		}
+		tw.Flush()
+	}
+	if failed > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("doctor: %d required check(s) failed; sfwatch run will not work here", failed)}
+	}
+	return nil
+}
+
+// runChecks tries each thing sfwatch run needs, for real where it can: it
+// creates a throw-away group, starts /bin/true in it and loads the programs.
+func runChecks() []check {
+	var checks []check
+	add := func(name string, required bool, err error, okDetail string) {
+		c := check{Name: name, OK: err == nil, Required: required, Detail: okDetail}
+		if err != nil {
+			c.Detail = err.Error()
+		}
+		checks = append(checks, c)
+	}
+
+	add("privileges", true, privileges(), "root")
+
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	release := unix.ByteSliceToString(uts.Release[:])
+	add("kernel", true, kernelAtLeast(release, 5, 14), release+" (5.14+ needed: cgroup.kill, CLONE_INTO_CGROUP, ring buffer)")
+
+	_, err := os.Stat("/sys/kernel/btf/vmlinux")
+	add("btf", false, err, "/sys/kernel/btf/vmlinux (not needed by sfwatch; helps other tools)")
+
+	mounted := loader.TracefsMounted()
+	err = loader.EnsureTracefs()
+	detail := loader.TracefsPath
+	if !mounted && err == nil {
+		detail += " (was not mounted: mounted it now, as sfwatch run would)"
+	}
+	add("tracefs", true, err, detail)
+	for _, tp := range []string{"sys_enter_sendfile64", "sys_exit_sendfile64"} {
+		_, err := os.Stat(loader.TracefsPath + "/events/syscalls/" + tp)
+		add("tracepoint "+tp, true, err, "syscalls/"+tp)
+	}
+
+	mount, err := child.Cgroup2Mount()
+	add("cgroup2", true, err, mount)
+
+	add("ring buffer", true, features.HaveMapType(ebpf.RingBuf), "BPF_MAP_TYPE_RINGBUF")
+
+	group, err := child.NewGroup()
+	if err != nil {
+		add("cgroup group", true, err, "")
+		return checks
+	}
+	defer group.Close()
+	add("cgroup group", true, nil, group.Path)
+
+	err = startTrue(group)
+	add("CLONE_INTO_CGROUP", true, err, "started /bin/true directly inside the group")
+
+	tracer, err := loader.Open(loader.Config{CgroupID: group.ID, CgroupLevel: group.Level, RingBufSize: 1 << 16})
+	if err == nil {
+		tracer.Close()
+	}
+	add("BPF programs", true, err, "loaded, attached to both tracepoints, detached")
+
+	checks = append(checks, check{Name: "32-bit processes", OK: false, Required: false,
+		Detail: "compat (32-bit) tasks do not hit these tracepoints on x86-64: their calls are not seen"})
+	return checks
+}
+
+func privileges() error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if hex, ok := strings.CutPrefix(line, "CapEff:\t"); ok {
+			caps, _ := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			need := uint64(1)<<capBPF | 1<<capPerfmon | 1<<capSysAdmin
+			if caps&need == need {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("not root and missing CAP_BPF, CAP_PERFMON or CAP_SYS_ADMIN: run with sudo")
+}
+
+func kernelAtLeast(release string, major, minor int) error {
+	var ma, mi int
+	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
+		return fmt.Errorf("kernel %q: cannot parse version", release)
+	}
+	if ma < major || ma == major && mi < minor {
+		return fmt.Errorf("kernel %s is older than %d.%d", release, major, minor)
+	}
+	return nil
+}
+
+func startTrue(group *child.Group) error {
+	p, err := child.Start(child.Spec{Cmd: exec.Command("true"), Group: group})
+	if err != nil {
+		return err
+	}
+	code, err := p.Wait()
+	if err == nil && code != 0 {
+		err = fmt.Errorf("true exited %d", code)
+	}
+	return err
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/sfwatch/sfwatch/internal/child"
+)
+
+// sfwatchBin is the sfwatch binary under test, built once by TestMain.
+var sfwatchBin string
+
+// TestMain either runs a workload (when re-executed by a test as the traced
+// command) or builds sfwatch and runs the tests.
+func TestMain(m *testing.M) {
+	if os.Getenv(workloadEnvVar) != "" {
+		os.Exit(workloadMain(os.Args[1], os.Args[2:]))
+	}
+	dir, err := os.MkdirTemp("", "sfwatch-test-")
+	if err != nil {
+		panic(err)
+	}
+	sfwatchBin = filepath.Join(dir, "sfwatch")
+	if out, err := exec.Command("go", "build", "-o", sfwatchBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building sfwatch: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// needRoot skips a privileged test when not root, except when
+// SFWATCH_REQUIRE_PRIVILEGED is set (CI), where a skip would hide that
+// nothing was tested.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("SFWATCH_REQUIRE_PRIVILEGED") != "" {
+		t.Fatal("needs root (BPF and cgroups), and SFWATCH_REQUIRE_PRIVILEGED is set")
+	}
+	t.Skip("needs root: loads BPF programs and creates cgroups")
+}
+
+// result is one finished sfwatch process.
+type result struct {
+	stdout, stderr string
+	code           int
+	pid            int
+}
+
+// sfwatch runs the binary with args and env additions, and checks that it
+// left nothing behind.
+func sfwatch(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(sfwatchBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode()}
+	if cmd.Process != nil {
+		r.pid = cmd.Process.Pid
+	}
+	if err != nil && r.code < 0 {
+		t.Fatalf("running sfwatch: %v", err)
+	}
+	assertNothingLeft(t, r.pid)
+	return r
+}
+
+// runWorkload returns `sfwatch run` arguments (flags, then -- and the
+// command) that trace this test binary running the named workload; the
+// workload's own arguments follow its name.
+func runWorkload(t *testing.T, flags []string, name string, args ...string) result {
+	t.Helper()
+	argv := append([]string{"run"}, flags...)
+	argv = append(append(argv, "--", os.Args[0], name), args...)
+	return sfwatch(t, []string{workloadEnvVar + "=1"}, argv...)
+}
+
+// assertNothingLeft checks that sfwatch process pid left no cgroup and
+// that no sfwatch program is still loaded.
+func assertNothingLeft(t *testing.T, pid int) {
+	t.Helper()
+	mount, err := child.Cgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, _ := filepath.Glob(filepath.Join(mount, fmt.Sprintf("sfwatch-%d-*", pid)))
+	if len(left) > 0 {
+		t.Errorf("sfwatch (pid %d) left cgroups behind: %v", pid, left)
+	}
+	if names := loadedSfwatchPrograms(t); len(names) > 0 {
+		t.Errorf("sfwatch programs still loaded: %v", names)
+	}
+}
+
+// loadedSfwatchPrograms lists loaded BPF programs with sfwatch's names.
+func loadedSfwatchPrograms(t *testing.T) []string {
+	t.Helper()
+	var names []string
+	for id := ebpf.ProgramID(0); ; {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			break
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		info, err := p.Info()
+		p.Close()
+		if err == nil && strings.HasPrefix(info.Name, "sys_e") && strings.Contains(info.Name, "sendf") {
+			names = append(names, info.Name)
+		}
+	}
+	return names
+}
+
+// jsonEvent is one line of --format json.
+type jsonEvent struct {
+	PID    uint32 `json:"pid"`
+	TID    uint32 `json:"tid"`
+	Comm   string `json:"comm"`
+	OutFD  int32  `json:"out_fd"`
+	InFD   int32  `json:"in_fd"`
+	Offset *struct {
+		Before *int64 `json:"before"`
+		After  *int64 `json:"after"`
+	} `json:"offset"`
+	Count      uint64   `json:"count"`
+	Ret        int64    `json:"ret"`
+	Errno      *string  `json:"errno"`
+	Class      string   `json:"class"`
+	Violations []string `json:"violations"`
+}
+
+func parseJSONEvents(t *testing.T, data string) []jsonEvent {
+	t.Helper()
+	var evs []jsonEvent
+	for _, line := range strings.Split(strings.TrimSpace(data), "\n") {
+		if line == "" {
+			continue
+		}
+		var e jsonEvent
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("bad JSON line %q: %v", line, err)
+		}
+		evs = append(evs, e)
+	}
+	return evs
+}
+
+// parseManifest reads the direct calls a workload printed on stdout.
+func parseManifest(t *testing.T, data string) []directCall {
+	t.Helper()
+	var calls []directCall
+	for _, line := range strings.Split(strings.TrimSpace(data), "\n") {
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var c directCall
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatalf("bad manifest line %q: %v", line, err)
+		}
+		calls = append(calls, c)
+	}
+	return calls
+}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sfwatch/sfwatch/internal/events"
+	"github.com/sfwatch/sfwatch/internal/session"
+)
+
+// report is the --report document: one JSON object for a CI runner.
+type report struct {
+	Version       string            `json:"version"`
+	Command       []string          `json:"command"`
+	Start         time.Time         `json:"start"`
+	End           time.Time         `json:"end"`
+	ExitCode      int               `json:"exit_code"`
+	Summary       reportSummary     `json:"summary"`
+	ErrorsByErrno map[string]uint64 `json:"errors_by_errno"`
+	Violations    map[string]uint64 `json:"violations_by_rule"`
+	Expectations  []reportExpect    `json:"expectations"`
+	Offending     []json.RawMessage `json:"offending_events"`
+}
+
+type reportSummary struct {
+	Calls      uint64 `json:"calls"`
+	Bytes      uint64 `json:"bytes"`
+	Errors     uint64 `json:"errors"`
+	Short      uint64 `json:"short"`
+	EOF        uint64 `json:"eof"`
+	OffsetNull uint64 `json:"offset_null"`
+	OffsetPtr  uint64 `json:"offset_ptr"`
+	Violations uint64 `json:"violations"`
+	Events     uint64 `json:"events"`
+	Lost       uint64 `json:"lost"`
+	SampledOut uint64 `json:"sampled_out"`
+	P50Ns      int64  `json:"latency_p50_ns"`
+	P99Ns      int64  `json:"latency_p99_ns"`
+	MaxNs      int64  `json:"latency_max_ns"`
+}
+
+type reportExpect struct {
+	Expr   string `json:"expr"`
+	OK     *bool  `json:"ok"` // null: inconclusive
+	Actual uint64 `json:"actual"`
+}
+
+func newReport(argv []string, o session.Outcome, outcomes []events.Outcome) *report {
+	s := o.Summary
+	r := &report{
+		Version:  versionString(),
+		Command:  argv,
+		Start:    o.Start,
+		End:      o.End,
+		ExitCode: o.ExitCode,
+		Summary: reportSummary{
+			Calls: s.Calls, Bytes: s.Bytes, Errors: s.Errors, Short: s.Short, EOF: s.EOF,
+			OffsetNull: s.OffsetNull, OffsetPtr: s.OffsetPtr, Violations: s.Violations,
+			Events: s.Events, Lost: s.Lost, SampledOut: s.SampledOut,
+			P50Ns: int64(s.P50), P99Ns: int64(s.P99), MaxNs: int64(s.Max),
+		},
+		ErrorsByErrno: s.ErrorsByErrno,
+		Violations:    s.ViolationsByRule,
+		Expectations:  []reportExpect{},
+		Offending:     []json.RawMessage{},
+	}
+	for _, x := range outcomes {
+		r.Expectations = append(r.Expectations, reportExpect{Expr: x.Expr, OK: x.OK, Actual: x.Actual})
+	}
+	for i := range s.FirstViolations {
+		e := &s.FirstViolations[i]
+		line := events.AppendJSON(nil, e, events.Validate(e))
+		r.Offending = append(r.Offending, json.RawMessage(strings.TrimSpace(string(line))))
+	}
+	return r
+}
+
+func writeJSONReport(path string, r *report) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding report: %w", err)
+	}
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing report: %w", err)
+	}
+	return nil
+}
+
+// JUnit XML, the subset CI systems read: one suite, a case per expectation.
+type junitSuite struct {
+	XMLName  xml.Name    `xml:"testsuite"`
+	Name     string      `xml:"name,attr"`
+	Tests    int         `xml:"tests,attr"`
+	Failures int         `xml:"failures,attr"`
+	Skipped  int         `xml:"skipped,attr"`
+	Time     float64     `xml:"time,attr"`
+	Cases    []junitCase `xml:"testcase"`
+}
+
+type junitCase struct {
+	Name      string        `xml:"name,attr"`
+	Classname string        `xml:"classname,attr"`
+	Failure   *junitMessage `xml:"failure,omitempty"`
+	Skipped   *junitMessage `xml:"skipped,omitempty"`
+}
+
+type junitMessage struct {
+	Message string `xml:"message,attr"`
+	Text    string `xml:",chardata"`
+}
+
+func writeJUnit(path string, r *report) error {
+	suite := junitSuite{
+		Name:  "sfwatch " + strings.Join(r.Command, " "),
+		Tests: len(r.Expectations),
+		Time:  r.End.Sub(r.Start).Seconds(),
+		Cases: []junitCase{},
+	}
+	for _, x := range r.Expectations {
+		c := junitCase{Name: x.Expr, Classname: "sfwatch.expect"}
+		switch {
+		case x.OK == nil:
+			suite.Skipped++
+			c.Skipped = &junitMessage{Message: fmt.Sprintf("inconclusive: %d events lost, %d sampled out", r.Summary.Lost, r.Summary.SampledOut)}
+		case !*x.OK:
+			suite.Failures++
+			c.Failure = &junitMessage{Message: fmt.Sprintf("%s: actual %d", x.Expr, x.Actual), Text: offendingText(r)}
+		}
+		suite.Cases = append(suite.Cases, c)
+	}
+	data, err := xml.MarshalIndent(suite, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding junit: %w", err)
+	}
+	if err := os.WriteFile(path, append([]byte(xml.Header), append(data, '\n')...), 0o644); err != nil {
+		return fmt.Errorf("writing junit: %w", err)
+	}
+	return nil
+}
+
+func offendingText(r *report) string {
+	var b strings.Builder
+	for _, e := range r.Offending {
+		b.Write(e)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}

@@ -1,0 +1,375 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/events"
+	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/session"
+)
+
+const watchFlagsUsage = `  -o FILE              write events (and the -c table) to FILE instead of stderr
+  --format text|json   text: strace-compatible lines (default); json: JSON Lines
+  -T                   append each call's duration, as strace -T does
+  -c, --summary        print a summary table at the end, like strace -c
+  --quiet              no per-event output (totals, expectations and metrics only)
+  --sample N           emit one event per N calls; totals and metrics stay exact
+  --expect EXPR        check KEY OP N at the end, e.g. calls>=1, offset_ptr==0, errors==0;
+                       KEY: calls bytes errors short eof offset_null offset_ptr violations lost;
+                       OP: == != >= <= > <. Repeatable.
+  --report FILE        write a JSON report (summary, errors, expectations, exit code)
+  --junit FILE         write a JUnit XML file, one test case per --expect
+  --metrics            serve Prometheus metrics on 127.0.0.1:9464/metrics
+  --metrics-addr ADDR  serve them on ADDR instead (e.g. :9464 for every interface)
+  --web-config FILE    TLS and basic auth for the metrics server (exporter-toolkit format)
+  --ringbuf-size N     ring buffer bytes, a power of two (default 8388608)
+`
+
+const exitCodesUsage = `
+Exit codes: the child's own status (128+N when killed by signal N);
+2 bad usage, 3 an --expect failed, 4 an --expect was inconclusive,
+125 sfwatch failed, 126 CMD not executable, 127 CMD not found.
+`
+
+const runUsage = `Usage: sfwatch run [flags] -- CMD [ARGS...]
+
+Starts CMD in a new cgroup v2 group and prints every sendfile(2) call that it,
+its threads and all its descendants make, strace-style, on stderr. When CMD
+exits, whatever it left running in the group is killed.
+
+Flags:
+  --user NAME          run CMD as NAME (default: the user behind sudo, as strace -u)
+` + watchFlagsUsage + exitCodesUsage
+
+const attachUsage = `Usage: sfwatch attach (--cgroup PATH | --pid PID) [flags]
+
+Watches the sendfile(2) calls of an existing cgroup v2 group (a service, a
+container) until SIGINT or SIGTERM. Nothing in the group is started or
+signalled. PATH is absolute or relative to the cgroup2 mount; --pid watches
+the group that process is in.
+
+Flags:
+` + watchFlagsUsage + `
+Exit codes: 0, 2 bad usage, 3 an --expect failed, 4 inconclusive, 125 sfwatch failed.
+`
+
+// watchFlags are the flags that run and attach share.
+type watchFlags struct {
+	output      string
+	format      string
+	durations   bool
+	summary     bool
+	quiet       bool
+	sample      uint
+	expects     []events.Expectation
+	report      string
+	junit       string
+	metrics     bool
+	metricsAddr string
+	webConfig   string
+	ringBufSize int
+}
+
+func (f *watchFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.output, "o", "", "")
+	fs.StringVar(&f.format, "format", "text", "")
+	fs.BoolVar(&f.durations, "T", false, "")
+	fs.BoolVar(&f.summary, "c", false, "")
+	fs.BoolVar(&f.summary, "summary", false, "")
+	fs.BoolVar(&f.quiet, "quiet", false, "")
+	fs.UintVar(&f.sample, "sample", 1, "")
+	fs.Var(expectList{&f.expects}, "expect", "")
+	fs.StringVar(&f.report, "report", "", "")
+	fs.StringVar(&f.junit, "junit", "", "")
+	fs.BoolVar(&f.metrics, "metrics", false, "")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "")
+	fs.StringVar(&f.webConfig, "web-config", "", "")
+	fs.IntVar(&f.ringBufSize, "ringbuf-size", loader.DefaultRingBufSize, "")
+}
+
+func (f *watchFlags) check(command string) error {
+	if f.format != "text" && f.format != "json" {
+		return usageError("%s: --format %q: want text or json", command, f.format)
+	}
+	if err := loader.ValidateRingBufSize(f.ringBufSize); err != nil {
+		return usageError("%s: --ringbuf-size: %v", command, err)
+	}
+	if f.sample == 0 || f.sample > 1<<31 {
+		return usageError("%s: --sample %d: want N >= 1 (one event per N calls)", command, f.sample)
+	}
+	if f.webConfig != "" && f.listenAddr() == "" {
+		return usageError("%s: --web-config needs --metrics or --metrics-addr", command)
+	}
+	return nil
+}
+
+// listenAddr is where metrics are served, "" for nowhere. Only an
+// explicit --metrics-addr listens beyond loopback.
+func (f *watchFlags) listenAddr() string {
+	if f.metricsAddr != "" {
+		return f.metricsAddr
+	}
+	if f.metrics {
+		return defaultMetricsAddr
+	}
+	return ""
+}
+
+// expectList collects repeated --expect flags, parsed as they come so that
+// a malformed one is a usage error before anything starts.
+type expectList struct{ list *[]events.Expectation }
+
+func (e expectList) String() string { return "" }
+func (e expectList) Set(s string) error {
+	x, err := events.ParseExpectation(s)
+	if err != nil {
+		return err
+	}
+	*e.list = append(*e.list, x)
+	return nil
+}
+
+// parse parses args with fs and turns every problem into a usage error.
+func parse(fs *flag.FlagSet, args []string, help string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Print(help)
+			return &exitError{code: 0}
+		}
+		return usageError("%s: %v; see 'sfwatch %s --help'", fs.Name(), err, fs.Name())
+	}
+	return nil
+}
+
+func runCommand(ctx context.Context, args []string) error {
+	var f watchFlags
+	var user string
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	f.register(fs)
+	fs.StringVar(&user, "user", "", "")
+	if err := parse(fs, args, runUsage); err != nil {
+		return err
+	}
+	if err := f.check("run"); err != nil {
+		return err
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		return usageError("run: missing command; usage: sfwatch run [flags] -- CMD [ARGS...]")
+	}
+	if err := requireRoot("run"); err != nil {
+		return err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	return watch(&f, argv, func(cfg session.Config) (session.Outcome, error) {
+		cfg.User = user
+		cfg.ForwardSignals = true
+		return session.Run(ctx, cmd, cfg)
+	})
+}
+
+func attachCommand(ctx context.Context, args []string) error {
+	var f watchFlags
+	var cgroup string
+	var pid int
+	fs := flag.NewFlagSet("attach", flag.ContinueOnError)
+	f.register(fs)
+	fs.StringVar(&cgroup, "cgroup", "", "")
+	fs.IntVar(&pid, "pid", 0, "")
+	if err := parse(fs, args, attachUsage); err != nil {
+		return err
+	}
+	if err := f.check("attach"); err != nil {
+		return err
+	}
+	if (cgroup == "") == (pid == 0) {
+		return usageError("attach: want exactly one of --cgroup PATH or --pid PID")
+	}
+	if fs.NArg() > 0 {
+		return usageError("attach: unexpected argument %q; to start a command use 'sfwatch run -- CMD'", fs.Arg(0))
+	}
+	if err := requireRoot("attach"); err != nil {
+		return err
+	}
+	var group *child.Group
+	var err error
+	if pid != 0 {
+		group, err = child.GroupOfPID(pid)
+	} else {
+		group, err = child.OpenGroup(cgroup)
+	}
+	if err != nil {
+		return err
+	}
+	defer group.Close()
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	target := []string{"attach", "--cgroup", group.Path}
+	if pid != 0 {
+		target = []string{"attach", "--pid", strconv.Itoa(pid)}
+	}
+	return watch(&f, target, func(cfg session.Config) (session.Outcome, error) {
+		return session.Attach(ctx, group, cfg)
+	})
+}
+
+// watch sets up the sinks and the metrics server around one session, then
+// reports its outcome.
+func watch(f *watchFlags, target []string, start func(session.Config) (session.Outcome, error)) error {
+	out := io.Writer(os.Stderr)
+	if f.output != "" {
+		file, err := os.Create(f.output)
+		if err != nil {
+			return fmt.Errorf("creating output file: %w", err)
+		}
+		defer file.Close()
+		out = file
+	}
+	cfg := session.Config{RingBufSize: f.ringBufSize, SampleEvery: uint32(f.sample)}
+	var sinks multiSink
+	var stream *streamSink
+	if !f.quiet {
+		stream = newStreamSink(out, f.format, events.TextOptions{Durations: f.durations})
+		sinks = append(sinks, stream)
+	}
+	if addr := f.listenAddr(); addr != "" {
+		srv, err := startMetrics(addr, f.webConfig)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		sinks = append(sinks, srv.exporter)
+		cfg.Started = func(t *loader.Tracer) {
+			srv.exporter.SetSource(t)
+			srv.exporter.SetChildUp(true)
+		}
+		defer srv.exporter.SetChildUp(false)
+	}
+	cfg.Sink = sinks
+	outcome, err := start(cfg)
+	if err != nil {
+		return err
+	}
+	if stream != nil {
+		if err := stream.Close(); err != nil {
+			return fmt.Errorf("writing events: %w", err)
+		}
+	}
+	return finish(out, f, target, outcome)
+}
+
+// finish prints what comes after the event stream (table, expectations,
+// accounting line), writes the report files, and picks the exit code.
+func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome) error {
+	s := o.Summary
+	if f.summary {
+		if err := events.WriteTable(out, s); err != nil {
+			return fmt.Errorf("writing summary: %w", err)
+		}
+	}
+	outcomes := make([]events.Outcome, len(f.expects))
+	for i, x := range f.expects {
+		outcomes[i] = x.Evaluate(s)
+		fmt.Fprintln(os.Stderr, describeOutcome(outcomes[i]))
+	}
+	fmt.Fprintln(os.Stderr, events.AccountingLine(s))
+
+	rep := newReport(target, o, outcomes)
+	if f.report != "" {
+		if err := writeJSONReport(f.report, rep); err != nil {
+			return err
+		}
+	}
+	if f.junit != "" {
+		if err := writeJUnit(f.junit, rep); err != nil {
+			return err
+		}
+	}
+	return &exitError{code: exitCode(o.ExitCode, outcomes)}
+}
+
+// exitCode: a failed expectation outranks an inconclusive one, which
+// outranks the child's own status.
+func exitCode(childCode int, outcomes []events.Outcome) int {
+	code := childCode
+	for _, o := range outcomes {
+		switch {
+		case o.OK == nil && code != exitExpectFailed:
+			code = exitInconclusive
+		case o.OK != nil && !*o.OK:
+			code = exitExpectFailed
+		}
+	}
+	return code
+}
+
+func describeOutcome(o events.Outcome) string {
+	verdict := "ok"
+	switch {
+	case o.OK == nil:
+		verdict = "INCONCLUSIVE (events were lost or sampled out)"
+	case !*o.OK:
+		verdict = "FAILED"
+	}
+	return fmt.Sprintf("sfwatch: expect %s: %s (%s = %d)", o.Expr, verdict, o.Key, o.Actual)
+}
+
+func requireRoot(command string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%s needs root to load BPF programs and create cgroups: run it with sudo", command)
+	}
+	return nil
+}
+
+// streamSink writes one line per event, buffered, flushed when idle.
+type streamSink struct {
+	w    *bufio.Writer
+	json bool
+	opt  events.TextOptions
+	line []byte
+}
+
+func newStreamSink(w io.Writer, format string, opt events.TextOptions) *streamSink {
+	return &streamSink{w: bufio.NewWriterSize(w, 64<<10), json: format == "json", opt: opt, line: make([]byte, 0, 512)}
+}
+
+func (s *streamSink) Event(e *events.Event, v events.Verdict) {
+	if s.json {
+		s.line = events.AppendJSON(s.line[:0], e, v)
+	} else {
+		s.line = events.AppendText(s.line[:0], e, v, s.opt)
+	}
+	s.w.Write(s.line)
+}
+
+func (s *streamSink) Idle()        { s.w.Flush() }
+func (s *streamSink) Close() error { return s.w.Flush() }
+
+// multiSink hands each event to several sinks.
+type multiSink []session.Sink
+
+func (m multiSink) Event(e *events.Event, v events.Verdict) {
+	for _, s := range m {
+		s.Event(e, v)
+	}
+}
+
+func (m multiSink) Idle() {
+	for _, s := range m {
+		s.Idle()
+	}
+}

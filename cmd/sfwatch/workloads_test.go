@@ -1,0 +1,318 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// workloadEnvVar, when set, makes the test binary run a workload instead
+// of the tests: `test.binary NAME ARGS...` under `sfwatch run`.
+const workloadEnvVar = "SFWATCH_TEST_WORKLOAD"
+
+// workloadFileSize is the size of the file the workloads send from.
+const workloadFileSize = 16 << 10
+
+var workloads = map[string]func(args []string) error{
+	"offsets":        offsetsWorkload,
+	"threads":        threadsWorkload,
+	"grandchild":     grandchildWorkload,
+	"grandchild-mid": grandchildMidWorkload,
+	"grandchild-end": grandchildEndWorkload,
+	"count-sigterm":  countSigtermWorkload,
+	"forkserver":     forkServerWorkload,
+	"serve":          serveWorkload,
+	"loop":           loopWorkload,
+}
+
+func workloadMain(name string, args []string) int {
+	if name == "exit" {
+		code, _ := strconv.Atoi(args[0])
+		return code
+	}
+	w, ok := workloads[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "no workload %q\n", name)
+		return 99
+	}
+	if err := w(args); err != nil {
+		fmt.Fprintf(os.Stderr, "workload %s: %v\n", name, err)
+		return 98
+	}
+	return 0
+}
+
+// workloadFiles are the descriptors the workloads call sendfile with.
+type workloadFiles struct {
+	dir     string
+	in      *os.File // workloadFileSize bytes
+	devNull *os.File
+	appendF *os.File // opened O_APPEND: sendfile to it is EINVAL
+	pipeR   *os.File // not seekable: a pointer offset on it is ESPIPE
+	pipeW   *os.File
+}
+
+func openWorkloadFiles() (*workloadFiles, error) {
+	dir, err := os.MkdirTemp("", "sfwatch-workload-")
+	if err != nil {
+		return nil, err
+	}
+	f := &workloadFiles{dir: dir}
+	path := filepath.Join(dir, "data")
+	if err := os.WriteFile(path, make([]byte, workloadFileSize), 0o644); err != nil {
+		return nil, err
+	}
+	if f.in, err = os.Open(path); err != nil {
+		return nil, err
+	}
+	if f.devNull, err = os.OpenFile(os.DevNull, os.O_WRONLY, 0); err != nil {
+		return nil, err
+	}
+	if f.appendF, err = os.OpenFile(filepath.Join(dir, "append"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+		return nil, err
+	}
+	if f.pipeR, f.pipeW, err = os.Pipe(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *workloadFiles) Close() {
+	for _, c := range []*os.File{f.in, f.devNull, f.appendF, f.pipeR, f.pipeW} {
+		c.Close()
+	}
+	os.RemoveAll(f.dir)
+}
+
+func ptr(v int64) *int64 { return &v }
+
+// offsetsWorkload makes one call of each kind and prints a manifest line
+// per call.
+func offsetsWorkload([]string) error {
+	f, err := openWorkloadFiles()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	runtime.LockOSThread()
+	out, in := int(f.devNull.Fd()), int(f.in.Fd())
+	calls := []directCall{
+		sendfileCall(out, in, nil, 4096),                       // NULL offset: the file position moves
+		sendfileCall(out, in, ptr(0), 4096),                    // [0] => [4096]
+		sendfileCall(out, in, ptr(workloadFileSize-100), 4096), // short: 100 bytes left
+		sendfileCall(out, in, ptr(workloadFileSize), 4096),     // EOF: 0, [16384] unchanged
+		sendfileCall(999, in, nil, 4096),                       // EBADF
+		sendfileCall(out, int(f.pipeR.Fd()), ptr(0), 4096),     // ESPIPE
+		sendfileCall(int(f.appendF.Fd()), in, nil, 4096),       // EINVAL
+		sendfileCall(out, in, ptr(0), 0),                       // count 0: returns 0
+	}
+	f.in.Seek(0, 2)
+	calls = append(calls, sendfileCall(out, in, nil, 4096)) // EOF with NULL: 0
+	enc := json.NewEncoder(os.Stdout)
+	for _, c := range calls {
+		if err := enc.Encode(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// threadsWorkload: THREADS threads make N NULL-offset calls each.
+func threadsWorkload(args []string) error {
+	threads, _ := strconv.Atoi(args[0])
+	n, _ := strconv.Atoi(args[1])
+	return parallelLoop(threads, n, false)
+}
+
+// loopWorkload: THREADS threads make N calls each of 4 KiB to /dev/null,
+// alternating NULL and pointer offsets: the benchmark's tight loop.
+func loopWorkload(args []string) error {
+	threads, _ := strconv.Atoi(args[0])
+	n, _ := strconv.Atoi(args[1])
+	return parallelLoop(threads, n, true)
+}
+
+func parallelLoop(threads, n int, alternate bool) error {
+	f, err := openWorkloadFiles()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var wg sync.WaitGroup
+	for range threads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread() // one OS thread per loop, so tids are distinct
+			out, in := uintptr(f.devNull.Fd()), uintptr(f.in.Fd())
+			off := new(int64) // on the heap, which Go never moves
+			for i := range n {
+				var offset uintptr // NULL: the file position moves
+				if alternate && i%2 == 1 {
+					*off = 0
+					offset = uintptr(unsafe.Pointer(off))
+				}
+				r, _, _ := unix.Syscall6(unix.SYS_SENDFILE, out, in, offset, 4096, 0, 0)
+				if r == 0 && offset == 0 {
+					unix.Seek(int(in), 0, 0) // end of file: rewind
+				}
+			}
+			runtime.KeepAlive(off)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// grandchildWorkload starts a middle process that starts a setsid
+// grandchild and exits at once (a double fork); it waits until the
+// grandchild has made its calls (READY file), then exits, leaving the
+// grandchild running.
+func grandchildWorkload(args []string) error {
+	ready := args[0]
+	if err := selfCommand("grandchild-mid", ready).Run(); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("grandchild never got ready")
+}
+
+func grandchildMidWorkload(args []string) error {
+	c := selfCommand("grandchild-end", args[0])
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	return c.Start() // and exit without waiting: the grandchild is orphaned
+}
+
+// grandchildEndWorkload makes 3 calls, writes its pid to READY, and sleeps.
+func grandchildEndWorkload(args []string) error {
+	f, err := openWorkloadFiles()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for range 3 {
+		sendfileCall(int(f.devNull.Fd()), int(f.in.Fd()), ptr(0), 4096)
+	}
+	tmp := args[0] + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, args[0]); err != nil {
+		return err
+	}
+	time.Sleep(5 * time.Minute)
+	return nil
+}
+
+// countSigtermWorkload writes READY once its handler is in place, then
+// exits with the number of SIGTERMs received within a second of the first.
+func countSigtermWorkload(args []string) error {
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch, syscall.SIGTERM)
+	if err := os.WriteFile(args[0], nil, 0o644); err != nil {
+		return err
+	}
+	<-ch
+	n := 1
+	for timeout := time.After(time.Second); ; {
+		select {
+		case <-ch:
+			n++
+		case <-timeout:
+			os.Exit(n)
+		}
+	}
+}
+
+// forkServerWorkload starts N server processes, each on its own loopback
+// port serving one file with net/http; it writes their addresses to READY
+// and runs until SIGTERM, which it passes on to them.
+func forkServerWorkload(args []string) error {
+	ready := args[0]
+	n, _ := strconv.Atoi(args[1])
+	dir, err := os.MkdirTemp("", "sfwatch-forkserver-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	page := make([]byte, 64<<10)
+	for i := range page {
+		page[i] = byte('a' + i%26)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "page"), page, 0o644); err != nil {
+		return err
+	}
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	var addrs []string
+	var servers []*exec.Cmd
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		lf, _ := ln.(*net.TCPListener).File()
+		c := selfCommand("serve", dir)
+		c.ExtraFiles = []*os.File{lf}
+		if err := c.Start(); err != nil {
+			return err
+		}
+		ln.Close()
+		lf.Close()
+		servers = append(servers, c)
+		addrs = append(addrs, ln.Addr().String())
+	}
+	data, _ := json.Marshal(addrs)
+	if err := os.WriteFile(ready+".tmp", data, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(ready+".tmp", ready); err != nil {
+		return err
+	}
+	<-term
+	for _, c := range servers {
+		c.Process.Signal(syscall.SIGTERM)
+		c.Wait()
+	}
+	return nil
+}
+
+// serveWorkload serves DIR with net/http on the listener passed as fd 3.
+func serveWorkload(args []string) error {
+	ln, err := net.FileListener(os.NewFile(3, "listener"))
+	if err != nil {
+		return err
+	}
+	go func() {
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		<-term
+		os.Exit(0)
+	}()
+	return http.Serve(ln, http.FileServer(http.Dir(args[0])))
+}
+
+// selfCommand re-executes this test binary as another workload.
+func selfCommand(name string, args ...string) *exec.Cmd {
+	c := exec.Command(os.Args[0], append([]string{name}, args...)...)
+	c.Env = append(os.Environ(), workloadEnvVar+"=1")
+	c.Stdout, c.Stderr = os.Stdout, os.Stderr
+	return c
+}

@@ -1,0 +1,394 @@
+package child
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// groupPrefix starts the name of every group NewGroup creates:
+// sfwatch-<pid>-<seq>, directly below the cgroup2 root.
+const groupPrefix = "sfwatch-"
+
+// killTimeout bounds how long Kill waits for a killed group to empty. SIGKILL
+// cannot be caught, so only a task stuck in the kernel (D state) takes long.
+const killTimeout = 10 * time.Second
+
+// seq numbers the groups of this process, so that several can exist at once
+// (parallel tests, say).
+var seq atomic.Uint64
+
+// Cgroup2Mount returns the mount point of the cgroup v2 hierarchy, from
+// /proc/self/mountinfo: /sys/fs/cgroup on a pure v2 host,
+// /sys/fs/cgroup/unified on a hybrid one.
+func Cgroup2Mount() (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", fmt.Errorf("finding the cgroup2 mount: %w", err)
+	}
+	defer f.Close()
+	return parseCgroup2Mount(f)
+}
+
+// parseCgroup2Mount returns the mount point of the first cgroup2 line of a
+// mountinfo table:
+//
+//	ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
+func parseCgroup2Mount(r io.Reader) (string, error) {
+	s := bufio.NewScanner(r)
+	// Overlay mounts with many layers make lines longer than the default 64 KiB.
+	s.Buffer(nil, 1<<20)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		sep := slices.Index(fields, "-")
+		if sep >= 5 && sep+1 < len(fields) && fields[sep+1] == "cgroup2" {
+			return unescapeMountinfo(fields[4]), nil
+		}
+	}
+	if err := s.Err(); err != nil {
+		return "", fmt.Errorf("finding the cgroup2 mount: reading mountinfo: %w", err)
+	}
+	return "", errors.New("finding the cgroup2 mount: no cgroup2 file system in /proc/self/mountinfo (is cgroup v2 mounted?)")
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space,
+// \011, \012, \134) in a mountinfo path.
+func unescapeMountinfo(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if c, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(c))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Group is a cgroup v2 directory.
+//
+// Level counts from the root of the cgroup2 mount, which is the root of the
+// hierarchy on a host. Inside a container's cgroup namespace it is not, and
+// Level (what the BPF side compares at) would come out too small.
+type Group struct {
+	Path  string // absolute path under the cgroup2 mount
+	ID    uint64 // cgroup id == inode number of the directory (what bpf_get_current_ancestor_cgroup_id returns)
+	Level uint32 // depth below the cgroup2 root (root = 0, <mount>/a = 1, <mount>/a/b = 2)
+
+	owned bool // created by NewGroup: Close kills and removes it
+	// dir is the group's directory, open for the group's whole life: Start
+	// passes it to clone3 (CLONE_INTO_CGROUP), and for an owned group it tells
+	// a stale-group sweep that the owner is alive (see holdsOpen).
+	dir *os.File
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewGroup creates an owned group <mount>/sfwatch-<pid>-<seq>; Close kills
+// whatever runs in it and removes it.
+//
+// It first removes the groups that crashed earlier runs left behind: a
+// sfwatch-<pid>-<n> whose process <pid> no longer holds it open (it died, or
+// the pid now belongs to another program) has its processes killed and is
+// removed. That sweep is best effort: a leftover that cannot be removed now
+// must not stop a new run, and every later NewGroup tries again.
+func NewGroup() (*Group, error) {
+	mount, err := Cgroup2Mount()
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := lockMount(mount)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	removeStale(mount)
+	for {
+		name := fmt.Sprintf("%s%d-%d", groupPrefix, os.Getpid(), seq.Add(1)-1)
+		path := filepath.Join(mount, name)
+		err := os.Mkdir(path, 0o755)
+		if errors.Is(err, fs.ErrExist) {
+			// A leftover with our pid that the sweep could not remove.
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("creating cgroup %s: %w", path, err)
+		}
+		g, err := openGroup(mount, name, true)
+		if err != nil {
+			os.Remove(path)
+			return nil, err
+		}
+		return g, nil
+	}
+}
+
+// lockMount takes an exclusive flock on the cgroup2 root, released by the
+// returned func. It serializes NewGroup across goroutines and processes:
+// between its mkdir and its open a new group is not held open yet, and a
+// concurrent sweep would take it for stale.
+func lockMount(mount string) (unlock func(), err error) {
+	f, err := os.Open(mount)
+	if err != nil {
+		return nil, fmt.Errorf("locking cgroup2 root %s: %w", mount, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking cgroup2 root %s: %w", mount, err)
+	}
+	// Closing the only descriptor of the open file releases the lock.
+	return func() { f.Close() }, nil
+}
+
+// removeStale kills and removes the groups of dead owners at the cgroup2 root.
+func removeStale(mount string) {
+	entries, err := os.ReadDir(mount)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		pid, ok := groupOwner(e.Name())
+		path := filepath.Join(mount, e.Name())
+		if ok && e.IsDir() && !holdsOpen(pid, path) {
+			killAndRemove(path)
+		}
+	}
+}
+
+// groupOwner returns the pid in a name of the form sfwatch-<pid>-<seq>.
+func groupOwner(name string) (pid int, ok bool) {
+	rest, ok := strings.CutPrefix(name, groupPrefix)
+	if !ok {
+		return 0, false
+	}
+	p, n, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(p)
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	if _, err := strconv.ParseUint(n, 10, 64); err != nil {
+		return 0, false
+	}
+	return pid, true
+}
+
+// holdsOpen reports whether process pid has the directory path open. Every
+// owned Group keeps its directory open until it is removed, so this is true
+// for a live owner and false for a dead one or for an unrelated process that
+// got the same pid. When it cannot tell, it says true: leave it alone.
+func holdsOpen(pid int, path string) bool {
+	want, err := os.Stat(path)
+	if err != nil {
+		return true
+	}
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(fdDir)
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	for _, fd := range fds {
+		// Stat follows the magic link to the open file itself, whatever
+		// mount namespace the owner sees it through.
+		if fi, err := os.Stat(filepath.Join(fdDir, fd.Name())); err == nil && os.SameFile(fi, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// OpenGroup opens an existing group (for `sfwatch attach --cgroup PATH`). PATH
+// is absolute under the cgroup2 mount, or relative to it; an absolute path
+// outside the mount is taken as /proc/PID/cgroup shows it
+// (/system.slice/x.service), so relative to the mount too. The group is not
+// owned: Close never kills or removes it.
+func OpenGroup(path string) (*Group, error) {
+	mount, err := Cgroup2Mount()
+	if err != nil {
+		return nil, err
+	}
+	rel := filepath.Join(".", path)
+	if r, err := filepath.Rel(mount, path); filepath.IsAbs(path) && err == nil && filepath.IsLocal(r) {
+		rel = r
+	}
+	if !filepath.IsLocal(rel) {
+		return nil, fmt.Errorf("opening cgroup %s: outside the cgroup2 mount %s", path, mount)
+	}
+	return openGroup(mount, rel, false)
+}
+
+// GroupOfPID opens the cgroup v2 group that process pid is in, from the
+// "0::/path" line of /proc/PID/cgroup. The group is not owned.
+func GroupOfPID(pid int) (*Group, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return nil, fmt.Errorf("finding the cgroup of pid %d: %w", pid, err)
+	}
+	for line := range strings.Lines(string(data)) {
+		if path, ok := strings.CutPrefix(strings.TrimSpace(line), "0::"); ok {
+			return OpenGroup(path)
+		}
+	}
+	return nil, fmt.Errorf("finding the cgroup of pid %d: no cgroup v2 line (0::) in /proc/%d/cgroup", pid, pid)
+}
+
+// openGroup opens the group at rel, a local path below mount.
+func openGroup(mount, rel string, owned bool) (*Group, error) {
+	path := filepath.Join(mount, rel)
+	// os.OpenFile adds O_CLOEXEC: the descriptor never reaches a child.
+	dir, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening cgroup %s: %w", path, err)
+	}
+	fi, err := dir.Stat()
+	if err != nil {
+		dir.Close()
+		return nil, fmt.Errorf("opening cgroup %s: %w", path, err)
+	}
+	var level uint32
+	if rel = filepath.Clean(rel); rel != "." {
+		level = uint32(strings.Count(rel, "/") + 1)
+	}
+	return &Group{
+		Path:  path,
+		ID:    fi.Sys().(*syscall.Stat_t).Ino,
+		Level: level,
+		owned: owned,
+		dir:   dir,
+	}, nil
+}
+
+// Procs returns the pids in this group and in all groups below it.
+func (g *Group) Procs() ([]int, error) {
+	var pids []int
+	err := filepath.WalkDir(g.Path, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			err = appendProcs(&pids, path)
+		}
+		if path != g.Path && errors.Is(err, fs.ErrNotExist) {
+			return nil // a child group removed while we walk
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing processes of cgroup %s: %w", g.Path, err)
+	}
+	return pids, nil
+}
+
+// appendProcs appends the pids of one group, not of its child groups.
+func appendProcs(pids *[]int, path string) error {
+	data, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+	if err != nil {
+		return err
+	}
+	for _, f := range strings.Fields(string(data)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return fmt.Errorf("parsing %s/cgroup.procs: %w", path, err)
+		}
+		*pids = append(*pids, pid)
+	}
+	return nil
+}
+
+// Kill kills every process in the group and below it (cgroup.kill: SIGKILL,
+// including processes forked meanwhile) and waits, at most killTimeout, until
+// the group is empty.
+func (g *Group) Kill() error {
+	return kill(g.Path)
+}
+
+// Close releases the group. An owned group is killed, then removed with any
+// child groups its processes created; a group from OpenGroup or GroupOfPID is
+// only closed. Calls after the first return nil.
+func (g *Group) Close() error {
+	g.closeOnce.Do(func() {
+		if g.owned {
+			g.closeErr = killAndRemove(g.Path)
+		}
+		// Closed last: until the directory is gone, the open descriptor
+		// tells other sweeps that its owner is alive.
+		g.closeErr = errors.Join(g.closeErr, g.dir.Close())
+	})
+	return g.closeErr
+}
+
+func killAndRemove(path string) error {
+	if err := kill(path); err != nil {
+		return err
+	}
+	return removeTree(path)
+}
+
+func kill(path string) error {
+	if err := os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0); err != nil {
+		return fmt.Errorf("killing cgroup %s: %w", path, err)
+	}
+	deadline := time.Now().Add(killTimeout)
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		busy, err := populated(path)
+		if err != nil || !busy {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("killing cgroup %s: still populated after %v", path, killTimeout)
+		}
+		time.Sleep(delay)
+	}
+}
+
+// populated reports whether any process runs in the group or below it.
+func populated(path string) (bool, error) {
+	data, err := os.ReadFile(filepath.Join(path, "cgroup.events"))
+	if err != nil {
+		return false, fmt.Errorf("reading cgroup %s events: %w", path, err)
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "populated "); ok {
+			return v != "0", nil
+		}
+	}
+	return false, fmt.Errorf("reading cgroup %s events: no populated field", path)
+}
+
+// removeTree removes an empty group and the groups below it, deepest first:
+// rmdir fails with EBUSY on a group that still has child groups.
+func removeTree(path string) error {
+	var dirs []string
+	err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("removing cgroup %s: %w", path, err)
+	}
+	for _, dir := range slices.Backward(dirs) {
+		if err := os.Remove(dir); err != nil {
+			return fmt.Errorf("removing cgroup %s: %w", dir, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,136 @@
+package events
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Expectation is one --expect EXPR: KEY OP N, such as "calls>=1".
+type Expectation struct {
+	Expr string // as written, trimmed
+	Key  string
+	Op   string
+	N    uint64
+}
+
+// expectKeys are the quantities an expectation can test, in the order the
+// error message lists them. perEvent marks the ones that need every event
+// and are inconclusive when some were lost or sampled out; the others are
+// the kernel's exact counts.
+var expectKeys = []struct {
+	name     string
+	perEvent bool
+	value    func(Summary) uint64
+}{
+	{"calls", false, func(s Summary) uint64 { return s.Calls }},
+	{"bytes", false, func(s Summary) uint64 { return s.Bytes }},
+	{"errors", false, func(s Summary) uint64 { return s.Errors }},
+	{"short", false, func(s Summary) uint64 { return s.Short }},
+	{"eof", false, func(s Summary) uint64 { return s.EOF }},
+	{"offset_null", false, func(s Summary) uint64 { return s.OffsetNull }},
+	{"offset_ptr", false, func(s Summary) uint64 { return s.OffsetPtr }},
+	{"violations", true, func(s Summary) uint64 { return s.Violations }},
+	{"lost", false, func(s Summary) uint64 { return s.Lost }},
+}
+
+// expectOps are the comparisons, two-character ones first so that ">="
+// is not read as ">" followed by "=".
+var expectOps = []struct {
+	op   string
+	test func(actual, n uint64) bool
+}{
+	{"==", func(a, n uint64) bool { return a == n }},
+	{"!=", func(a, n uint64) bool { return a != n }},
+	{">=", func(a, n uint64) bool { return a >= n }},
+	{"<=", func(a, n uint64) bool { return a <= n }},
+	{">", func(a, n uint64) bool { return a > n }},
+	{"<", func(a, n uint64) bool { return a < n }},
+}
+
+// ParseExpectation reads KEY OP N; spaces around OP are optional.
+func ParseExpectation(s string) (Expectation, error) {
+	x := Expectation{Expr: strings.TrimSpace(s)}
+	rest := x.Expr
+
+	i := strings.IndexFunc(rest, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r == '_') })
+	if i < 0 {
+		i = len(rest)
+	}
+	x.Key, rest = rest[:i], strings.TrimLeft(rest[i:], " \t")
+	if x.Key == "" {
+		return x, expectError(s, "want KEY OP N, e.g. calls>=1")
+	}
+	if findKey(x.Key) < 0 {
+		return x, expectError(s, fmt.Sprintf("unknown key %q", x.Key))
+	}
+
+	for _, o := range expectOps {
+		if strings.HasPrefix(rest, o.op) {
+			x.Op, rest = o.op, strings.TrimLeft(rest[len(o.op):], " \t")
+			break
+		}
+	}
+	if x.Op == "" {
+		return x, expectError(s, "want an operator (== != >= <= > <) after "+x.Key)
+	}
+
+	// Base 10: no sign, no 0x or 1_000 forms, nothing after the number.
+	n, err := strconv.ParseUint(rest, 10, 64)
+	if err != nil {
+		return x, expectError(s, fmt.Sprintf("want a non-negative integer after %s, got %q", x.Op, rest))
+	}
+	x.N = n
+	return x, nil
+}
+
+func expectError(s, why string) error {
+	keys := make([]string, len(expectKeys))
+	for i, k := range expectKeys {
+		keys[i] = k.name
+	}
+	return fmt.Errorf("bad expectation %q: %s; want KEY OP N, e.g. calls>=1; keys: %s", s, why, strings.Join(keys, ", "))
+}
+
+func findKey(name string) int {
+	for i, k := range expectKeys {
+		if k.name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// Outcome is an evaluated expectation.
+type Outcome struct {
+	Expectation
+	OK     *bool // nil: inconclusive, the events needed were lost or sampled out
+	Actual uint64
+}
+
+// Evaluate tests x against s. The kernel's counts are exact, so those
+// expectations always conclude; violations needs every event and is
+// inconclusive when !s.Complete(). An Expectation not made by
+// ParseExpectation fails.
+func (x Expectation) Evaluate(s Summary) Outcome {
+	out := Outcome{Expectation: x}
+	k := findKey(x.Key)
+	if k < 0 {
+		return out.conclude(false)
+	}
+	out.Actual = expectKeys[k].value(s)
+	if expectKeys[k].perEvent && !s.Complete() {
+		return out
+	}
+	for _, o := range expectOps {
+		if o.op == x.Op {
+			return out.conclude(o.test(out.Actual, x.N))
+		}
+	}
+	return out.conclude(false)
+}
+
+func (o Outcome) conclude(ok bool) Outcome {
+	o.OK = &ok
+	return o
+}

@@ -1,0 +1,112 @@
+package events
+
+import (
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/sfwatch/sfwatch/internal/loader"
+)
+
+// AppendJSON appends one JSON Lines object ending in '\n':
+//
+//	{"pid":1,"tid":1,"comm":"server","out_fd":5,"in_fd":7,
+//	 "offset":{"before":0,"after":4096},"count":4096,"ret":4096,"errno":null,
+//	 "class":"ok","duration_ns":1234,"start_ns":5678,"violations":[]}
+//
+// offset is null for a NULL argument; before or after is null when it could
+// not be read. errno is the name of the error ("EBADF", or "errno N" for a
+// code without one) and null unless ret is an error code, -4095..-1.
+// Written by hand, field by field, because encoding/json allocates and
+// reflects on every call.
+func AppendJSON(dst []byte, e *Event, v Verdict) []byte {
+	dst = append(dst, `{"pid":`...)
+	dst = strconv.AppendUint(dst, uint64(e.Pid), 10)
+	dst = append(dst, `,"tid":`...)
+	dst = strconv.AppendUint(dst, uint64(e.Tid), 10)
+	dst = append(dst, `,"comm":`...)
+	dst = appendJSONString(dst, e.comm())
+	dst = append(dst, `,"out_fd":`...)
+	dst = strconv.AppendInt(dst, int64(e.OutFd), 10)
+	dst = append(dst, `,"in_fd":`...)
+	dst = strconv.AppendInt(dst, int64(e.InFd), 10)
+	dst = append(dst, `,"offset":`...)
+	if e.OffsetNull() {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, `{"before":`...)
+		dst = appendJSONOffset(dst, e.OffsetBefore, e.hasFlag(loader.SfwatchEventFlagEVENT_OFFSET_BEFORE_OK))
+		dst = append(dst, `,"after":`...)
+		dst = appendJSONOffset(dst, e.OffsetAfter, e.hasFlag(loader.SfwatchEventFlagEVENT_OFFSET_AFTER_OK))
+		dst = append(dst, '}')
+	}
+	dst = append(dst, `,"count":`...)
+	dst = strconv.AppendUint(dst, e.Count, 10)
+	dst = append(dst, `,"ret":`...)
+	dst = strconv.AppendInt(dst, e.Ret, 10)
+	dst = append(dst, `,"errno":`...)
+	if errno := e.Errno(); errno != 0 {
+		dst = append(dst, '"')
+		dst = appendErrnoName(dst, errno) // names are [A-Z0-9_] or "errno N": nothing to escape
+		dst = append(dst, '"')
+	} else {
+		dst = append(dst, "null"...)
+	}
+	dst = append(dst, `,"class":"`...)
+	dst = append(dst, v.Class.String()...)
+	dst = append(dst, `","duration_ns":`...)
+	dst = strconv.AppendUint(dst, e.DurationNs, 10)
+	dst = append(dst, `,"start_ns":`...)
+	dst = strconv.AppendUint(dst, e.StartNs, 10)
+	dst = append(dst, `,"violations":[`...)
+	if v.Violations != 0 {
+		// Rule names are snake_case: quoting is all the escaping they need.
+		dst = append(dst, '"')
+		dst = v.Violations.AppendNames(dst, `","`)
+		dst = append(dst, '"')
+	}
+	return append(dst, "]}\n"...)
+}
+
+func appendJSONOffset(dst []byte, off int64, known bool) []byte {
+	if !known {
+		return append(dst, "null"...)
+	}
+	return strconv.AppendInt(dst, off, 10)
+}
+
+// appendJSONString writes s as a JSON string. A command name is whatever
+// bytes the program set (prctl PR_SET_NAME), so quotes, backslashes and
+// control bytes are escaped, and bytes that are not UTF-8 become U+FFFD, as
+// encoding/json does, to keep every line valid JSON.
+func appendJSONString(dst []byte, s []byte) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRune(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				dst = append(dst, `\ufffd`...)
+			} else {
+				dst = append(dst, s[i:i+size]...)
+			}
+			i += size
+			continue
+		}
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c == '\n':
+			dst = append(dst, `\n`...)
+		case c == '\r':
+			dst = append(dst, `\r`...)
+		case c == '\t':
+			dst = append(dst, `\t`...)
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+		i++
+	}
+	return append(dst, '"')
+}

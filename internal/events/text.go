@@ -1,0 +1,155 @@
+package events
+
+import (
+	"strconv"
+
+	"github.com/sfwatch/sfwatch/internal/loader"
+)
+
+// TextOptions changes what AppendText adds around strace's call text.
+type TextOptions struct {
+	// Durations appends the time spent in the call, as strace -T does.
+	Durations bool
+}
+
+// resultColumn is where strace aligns "= ", counted from the start of the
+// line, prefix included (its -a option, default 40).
+const resultColumn = 40
+
+// ViolationMarker starts the note AppendText adds to a line that broke a
+// rule, so `grep VIOLATION` finds them all.
+const ViolationMarker = "  # VIOLATION "
+
+// AppendText appends one line ending in '\n', byte for byte what
+// `strace -f -Y` (--decode-pids=comm) prints for the call, with -T if
+// o.Durations:
+//
+//	[pid    42<a>] sendfile(1, 2, NULL, 9)  = 9
+//	[pid  1234<server>] sendfile(4, 3, [0] => [4096], 4096) = 4096 <0.000012>
+//	[pid  1234<server>] sendfile(4, 3, NULL, 10) = 4096  # VIOLATION ret_over_count
+//
+// The pid is the thread id, as strace -f shows it; "= " is aligned at
+// column 40 when the call is short enough, as strace does. A call that
+// broke a rule gets ViolationMarker and the rules' names after strace's
+// text, so the line still starts with exactly what strace would print.
+func AppendText(dst []byte, e *Event, v Verdict, o TextOptions) []byte {
+	start := len(dst)
+	dst = append(dst, "[pid "...)
+	dst = appendUintPadded(dst, uint64(e.Tid), 5, ' ')
+	dst = append(dst, '<')
+	dst = appendTextComm(dst, e.comm())
+	dst = append(dst, ">] sendfile("...)
+	dst = strconv.AppendInt(dst, int64(e.OutFd), 10)
+	dst = append(dst, ", "...)
+	dst = strconv.AppendInt(dst, int64(e.InFd), 10)
+	dst = append(dst, ", "...)
+	dst = appendTextOffset(dst, e)
+	dst = append(dst, ", "...)
+	dst = strconv.AppendUint(dst, e.Count, 10)
+	dst = append(dst, ") "...)
+	for len(dst)-start < resultColumn {
+		dst = append(dst, ' ')
+	}
+	dst = append(dst, "= "...)
+	dst = appendTextResult(dst, e)
+	if o.Durations {
+		// strace -T: seconds with microseconds, truncated.
+		d := e.DurationNs
+		dst = append(dst, " <"...)
+		dst = strconv.AppendUint(dst, d/1e9, 10)
+		dst = append(dst, '.')
+		dst = appendUintPadded(dst, d%1e9/1e3, 6, '0')
+		dst = append(dst, '>')
+	}
+	if v.Violations != 0 {
+		dst = append(dst, ViolationMarker...)
+		dst = v.Violations.AppendNames(dst, ",")
+	}
+	return append(dst, '\n')
+}
+
+// appendTextOffset follows strace's sendfile decoder: NULL; the address when
+// *offset cannot be read at entry (then nothing more); else [value], and
+// " => [value]" again at exit when the call transferred data.
+func appendTextOffset(dst []byte, e *Event) []byte {
+	if e.OffsetNull() {
+		return append(dst, "NULL"...)
+	}
+	if !e.hasFlag(loader.SfwatchEventFlagEVENT_OFFSET_BEFORE_OK) {
+		return appendHex(dst, e.OffsetPtr)
+	}
+	dst = appendTextOffsetValue(dst, e.OffsetBefore)
+	if e.Errno() == 0 && e.Ret != 0 {
+		dst = append(dst, " => "...)
+		if !e.hasFlag(loader.SfwatchEventFlagEVENT_OFFSET_AFTER_OK) {
+			return appendHex(dst, e.OffsetPtr)
+		}
+		dst = appendTextOffsetValue(dst, e.OffsetAfter)
+	}
+	return dst
+}
+
+// appendTextOffsetValue writes [N]; strace prints loff_t unsigned.
+func appendTextOffsetValue(dst []byte, off int64) []byte {
+	dst = append(dst, '[')
+	dst = strconv.AppendUint(dst, uint64(off), 10)
+	return append(dst, ']')
+}
+
+// appendTextResult writes what follows "= ": the value (unsigned, strace's
+// default for return values), or the error as strace spells it.
+func appendTextResult(dst []byte, e *Event) []byte {
+	errno := e.Errno()
+	if errno == 0 {
+		return strconv.AppendUint(dst, uint64(e.Ret), 10)
+	}
+	t := lookupErrno(errno)
+	switch {
+	case t.name == "":
+		dst = append(dst, "-1 ("...)
+		dst = appendUnknownErrno(dst, errno)
+		return append(dst, ')')
+	case isRestart(errno):
+		// The call is not over: the kernel restarts it or turns it into
+		// EINTR after the signal handler.
+		dst = append(dst, "? "...)
+	default:
+		dst = append(dst, "-1 "...)
+	}
+	dst = append(dst, t.name...)
+	dst = append(dst, " ("...)
+	dst = append(dst, t.message...)
+	return append(dst, ')')
+}
+
+// appendTextComm writes a command name on one line: control bytes and the
+// backslash become \xNN, so that a hostile name cannot forge a line.
+func appendTextComm(dst []byte, comm []byte) []byte {
+	for _, c := range comm {
+		if c < 0x20 || c == 0x7f || c == '\\' {
+			dst = append(dst, '\\', 'x', hexDigits[c>>4], hexDigits[c&0xf])
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendHex writes a non-NULL user-space address as strace does (%#lx).
+func appendHex(dst []byte, p uint64) []byte {
+	return strconv.AppendUint(append(dst, "0x"...), p, 16)
+}
+
+// appendUintPadded writes n right-aligned in width columns, filled with pad.
+func appendUintPadded(dst []byte, n uint64, width int, pad byte) []byte {
+	digits := 1
+	for x := n; x >= 10; x /= 10 {
+		digits++
+	}
+	for ; digits < width; digits++ {
+		dst = append(dst, pad)
+	}
+	return strconv.AppendUint(dst, n, 10)
+}

@@ -1,0 +1,183 @@
+// Package metrics exports sfwatch's totals to Prometheus. Calls, bytes,
+// results, offsets and the duration histogram are read from the kernel's
+// per-CPU maps at scrape time, so they are exact whatever happens to the
+// event stream (sampling, a full ring buffer). Only violations, which need
+// the event itself, are counted here from delivered events.
+package metrics
+
+import (
+	"math"
+	"math/bits"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sfwatch/sfwatch/internal/events"
+	"github.com/sfwatch/sfwatch/internal/loader"
+)
+
+const namespace = "sfwatch"
+
+// Source gives the kernel's totals; the session's tracer is one.
+type Source interface {
+	Snapshot() (loader.Snapshot, error)
+}
+
+// Histogram bounds: 2^10 ns (1 µs) to 2^34 ns (17 s), one bucket per power
+// of two as the kernel counts them; shorter calls fall in the first bucket.
+const (
+	firstBucket = 10
+	lastBucket  = 34
+)
+
+var (
+	callsDesc = prometheus.NewDesc(namespace+"_sendfile_calls_total",
+		"sendfile calls by result (ok, short, eof, error) and errno (for errors).", []string{"result", "errno"}, nil)
+	bytesDesc = prometheus.NewDesc(namespace+"_sendfile_bytes_total",
+		"Bytes transferred by sendfile (sum of positive return values).", nil, nil)
+	durationDesc = prometheus.NewDesc(namespace+"_sendfile_duration_seconds",
+		"Time from sendfile entry to exit.", nil, nil)
+	offsetDesc = prometheus.NewDesc(namespace+"_sendfile_offset_total",
+		"sendfile calls by kind of offset argument.", []string{"kind"}, nil)
+	lostDesc = prometheus.NewDesc(namespace+"_events_lost_total",
+		"Events dropped because the ring buffer was full; totals stay exact.", nil, nil)
+	sampledDesc = prometheus.NewDesc(namespace+"_events_sampled_out_total",
+		"Events not emitted because of --sample; totals stay exact.", nil, nil)
+	violationsDesc = prometheus.NewDesc(namespace+"_sendfile_violations_total",
+		"Delivered events that broke a rule of sendfile's contract.", []string{"rule"}, nil)
+	deliveredDesc = prometheus.NewDesc(namespace+"_events_delivered_total",
+		"Events delivered to user space and validated.", nil, nil)
+)
+
+// Exporter is a prometheus.Collector and a session sink.
+type Exporter struct {
+	registry *prometheus.Registry
+	childUp  prometheus.Gauge
+
+	mu  sync.Mutex
+	src Source // nil until tracing starts
+
+	delivered  atomic.Uint64
+	violations [32]atomic.Uint64 // by rule bit
+}
+
+// New returns an exporter with its own registry (never the global one).
+func New(version string) *Exporter {
+	x := &Exporter{registry: prometheus.NewRegistry()}
+	x.childUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "child_up",
+		Help: "1 while the traced command (run) or group (attach) is being watched."})
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "build_info",
+		Help: "sfwatch's version.", ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
+	buildInfo.Set(1)
+	x.registry.MustRegister(x, x.childUp, buildInfo,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return x
+}
+
+// SetSource points the exporter at the kernel's totals.
+func (x *Exporter) SetSource(src Source) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.src = src
+}
+
+// SetChildUp sets sfwatch_child_up.
+func (x *Exporter) SetChildUp(up bool) {
+	if up {
+		x.childUp.Set(1)
+	} else {
+		x.childUp.Set(0)
+	}
+}
+
+// Event counts one delivered event (the session's sink interface).
+func (x *Exporter) Event(_ *events.Event, v events.Verdict) {
+	x.delivered.Add(1)
+	for set := uint32(v.Violations); set != 0; set &= set - 1 {
+		x.violations[bits.TrailingZeros32(set)].Add(1)
+	}
+}
+
+// Idle does nothing: there is nothing to flush.
+func (x *Exporter) Idle() {}
+
+// Handler serves /metrics for this exporter's registry. At most limit
+// scrapes run at once; more get 503 rather than piling up.
+func (x *Exporter) Handler(limit int) http.Handler {
+	return promhttp.HandlerFor(x.registry, promhttp.HandlerOpts{
+		MaxRequestsInFlight: limit,
+		ErrorHandling:       promhttp.ContinueOnError,
+	})
+}
+
+// Describe is part of prometheus.Collector.
+func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{callsDesc, bytesDesc, durationDesc, offsetDesc, lostDesc, sampledDesc, violationsDesc, deliveredDesc} {
+		ch <- d
+	}
+}
+
+// Collect reads the kernel's totals once per scrape.
+func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(deliveredDesc, x.delivered.Load())
+	for bit := range x.violations {
+		if n := x.violations[bit].Load(); n > 0 {
+			counter(violationsDesc, n, events.Violations(1<<bit).Names()[0])
+		}
+	}
+
+	x.mu.Lock()
+	src := x.src
+	x.mu.Unlock()
+	if src == nil {
+		return
+	}
+	s, err := src.Snapshot()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(callsDesc, err)
+		return
+	}
+	c := &s.Counters
+	calls := c.Get(loader.SfwatchCounterCOUNTER_CALLS)
+	short := c.Get(loader.SfwatchCounterCOUNTER_SHORT)
+	eof := c.Get(loader.SfwatchCounterCOUNTER_EOF)
+	errs := c.Get(loader.SfwatchCounterCOUNTER_ERRORS)
+	counter(callsDesc, calls-short-eof-errs, "ok", "")
+	counter(callsDesc, short, "short", "")
+	counter(callsDesc, eof, "eof", "")
+	for errno, n := range s.ErrnoCounts {
+		counter(callsDesc, n, "error", events.ErrnoName(syscall.Errno(errno)))
+	}
+	counter(bytesDesc, c.Get(loader.SfwatchCounterCOUNTER_BYTES))
+	counter(offsetDesc, c.Get(loader.SfwatchCounterCOUNTER_OFFSET_NULL), "null")
+	counter(offsetDesc, c.Get(loader.SfwatchCounterCOUNTER_OFFSET_PTR), "pointer")
+	counter(lostDesc, c.Get(loader.SfwatchCounterCOUNTER_LOST))
+	counter(sampledDesc, c.Get(loader.SfwatchCounterCOUNTER_SAMPLED_OUT))
+
+	ch <- prometheus.MustNewConstHistogram(durationDesc, calls,
+		float64(c.Get(loader.SfwatchCounterCOUNTER_DURATION_NS))/1e9, buckets(&s.LatencyLog2))
+}
+
+// buckets turns the kernel's log2 histogram (bucket i: [2^(i-1), 2^i) ns)
+// into Prometheus' cumulative buckets with upper bounds in seconds.
+func buckets(log2 *[64]uint64) map[float64]uint64 {
+	out := make(map[float64]uint64, lastBucket-firstBucket+1)
+	var cum uint64
+	for i, n := range log2 {
+		cum += n
+		if i >= firstBucket && i <= lastBucket {
+			out[math.Ldexp(1, i)/1e9] = cum
+		}
+	}
+	return out
+}

@@ -1,0 +1,222 @@
+// Package session runs one traced workload end to end: it wires the child
+// (group and process), the loader (BPF side) and the events (decode,
+// validate, aggregate) together and hands every event to a sink.
+//
+// Order matters and is the point of this package: the group exists and the
+// programs are attached before the child's first instruction; the child's
+// leftovers are killed before the programs are detached; the ring buffer is
+// drained after that, so no event is stranded and none arrives late.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/events"
+	"github.com/sfwatch/sfwatch/internal/loader"
+)
+
+// DrainInterval bounds how long a trickle of events waits in the ring
+// buffer: below the wakeup threshold the kernel does not wake the reader.
+const DrainInterval = 100 * time.Millisecond
+
+// Sink receives what the session sees, from a single goroutine.
+type Sink interface {
+	// Event is called once per delivered event, on the hot path: no
+	// allocation, no blocking beyond a buffered write.
+	Event(e *events.Event, v events.Verdict)
+	// Idle is called when the reader has caught up: flush buffered output.
+	Idle()
+}
+
+// Config is everything a session needs besides the command.
+type Config struct {
+	RingBufSize    int
+	SampleEvery    uint32
+	User           string // see child.Spec.User
+	ForwardSignals bool   // see child.Spec.ForwardSignals
+	Sink           Sink   // nil: events are only counted
+	// Started, when set, is called once the programs are attached, with
+	// the tracer whose totals can then be read at any time (metrics).
+	Started func(*loader.Tracer)
+}
+
+// Outcome is what a finished session reports.
+type Outcome struct {
+	ExitCode int // the child's, as a shell reports it
+	Summary  events.Summary
+	Start    time.Time
+	End      time.Time
+}
+
+// Run starts cmd in a new cgroup under tracing, waits for it to exit (or
+// ctx to end, which kills the group), and returns the outcome. Nothing is
+// left behind: the group is removed and the programs detached.
+func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
+	// A missing or non-executable command fails before anything exists.
+	if err := child.Resolve(cmd); err != nil {
+		return Outcome{}, err
+	}
+	group, err := child.NewGroup()
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer group.Close()
+
+	w, err := start(group, cfg)
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer w.close()
+
+	proc, err := child.Start(child.Spec{
+		Cmd:            cmd,
+		Group:          group,
+		User:           cfg.User,
+		ForwardSignals: cfg.ForwardSignals,
+	})
+	if err != nil {
+		return Outcome{}, err
+	}
+	stop := context.AfterFunc(ctx, func() { group.Kill() })
+	defer stop()
+
+	// Whatever the child left running in the group (daemonized
+	// grandchildren) ends with it, before Wait, since such a process may
+	// hold the child's output pipes open.
+	exitErr := proc.Exited()
+	killErr := group.Kill()
+	code, waitErr := proc.Wait()
+	out, err := w.finish()
+	out.ExitCode = code
+	return out, errors.Join(exitErr, killErr, waitErr, err)
+}
+
+// Attach watches an existing group until ctx ends. Nothing in the group is
+// started, signalled or killed.
+func Attach(ctx context.Context, group *child.Group, cfg Config) (Outcome, error) {
+	w, err := start(group, cfg)
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer w.close()
+	<-ctx.Done()
+	return w.finish()
+}
+
+// watch is the BPF side and its consumer for one group.
+type watch struct {
+	tracer *loader.Tracer
+	sink   Sink
+	agg    events.Aggregator
+	start  time.Time
+	done   chan error
+	once   sync.Once
+}
+
+func start(group *child.Group, cfg Config) (*watch, error) {
+	tracer, err := loader.Open(loader.Config{
+		CgroupID:    group.ID,
+		CgroupLevel: group.Level,
+		RingBufSize: cfg.RingBufSize,
+		SampleEvery: cfg.SampleEvery,
+	})
+	if err != nil {
+		return nil, err
+	}
+	w := &watch{tracer: tracer, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1)}
+	if w.sink == nil {
+		w.sink = discard{}
+	}
+	go func() { w.done <- w.consume() }()
+	if cfg.Started != nil {
+		cfg.Started(tracer)
+	}
+	return w, nil
+}
+
+// consume reads records until the final flush.
+func (w *watch) consume() error {
+	var (
+		rec ringbuf.Record
+		ev  events.Event
+	)
+	w.tracer.SetDeadline(time.Now().Add(DrainInterval))
+	for {
+		err := w.tracer.ReadInto(&rec)
+		switch {
+		case err == nil:
+			if err := events.Decode(rec.RawSample, &ev); err != nil {
+				return err
+			}
+			v := events.Validate(&ev)
+			w.agg.Add(&ev, v)
+			w.sink.Event(&ev, v)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			w.sink.Idle()
+			w.tracer.SetDeadline(time.Now().Add(DrainInterval))
+		case errors.Is(err, ringbuf.ErrFlushed):
+			w.sink.Idle()
+			return nil
+		default:
+			return fmt.Errorf("reading ring buffer: %w", err)
+		}
+	}
+}
+
+// finish detaches the programs, drains the ring buffer, and reads the
+// final totals.
+func (w *watch) finish() (Outcome, error) {
+	out := Outcome{Start: w.start}
+	if err := w.tracer.Detach(); err != nil {
+		return out, fmt.Errorf("detaching programs: %w", err)
+	}
+	if err := w.tracer.Flush(); err != nil {
+		return out, fmt.Errorf("flushing ring buffer: %w", err)
+	}
+	if err := <-w.done; err != nil {
+		return out, err
+	}
+	snap, err := w.tracer.Snapshot()
+	if err != nil {
+		return out, err
+	}
+	out.End = time.Now()
+	out.Summary = w.agg.Summary(totals(snap))
+	return out, nil
+}
+
+func (w *watch) close() {
+	w.once.Do(func() { w.tracer.Close() })
+}
+
+// totals converts the kernel's counters into the events package's terms.
+func totals(s loader.Snapshot) events.Totals {
+	c := &s.Counters
+	return events.Totals{
+		Calls:         c.Get(loader.SfwatchCounterCOUNTER_CALLS),
+		Bytes:         c.Get(loader.SfwatchCounterCOUNTER_BYTES),
+		Errors:        c.Get(loader.SfwatchCounterCOUNTER_ERRORS),
+		Short:         c.Get(loader.SfwatchCounterCOUNTER_SHORT),
+		EOF:           c.Get(loader.SfwatchCounterCOUNTER_EOF),
+		OffsetNull:    c.Get(loader.SfwatchCounterCOUNTER_OFFSET_NULL),
+		OffsetPtr:     c.Get(loader.SfwatchCounterCOUNTER_OFFSET_PTR),
+		Lost:          c.Get(loader.SfwatchCounterCOUNTER_LOST),
+		SampledOut:    c.Get(loader.SfwatchCounterCOUNTER_SAMPLED_OUT),
+		Unpaired:      c.Get(loader.SfwatchCounterCOUNTER_UNPAIRED),
+		ErrorsByErrno: s.ErrnoCounts,
+	}
+}
+
+type discard struct{}
+
+func (discard) Event(*events.Event, events.Verdict) {}
+func (discard) Idle()                               {}
