@@ -132,7 +132,7 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	counter(deliveredDesc, x.delivered.Load())
 	for bit := range x.violations {
 		if n := x.violations[bit].Load(); n > 0 {
-			counter(violationsDesc, n, events.Violations(1<<bit).Names()[0])
+			counter(violationsDesc, n, events.Violations(1 << bit).Names()[0])
 		}
 	}
 
