@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
@@ -23,7 +24,8 @@ type report struct {
 	ErrorsByErrno map[string]uint64 `json:"errors_by_errno"`
 	Violations    map[string]uint64 `json:"violations_by_rule"`
 	Expectations  []reportExpect    `json:"expectations"`
-	Offending     []json.RawMessage `json:"offending_events"`
+	// FirstViolations are the first events that broke a contract rule.
+	FirstViolations []json.RawMessage `json:"first_violations"`
 }
 
 type reportSummary struct {
@@ -47,9 +49,12 @@ type reportExpect struct {
 	Expr   string `json:"expr"`
 	OK     *bool  `json:"ok"` // null: inconclusive
 	Actual uint64 `json:"actual"`
+	// Offending are the first events behind a failed expectation.
+	Offending []json.RawMessage `json:"offending,omitempty"`
+	lines     string            // the same events as strace-style lines, for JUnit
 }
 
-func newReport(argv []string, o session.Outcome, outcomes []events.Outcome) *report {
+func newReport(argv []string, o session.Outcome, outcomes []events.Outcome, offending *offenders) *report {
 	s := o.Summary
 	r := &report{
 		Version:  versionString(),
@@ -63,28 +68,42 @@ func newReport(argv []string, o session.Outcome, outcomes []events.Outcome) *rep
 			Events: s.Events, Lost: s.Lost, SampledOut: s.SampledOut,
 			P50Ns: int64(s.P50), P99Ns: int64(s.P99), MaxNs: int64(s.Max),
 		},
-		ErrorsByErrno: s.ErrorsByErrno,
-		Violations:    s.ViolationsByRule,
-		Expectations:  []reportExpect{},
-		Offending:     []json.RawMessage{},
+		ErrorsByErrno:   s.ErrorsByErrno,
+		Violations:      s.ViolationsByRule,
+		Expectations:    []reportExpect{},
+		FirstViolations: eventsJSON(s.FirstViolations),
 	}
-	for _, x := range outcomes {
-		r.Expectations = append(r.Expectations, reportExpect{Expr: x.Expr, OK: x.OK, Actual: x.Actual})
-	}
-	for i := range s.FirstViolations {
-		e := &s.FirstViolations[i]
-		line := events.AppendJSON(nil, e, events.Validate(e))
-		r.Offending = append(r.Offending, json.RawMessage(strings.TrimSpace(string(line))))
+	for i, x := range outcomes {
+		re := reportExpect{Expr: x.Expr, OK: x.OK, Actual: x.Actual}
+		if x.OK != nil && !*x.OK {
+			re.Offending = eventsJSON(offending.kept[i])
+			re.lines = eventsText(offending.kept[i])
+		}
+		r.Expectations = append(r.Expectations, re)
 	}
 	return r
 }
 
+// eventsJSON renders events as the JSON objects of --format json.
+func eventsJSON(evs []events.Event) []json.RawMessage {
+	out := []json.RawMessage{}
+	for i := range evs {
+		e := &evs[i]
+		line := events.AppendJSON(nil, e, events.Validate(e))
+		out = append(out, json.RawMessage(bytes.TrimSpace(line)))
+	}
+	return out
+}
+
 func writeJSONReport(path string, r *report) error {
-	data, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
+	var data bytes.Buffer
+	enc := json.NewEncoder(&data)
+	enc.SetEscapeHTML(false) // keep "calls>=1" readable
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
 		return fmt.Errorf("encoding report: %w", err)
 	}
-	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(path, data.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("writing report: %w", err)
 	}
 	return nil
@@ -128,7 +147,7 @@ func writeJUnit(path string, r *report) error {
 			c.Skipped = &junitMessage{Message: fmt.Sprintf("inconclusive: %d events lost, %d sampled out", r.Summary.Lost, r.Summary.SampledOut)}
 		case !*x.OK:
 			suite.Failures++
-			c.Failure = &junitMessage{Message: fmt.Sprintf("%s: actual %d", x.Expr, x.Actual), Text: offendingText(r)}
+			c.Failure = &junitMessage{Message: fmt.Sprintf("%s: actual %d", x.Expr, x.Actual), Text: x.lines}
 		}
 		suite.Cases = append(suite.Cases, c)
 	}
@@ -142,11 +161,12 @@ func writeJUnit(path string, r *report) error {
 	return nil
 }
 
-func offendingText(r *report) string {
-	var b strings.Builder
-	for _, e := range r.Offending {
-		b.Write(e)
-		b.WriteByte('\n')
+// eventsText renders events as strace-style lines.
+func eventsText(evs []events.Event) string {
+	var b []byte
+	for i := range evs {
+		e := &evs[i]
+		b = events.AppendText(b, e, events.Validate(e), events.TextOptions{})
 	}
-	return b.String()
+	return string(b)
 }

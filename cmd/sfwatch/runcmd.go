@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/sfwatch/sfwatch/internal/child"
@@ -259,6 +260,10 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 		}
 		defer srv.exporter.SetChildUp(false)
 	}
+	offending := newOffenders(f.expects)
+	if len(f.expects) > 0 {
+		sinks = append(sinks, offending)
+	}
 	cfg.Sink = sinks
 	outcome, err := start(cfg)
 	if err != nil {
@@ -269,12 +274,12 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 			return fmt.Errorf("writing events: %w", err)
 		}
 	}
-	return finish(out, f, target, outcome)
+	return finish(out, f, target, outcome, offending)
 }
 
 // finish prints what comes after the event stream (table, expectations,
 // accounting line), writes the report files, and picks the exit code.
-func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome) error {
+func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, offending *offenders) error {
 	s := o.Summary
 	if f.summary {
 		if err := events.WriteTable(out, s); err != nil {
@@ -285,10 +290,17 @@ func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome) er
 	for i, x := range f.expects {
 		outcomes[i] = x.Evaluate(s)
 		fmt.Fprintln(os.Stderr, describeOutcome(outcomes[i]))
+		if ok := outcomes[i].OK; ok != nil && !*ok {
+			for _, line := range strings.SplitAfter(eventsText(offending.kept[i]), "\n") {
+				if line != "" {
+					fmt.Fprint(os.Stderr, "sfwatch:   ", line)
+				}
+			}
+		}
 	}
 	fmt.Fprintln(os.Stderr, events.AccountingLine(s))
 
-	rep := newReport(target, o, outcomes)
+	rep := newReport(target, o, outcomes, offending)
 	if f.report != "" {
 		if err := writeJSONReport(f.report, rep); err != nil {
 			return err

@@ -17,21 +17,23 @@ type Expectation struct {
 // expectKeys are the quantities an expectation can test, in the order the
 // error message lists them. perEvent marks the ones that need every event
 // and are inconclusive when some were lost or sampled out; the others are
-// the kernel's exact counts.
+// the kernel's exact counts. counts tells whether one event adds to the
+// quantity, to show the events behind a failed expectation.
 var expectKeys = []struct {
 	name     string
 	perEvent bool
 	value    func(Summary) uint64
+	counts   func(*Event, Verdict) bool
 }{
-	{"calls", false, func(s Summary) uint64 { return s.Calls }},
-	{"bytes", false, func(s Summary) uint64 { return s.Bytes }},
-	{"errors", false, func(s Summary) uint64 { return s.Errors }},
-	{"short", false, func(s Summary) uint64 { return s.Short }},
-	{"eof", false, func(s Summary) uint64 { return s.EOF }},
-	{"offset_null", false, func(s Summary) uint64 { return s.OffsetNull }},
-	{"offset_ptr", false, func(s Summary) uint64 { return s.OffsetPtr }},
-	{"violations", true, func(s Summary) uint64 { return s.Violations }},
-	{"lost", false, func(s Summary) uint64 { return s.Lost }},
+	{"calls", false, func(s Summary) uint64 { return s.Calls }, func(*Event, Verdict) bool { return true }},
+	{"bytes", false, func(s Summary) uint64 { return s.Bytes }, func(e *Event, _ Verdict) bool { return e.Ret > 0 }},
+	{"errors", false, func(s Summary) uint64 { return s.Errors }, func(_ *Event, v Verdict) bool { return v.Class == ClassError }},
+	{"short", false, func(s Summary) uint64 { return s.Short }, func(_ *Event, v Verdict) bool { return v.Class == ClassShort }},
+	{"eof", false, func(s Summary) uint64 { return s.EOF }, func(_ *Event, v Verdict) bool { return v.Class == ClassEOF }},
+	{"offset_null", false, func(s Summary) uint64 { return s.OffsetNull }, func(e *Event, _ Verdict) bool { return e.OffsetNull() }},
+	{"offset_ptr", false, func(s Summary) uint64 { return s.OffsetPtr }, func(e *Event, _ Verdict) bool { return !e.OffsetNull() }},
+	{"violations", true, func(s Summary) uint64 { return s.Violations }, func(_ *Event, v Verdict) bool { return v.Violations != 0 }},
+	{"lost", false, func(s Summary) uint64 { return s.Lost }, func(*Event, Verdict) bool { return false }},
 }
 
 // expectOps are the comparisons, two-character ones first so that ">="
@@ -99,6 +101,13 @@ func findKey(name string) int {
 		}
 	}
 	return -1
+}
+
+// Counts reports whether e adds to x's quantity (an error event for
+// errors==0, say): the events to show when x fails.
+func (x Expectation) Counts(e *Event, v Verdict) bool {
+	k := findKey(x.Key)
+	return k >= 0 && expectKeys[k].counts(e, v)
 }
 
 // Outcome is an evaluated expectation.

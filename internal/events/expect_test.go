@@ -143,3 +143,33 @@ func fmtOK(ok *bool) string {
 	}
 	return "false"
 }
+
+func TestExpectationCounts(t *testing.T) {
+	ok := &Event{}
+	ok.Ret, ok.Count, ok.OffsetPtr = 4096, 4096, 0x1000
+	bad := &Event{}
+	bad.Ret, bad.Count = -9, 10
+	for _, tc := range []struct {
+		expr    string
+		ok, bad bool
+	}{
+		{"calls>0", true, true},
+		{"bytes>0", true, false},
+		{"errors==0", false, true},
+		{"offset_null==0", false, true},
+		{"offset_ptr==0", true, false},
+		{"violations==0", false, false},
+		{"lost==0", false, false},
+	} {
+		x, err := ParseExpectation(tc.expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := x.Counts(ok, Validate(ok)); got != tc.ok {
+			t.Errorf("%s: Counts(ok event) = %v, want %v", tc.expr, got, tc.ok)
+		}
+		if got := x.Counts(bad, Validate(bad)); got != tc.bad {
+			t.Errorf("%s: Counts(EBADF event) = %v, want %v", tc.expr, got, tc.bad)
+		}
+	}
+}
