@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -121,11 +122,7 @@ func Open(cfg Config) (*Tracer, error) {
 
 // Close detaches the programs and frees every map. Idempotent.
 func (t *Tracer) Close() error {
-	var errs []error
-	for _, l := range t.links {
-		errs = append(errs, l.Close())
-	}
-	t.links = nil
+	errs := []error{t.Detach()}
 	if t.reader != nil {
 		errs = append(errs, t.reader.Close())
 		t.reader = nil
@@ -136,11 +133,16 @@ func (t *Tracer) Close() error {
 
 // Detach stops new calls from being traced while keeping the maps and the
 // ring buffer readable, so the caller can drain and read final totals.
+//
+// The links are closed in parallel: each close waits for an RCU grace
+// period in the kernel (about 27 ms here), and concurrent closes share it.
 func (t *Tracer) Detach() error {
-	var errs []error
-	for _, l := range t.links {
-		errs = append(errs, l.Close())
+	errs := make([]error, len(t.links))
+	var wg sync.WaitGroup
+	for i, l := range t.links {
+		wg.Go(func() { errs[i] = l.Close() })
 	}
+	wg.Wait()
 	t.links = nil
 	return errors.Join(errs...)
 }
