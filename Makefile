@@ -26,9 +26,10 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo 'gofmt: files above need formatting'; exit 1; }
 
-# All tests; as root, privileged tests must run (a skip fails them).
+# All tests; as root, privileged tests must run (a skip fails them). One
+# package at a time: tests check that no sfwatch program is left loaded.
 test:
-	SFWATCH_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 ./...
+	SFWATCH_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -p 1 -timeout 20m ./...
 
 # Tests that need no privilege (privileged ones skip with a reason).
 test-unprivileged:
