@@ -35,7 +35,6 @@ func ourGroups(t *testing.T) []string {
 	return left
 }
 
-
 // TestRunCancelKillsGroup: cancelling the context ends the command and
 // everything it started, and Run reports the signal.
 func TestRunCancelKillsGroup(t *testing.T) {
