@@ -11,6 +11,8 @@
 #include <linux/types.h>
 #include <bpf/bpf_helpers.h>
 
+struct task_struct; // only handed from one helper to another
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 // Set from Go before load (spec.Variables[...].Set); the verifier then
@@ -19,6 +21,10 @@ volatile const __u64 target_cgroup_id = 0; // cgroup v2 id (inode) of the watche
 volatile const __u32 target_level = 0;     // its depth below the cgroup2 root
 volatile const __u32 sample_every = 1;     // emit one event per N calls; totals stay exact
 volatile const __u64 wakeup_bytes = 0;     // wake the reader only past this much unread data
+
+// Producer position of the last forced wakeup, shared by every CPU. Racy on
+// purpose: a lost update costs one wakeup more, never one less.
+__u64 last_wakeup_pos = 0;
 
 // Context of syscalls/sys_enter_sendfile64, written from
 // /sys/kernel/tracing/events/syscalls/sys_enter_sendfile64/format.
@@ -78,6 +84,7 @@ enum counter {
 	COUNTER_UNPAIRED,    // exit without a remembered entry (began before attach, or evicted)
 	COUNTER_DURATION_NS, // sum of call durations, the histogram's sum
 	COUNTER_SAMPLE_TICK, // per-CPU position in the sampling cycle, not a total
+	COUNTER_RESTARTS,    // exits with ERESTART*: interrupted, not counted as calls
 	COUNTER_MAX,
 };
 
@@ -93,17 +100,19 @@ struct inflight {
 	__s32 out_fd;
 	__s32 in_fd;
 	__u32 flags;
-	__u32 reserved;
+	__u32 active; // set at entry, cleared at exit
 };
 
-// Per-thread calls in flight. LRU hash keyed by pid_tgid: a thread is in at
-// most one sendfile at a time, and LRU bounds memory even when a thread dies
-// inside the call and never reaches the exit tracepoint. 16384 concurrent
-// threads inside sendfile is far beyond any server we watch.
+// Per-thread calls in flight: task-local storage, reached from the task
+// itself with no hashing and no lock (the LRU hash it replaces took bucket
+// and LRU-list locks on every update, lookup and delete). A thread is in at
+// most one sendfile at a time; its slot is created at its first call and
+// freed with the thread, so a thread that dies inside the call leaves
+// nothing behind, and memory grows only with the threads that call.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC); // required for task storage
+	__type(key, int);
 	__type(value, struct inflight);
 } inflight SEC(".maps");
 
@@ -179,20 +188,24 @@ int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
 	if (!in_target_cgroup())
 		return 0;
 
-	struct inflight in = {
-		.start_ns = bpf_ktime_get_ns(),
-		.offset_ptr = ctx->offset,
-		.count = ctx->count,
-		.out_fd = (__s32)ctx->out_fd,
-		.in_fd = (__s32)ctx->in_fd,
-	};
-	if (in.offset_ptr &&
-	    bpf_probe_read_user(&in.offset_before, sizeof(in.offset_before),
-				(void *)in.offset_ptr) == 0)
-		in.flags |= EVENT_OFFSET_BEFORE_OK;
+	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
+						   BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!in)
+		return 0; // out of memory: the exit counts the call as unpaired
 
-	__u64 id = bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&inflight, &id, &in, BPF_ANY);
+	__u64 offset_ptr = ctx->offset;
+	in->start_ns = bpf_ktime_get_ns();
+	in->offset_ptr = offset_ptr;
+	in->offset_before = 0;
+	in->count = ctx->count;
+	in->out_fd = (__s32)ctx->out_fd;
+	in->in_fd = (__s32)ctx->in_fd;
+	in->flags = 0;
+	if (offset_ptr &&
+	    bpf_probe_read_user(&in->offset_before, sizeof(in->offset_before),
+				(void *)offset_ptr) == 0)
+		in->flags = EVENT_OFFSET_BEFORE_OK;
+	in->active = 1;
 	return 0;
 }
 
@@ -203,23 +216,38 @@ int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 		return 0;
 
 	__u64 now = bpf_ktime_get_ns();
-	__u64 id = bpf_get_current_pid_tgid();
-	struct inflight *in = bpf_map_lookup_elem(&inflight, &id);
-	if (!in) {
+	// No create here: a thread whose entry was not seen has no slot, or
+	// an inactive one.
+	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	if (!in || !in->active) {
 		add(COUNTER_UNPAIRED, 1);
 		return 0;
 	}
-	struct inflight call = *in;
-	bpf_map_delete_elem(&inflight, &id);
+	in->active = 0;
+	// Only this thread writes its slot, so it is read in place below.
+	struct inflight *call = in;
 
 	__s64 ret = ctx->ret;
-	__u64 duration = now - call.start_ns;
+	// ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK
+	// (-512..-516, include/linux/errno.h): a signal came before any byte
+	// moved. The program never sees these codes: the kernel re-enters the
+	// same sendfile after the handler (SA_RESTART, as Go's runtime sets for
+	// every signal), and that call is the one counted, or returns EINTR.
+	// Counting the interruption as a failed call would make every Go
+	// server preempted mid-call look like it had errors.
+	if (ret <= -512 && ret >= -516) {
+		add(COUNTER_RESTARTS, 1);
+		return 0;
+	}
+
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 duration = now - call->start_ns;
 
 	add(COUNTER_CALLS, 1);
-	add(call.offset_ptr ? COUNTER_OFFSET_PTR : COUNTER_OFFSET_NULL, 1);
+	add(call->offset_ptr ? COUNTER_OFFSET_PTR : COUNTER_OFFSET_NULL, 1);
 	if (ret > 0) {
 		add(COUNTER_BYTES, ret);
-		if ((__u64)ret < call.count)
+		if ((__u64)ret < call->count)
 			add(COUNTER_SHORT, 1);
 	} else if (ret == 0) {
 		add(COUNTER_EOF, 1);
@@ -252,32 +280,40 @@ int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 
 	// Decide the wakeup before the record is committed: below the threshold
 	// the reader is not woken and drains on its own timer instead, which
-	// saves a wakeup per event on a busy server.
+	// saves a wakeup per event on a busy server. Past it, wake once per
+	// eighth of the threshold produced, not on every event: each forced
+	// wakeup is an irq_work (a self-IPI) on this CPU, and the reader, woken
+	// once, drains everything there is.
 	__u64 wakeup = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >= wakeup_bytes)
-		wakeup = BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >= wakeup_bytes) {
+		__u64 prod = bpf_ringbuf_query(&events, BPF_RB_PROD_POS);
+		if (prod - last_wakeup_pos >= wakeup_bytes / 8) {
+			last_wakeup_pos = prod;
+			wakeup = BPF_RB_FORCE_WAKEUP;
+		}
+	}
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		add(COUNTER_LOST, 1);
 		return 0;
 	}
-	e->start_ns = call.start_ns;
+	e->start_ns = call->start_ns;
 	e->duration_ns = duration;
-	e->offset_ptr = call.offset_ptr;
-	e->offset_before = call.offset_before;
+	e->offset_ptr = call->offset_ptr;
+	e->offset_before = call->offset_before;
 	e->offset_after = 0;
-	e->count = call.count;
+	e->count = call->count;
 	e->ret = ret;
 	e->pid = id >> 32;
 	e->tid = (__u32)id;
-	e->out_fd = call.out_fd;
-	e->in_fd = call.in_fd;
-	e->flags = call.flags;
+	e->out_fd = call->out_fd;
+	e->in_fd = call->in_fd;
+	e->flags = call->flags;
 	e->reserved = 0;
-	if (call.offset_ptr &&
+	if (call->offset_ptr &&
 	    bpf_probe_read_user(&e->offset_after, sizeof(e->offset_after),
-				(void *)call.offset_ptr) == 0)
+				(void *)call->offset_ptr) == 0)
 		e->flags |= EVENT_OFFSET_AFTER_OK;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, wakeup);

@@ -14,6 +14,10 @@ type Totals struct {
 	Lost                                                    uint64 // events dropped because the ring buffer was full
 	SampledOut                                              uint64 // events not emitted because of sampling
 	Unpaired                                                uint64 // exits without an entry: calls that began before attach
+	// Restarts are exits with ERESTART*: a signal interrupted the call
+	// before any byte moved, and the kernel restarts it (counted then as a
+	// call) or returns EINTR. Not calls, not errors.
+	Restarts uint64
 	// ErrorsByErrno counts failed calls by errno; codes below -4095 are
 	// counted in Errors only.
 	ErrorsByErrno map[syscall.Errno]uint64
@@ -63,7 +67,7 @@ func (a *Aggregator) Add(e *Event, v Verdict) {
 type Summary struct {
 	// Exact, counted in the kernel.
 	Calls, Bytes, Errors, Short, EOF, OffsetNull, OffsetPtr uint64
-	Lost, SampledOut, Unpaired                              uint64
+	Lost, SampledOut, Unpaired, Restarts                    uint64
 	ErrorsByErrno                                           map[string]uint64 // errno name -> failed calls
 
 	// Per-event: exact only when Complete.
@@ -85,7 +89,7 @@ func (a *Aggregator) Summary(t Totals) Summary {
 	s := Summary{
 		Calls: t.Calls, Bytes: t.Bytes, Errors: t.Errors, Short: t.Short, EOF: t.EOF,
 		OffsetNull: t.OffsetNull, OffsetPtr: t.OffsetPtr,
-		Lost: t.Lost, SampledOut: t.SampledOut, Unpaired: t.Unpaired,
+		Lost: t.Lost, SampledOut: t.SampledOut, Unpaired: t.Unpaired, Restarts: t.Restarts,
 		ErrorsByErrno: make(map[string]uint64, len(t.ErrorsByErrno)),
 
 		Events:           a.events,

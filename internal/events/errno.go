@@ -1,7 +1,6 @@
 package events
 
 import (
-	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -208,7 +207,7 @@ func appendErrnoName(dst []byte, e syscall.Errno) []byte {
 // appendUnknownErrno writes "errno N", strace's words for a code it cannot
 // name.
 func appendUnknownErrno(dst []byte, e syscall.Errno) []byte {
-	return strconv.AppendUint(append(dst, "errno "...), uint64(e), 10)
+	return appendUint(append(dst, "errno "...), uint64(e))
 }
 
 // isRestart reports whether e asks the kernel to restart the call: strace

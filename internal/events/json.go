@@ -1,7 +1,6 @@
 package events
 
 import (
-	"strconv"
 	"unicode/utf8"
 
 	"github.com/sfwatch/sfwatch/internal/loader"
@@ -20,15 +19,15 @@ import (
 // reflects on every call.
 func AppendJSON(dst []byte, e *Event, v Verdict) []byte {
 	dst = append(dst, `{"pid":`...)
-	dst = strconv.AppendUint(dst, uint64(e.Pid), 10)
+	dst = appendUint(dst, uint64(e.Pid))
 	dst = append(dst, `,"tid":`...)
-	dst = strconv.AppendUint(dst, uint64(e.Tid), 10)
+	dst = appendUint(dst, uint64(e.Tid))
 	dst = append(dst, `,"comm":`...)
 	dst = appendJSONString(dst, e.comm())
 	dst = append(dst, `,"out_fd":`...)
-	dst = strconv.AppendInt(dst, int64(e.OutFd), 10)
+	dst = appendInt(dst, int64(e.OutFd))
 	dst = append(dst, `,"in_fd":`...)
-	dst = strconv.AppendInt(dst, int64(e.InFd), 10)
+	dst = appendInt(dst, int64(e.InFd))
 	dst = append(dst, `,"offset":`...)
 	if e.OffsetNull() {
 		dst = append(dst, "null"...)
@@ -40,9 +39,9 @@ func AppendJSON(dst []byte, e *Event, v Verdict) []byte {
 		dst = append(dst, '}')
 	}
 	dst = append(dst, `,"count":`...)
-	dst = strconv.AppendUint(dst, e.Count, 10)
+	dst = appendUint(dst, e.Count)
 	dst = append(dst, `,"ret":`...)
-	dst = strconv.AppendInt(dst, e.Ret, 10)
+	dst = appendInt(dst, e.Ret)
 	dst = append(dst, `,"errno":`...)
 	if errno := e.Errno(); errno != 0 {
 		dst = append(dst, '"')
@@ -54,9 +53,9 @@ func AppendJSON(dst []byte, e *Event, v Verdict) []byte {
 	dst = append(dst, `,"class":"`...)
 	dst = append(dst, v.Class.String()...)
 	dst = append(dst, `","duration_ns":`...)
-	dst = strconv.AppendUint(dst, e.DurationNs, 10)
+	dst = appendUint(dst, e.DurationNs)
 	dst = append(dst, `,"start_ns":`...)
-	dst = strconv.AppendUint(dst, e.StartNs, 10)
+	dst = appendUint(dst, e.StartNs)
 	dst = append(dst, `,"violations":[`...)
 	if v.Violations != 0 {
 		// Rule names are snake_case: quoting is all the escaping they need.
@@ -71,7 +70,7 @@ func appendJSONOffset(dst []byte, off int64, known bool) []byte {
 	if !known {
 		return append(dst, "null"...)
 	}
-	return strconv.AppendInt(dst, off, 10)
+	return appendInt(dst, off)
 }
 
 // appendJSONString writes s as a JSON string. A command name is whatever

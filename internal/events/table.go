@@ -39,6 +39,9 @@ func WriteTable(w io.Writer, s Summary) error {
 	if s.Unpaired != 0 {
 		rows = append(rows, countRow(s.Unpaired, "unpaired (in flight when tracing began, not counted)"))
 	}
+	if s.Restarts != 0 {
+		rows = append(rows, countRow(s.Restarts, "interrupted by a signal, restarted (not counted)"))
+	}
 
 	rows = append(rows,
 		tableRow{title: "events (one per call, checked against the contract):"},

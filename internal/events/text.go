@@ -39,13 +39,13 @@ func AppendText(dst []byte, e *Event, v Verdict, o TextOptions) []byte {
 	dst = append(dst, '<')
 	dst = appendTextComm(dst, e.comm())
 	dst = append(dst, ">] sendfile("...)
-	dst = strconv.AppendInt(dst, int64(e.OutFd), 10)
+	dst = appendInt(dst, int64(e.OutFd))
 	dst = append(dst, ", "...)
-	dst = strconv.AppendInt(dst, int64(e.InFd), 10)
+	dst = appendInt(dst, int64(e.InFd))
 	dst = append(dst, ", "...)
 	dst = appendTextOffset(dst, e)
 	dst = append(dst, ", "...)
-	dst = strconv.AppendUint(dst, e.Count, 10)
+	dst = appendUint(dst, e.Count)
 	dst = append(dst, ") "...)
 	for len(dst)-start < resultColumn {
 		dst = append(dst, ' ')
@@ -56,7 +56,7 @@ func AppendText(dst []byte, e *Event, v Verdict, o TextOptions) []byte {
 		// strace -T: seconds with microseconds, truncated.
 		d := e.DurationNs
 		dst = append(dst, " <"...)
-		dst = strconv.AppendUint(dst, d/1e9, 10)
+		dst = appendUint(dst, d/1e9)
 		dst = append(dst, '.')
 		dst = appendUintPadded(dst, d%1e9/1e3, 6, '0')
 		dst = append(dst, '>')
@@ -92,7 +92,7 @@ func appendTextOffset(dst []byte, e *Event) []byte {
 // appendTextOffsetValue writes [N]; strace prints loff_t unsigned.
 func appendTextOffsetValue(dst []byte, off int64) []byte {
 	dst = append(dst, '[')
-	dst = strconv.AppendUint(dst, uint64(off), 10)
+	dst = appendUint(dst, uint64(off))
 	return append(dst, ']')
 }
 
@@ -101,7 +101,7 @@ func appendTextOffsetValue(dst []byte, off int64) []byte {
 func appendTextResult(dst []byte, e *Event) []byte {
 	errno := e.Errno()
 	if errno == 0 {
-		return strconv.AppendUint(dst, uint64(e.Ret), 10)
+		return appendUint(dst, uint64(e.Ret))
 	}
 	t := lookupErrno(errno)
 	switch {
@@ -144,12 +144,8 @@ func appendHex(dst []byte, p uint64) []byte {
 
 // appendUintPadded writes n right-aligned in width columns, filled with pad.
 func appendUintPadded(dst []byte, n uint64, width int, pad byte) []byte {
-	digits := 1
-	for x := n; x >= 10; x /= 10 {
-		digits++
-	}
-	for ; digits < width; digits++ {
+	for digits := decimalWidth(n); digits < width; digits++ {
 		dst = append(dst, pad)
 	}
-	return strconv.AppendUint(dst, n, 10)
+	return appendUint(dst, n)
 }

@@ -35,7 +35,7 @@ type Config struct {
 type Tracer struct {
 	objs   SfwatchObjects
 	links  []link.Link
-	reader *ringbuf.Reader
+	reader *ring
 }
 
 // tracepoints are attached in this order: exit first, so that no call is
@@ -112,7 +112,7 @@ func Open(cfg Config) (*Tracer, error) {
 		}
 		t.links = append(t.links, l)
 	}
-	t.reader, err = ringbuf.NewReader(t.objs.Events)
+	t.reader, err = newRing(t.objs.Events.FD(), int(t.objs.Events.MaxEntries()))
 	if err != nil {
 		t.Close()
 		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
@@ -124,8 +124,8 @@ func Open(cfg Config) (*Tracer, error) {
 func (t *Tracer) Close() error {
 	errs := []error{t.Detach()}
 	if t.reader != nil {
-		errs = append(errs, t.reader.Close())
-		t.reader = nil
+		// Kept, closed: a consumer still running gets os.ErrClosed.
+		errs = append(errs, t.reader.close())
 	}
 	errs = append(errs, t.objs.Close())
 	return errors.Join(errs...)
@@ -151,18 +151,31 @@ func (t *Tracer) Detach() error {
 // SetDeadline passes (os.ErrDeadlineExceeded, after the records present at
 // that time have been returned), or until Flush (ringbuf.ErrFlushed).
 // Below the wakeup threshold the kernel does not wake us, so the caller
-// keeps a short deadline to pick up a trickle of events promptly.
-func (t *Tracer) ReadInto(rec *ringbuf.Record) error { return t.reader.ReadInto(rec) }
+// keeps a short deadline to pick up a trickle of events promptly. One
+// record at a time, copied: Drain is the fast path.
+func (t *Tracer) ReadInto(rec *ringbuf.Record) error { return t.reader.readInto(rec) }
 
-// SetDeadline bounds the next ReadInto calls.
-func (t *Tracer) SetDeadline(d time.Time) { t.reader.SetDeadline(d) }
+// Drain hands every record committed so far to fn, in order and in place:
+// raw is only valid during the call, and fn must not keep it. It returns
+// how many records it handed over, and fn's first error.
+func (t *Tracer) Drain(fn func(raw []byte) error) (int, error) { return t.reader.drainAll(fn) }
 
-// Flush makes a blocked ReadInto return what is in the buffer, then
-// ringbuf.ErrFlushed: the final drain.
-func (t *Tracer) Flush() error { return t.reader.Flush() }
+// Wait blocks until the BPF side wakes the reader (once the unread data
+// passes the wakeup threshold), the deadline set with SetDeadline passes
+// (os.ErrDeadlineExceeded), or Flush is called (ringbuf.ErrFlushed). It
+// returns nil on a wakeup; records below the threshold are only picked up
+// by the next Drain.
+func (t *Tracer) Wait() error { return t.reader.wait() }
+
+// SetDeadline bounds the next ReadInto and Wait calls.
+func (t *Tracer) SetDeadline(d time.Time) { t.reader.deadline = d }
+
+// Flush makes a blocked ReadInto or Wait return ringbuf.ErrFlushed (ReadInto
+// after what is in the buffer): the final drain.
+func (t *Tracer) Flush() error { return t.reader.flush() }
 
 // RingBufSize is the size of the ring buffer in bytes.
-func (t *Tracer) RingBufSize() int { return t.reader.BufferSize() }
+func (t *Tracer) RingBufSize() int { return t.reader.size }
 
 // Counters holds the summed per-CPU totals, indexed by SfwatchCounter.
 type Counters [SfwatchCounterCOUNTER_MAX]uint64

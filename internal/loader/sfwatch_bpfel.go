@@ -28,7 +28,8 @@ const (
 	SfwatchCounterCOUNTER_UNPAIRED    SfwatchCounter = 9
 	SfwatchCounterCOUNTER_DURATION_NS SfwatchCounter = 10
 	SfwatchCounterCOUNTER_SAMPLE_TICK SfwatchCounter = 11
-	SfwatchCounterCOUNTER_MAX         SfwatchCounter = 12
+	SfwatchCounterCOUNTER_RESTARTS    SfwatchCounter = 12
+	SfwatchCounterCOUNTER_MAX         SfwatchCounter = 13
 )
 
 type SfwatchEvent struct {
@@ -65,7 +66,7 @@ type SfwatchInflight struct {
 	OutFd        int32
 	InFd         int32
 	Flags        uint32
-	Reserved     uint32
+	Active       uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -79,6 +80,7 @@ const (
 	SfwatchMapLatencyLog2         = "latency_log2"
 	SfwatchProgSysEnterSendfile64 = "sys_enter_sendfile64"
 	SfwatchProgSysExitSendfile64  = "sys_exit_sendfile64"
+	SfwatchVarLastWakeupPos       = "last_wakeup_pos"
 	SfwatchVarSampleEvery         = "sample_every"
 	SfwatchVarTargetCgroupId      = "target_cgroup_id"
 	SfwatchVarTargetLevel         = "target_level"
@@ -149,6 +151,7 @@ type SfwatchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SfwatchVariableSpecs struct {
+	LastWakeupPos   *ebpf.VariableSpec `ebpf:"last_wakeup_pos"`
 	SampleEvery     *ebpf.VariableSpec `ebpf:"sample_every"`
 	TargetCgroupId  *ebpf.VariableSpec `ebpf:"target_cgroup_id"`
 	TargetLevel     *ebpf.VariableSpec `ebpf:"target_level"`
@@ -199,6 +202,7 @@ func (m *SfwatchMaps) Close() error {
 //
 // It can be passed to LoadSfwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SfwatchVariables struct {
+	LastWakeupPos   *ebpf.Variable `ebpf:"last_wakeup_pos"`
 	SampleEvery     *ebpf.Variable `ebpf:"sample_every"`
 	TargetCgroupId  *ebpf.Variable `ebpf:"target_cgroup_id"`
 	TargetLevel     *ebpf.Variable `ebpf:"target_level"`

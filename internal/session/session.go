@@ -47,6 +47,12 @@ type Config struct {
 	// Started, when set, is called once the programs are attached, with
 	// the tracer whose totals can then be read at any time (metrics).
 	Started func(*loader.Tracer)
+	// Stopping, when set, is called once before that tracer is closed,
+	// after the final drain: when it returns, nothing may use the tracer.
+	Stopping func()
+	// ChildStarted, when set, is called by Run with the child's pid once
+	// the child runs, before Run waits for it.
+	ChildStarted func(pid int)
 }
 
 // Outcome is what a finished session reports.
@@ -86,6 +92,9 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, err
 	}
+	if cfg.ChildStarted != nil {
+		cfg.ChildStarted(proc.Pid())
+	}
 	stop := context.AfterFunc(ctx, func() { group.Kill() })
 	defer stop()
 
@@ -120,6 +129,8 @@ type watch struct {
 	start  time.Time
 	done   chan error
 	once   sync.Once
+
+	stopping func() // Config.Stopping
 }
 
 func start(group *child.Group, cfg Config) (*watch, error) {
@@ -132,7 +143,7 @@ func start(group *child.Group, cfg Config) (*watch, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &watch{tracer: tracer, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1)}
+	w := &watch{tracer: tracer, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1), stopping: cfg.Stopping}
 	if w.sink == nil {
 		w.sink = discard{}
 	}
@@ -143,27 +154,46 @@ func start(group *child.Group, cfg Config) (*watch, error) {
 	return w, nil
 }
 
-// consume reads records until the final flush.
+// consume reads records until the final flush. It sleeps until the BPF
+// side wakes it (past the wakeup threshold) or DrainInterval passes, then
+// drains everything there is in one batch, in place.
 func (w *watch) consume() error {
-	var (
-		rec ringbuf.Record
-		ev  events.Event
-	)
-	w.tracer.SetDeadline(time.Now().Add(DrainInterval))
+	var ev events.Event
+	handle := func(raw []byte) error {
+		if err := events.Decode(raw, &ev); err != nil {
+			return err
+		}
+		v := events.Validate(&ev)
+		w.agg.Add(&ev, v)
+		w.sink.Event(&ev, v)
+		return nil
+	}
+	deadline := time.Now().Add(DrainInterval)
+	w.tracer.SetDeadline(deadline)
 	for {
-		err := w.tracer.ReadInto(&rec)
+		if _, err := w.tracer.Drain(handle); err != nil {
+			return err
+		}
+		err := w.tracer.Wait()
 		switch {
 		case err == nil:
-			if err := events.Decode(rec.RawSample, &ev); err != nil {
+			// Woken past the threshold: a busy stream may wake us
+			// before every deadline, so check it here too.
+			if time.Now().Before(deadline) {
+				continue
+			}
+			fallthrough
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if _, err := w.tracer.Drain(handle); err != nil {
 				return err
 			}
-			v := events.Validate(&ev)
-			w.agg.Add(&ev, v)
-			w.sink.Event(&ev, v)
-		case errors.Is(err, os.ErrDeadlineExceeded):
 			w.sink.Idle()
-			w.tracer.SetDeadline(time.Now().Add(DrainInterval))
+			deadline = time.Now().Add(DrainInterval)
+			w.tracer.SetDeadline(deadline)
 		case errors.Is(err, ringbuf.ErrFlushed):
+			if _, err := w.tracer.Drain(handle); err != nil {
+				return err
+			}
 			w.sink.Idle()
 			return nil
 		default:
@@ -195,7 +225,12 @@ func (w *watch) finish() (Outcome, error) {
 }
 
 func (w *watch) close() {
-	w.once.Do(func() { w.tracer.Close() })
+	w.once.Do(func() {
+		if w.stopping != nil {
+			w.stopping()
+		}
+		w.tracer.Close()
+	})
 }
 
 // totals converts the kernel's counters into the events package's terms.
@@ -212,6 +247,7 @@ func totals(s loader.Snapshot) events.Totals {
 		Lost:          c.Get(loader.SfwatchCounterCOUNTER_LOST),
 		SampledOut:    c.Get(loader.SfwatchCounterCOUNTER_SAMPLED_OUT),
 		Unpaired:      c.Get(loader.SfwatchCounterCOUNTER_UNPAIRED),
+		Restarts:      c.Get(loader.SfwatchCounterCOUNTER_RESTARTS),
 		ErrorsByErrno: s.ErrnoCounts,
 	}
 }

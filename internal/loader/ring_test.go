@@ -1,0 +1,104 @@
+package loader
+
+import (
+	"errors"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// TestDrainWaitFlushClose drives the batch consumer the way a session does:
+// Drain hands over every committed record in place and in order, Wait ends
+// at the deadline without a wakeup (below the threshold), Flush ends Wait,
+// and after Close every call fails instead of touching unmapped memory.
+func TestDrainWaitFlushClose(t *testing.T) {
+	requireRoot(t)
+	id, level := ownCgroup(t)
+	tr, err := Open(Config{CgroupID: id, CgroupLevel: level, RingBufSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+
+	in, err := os.Open("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+
+	runtime.LockOSThread()
+	tid := uint32(unix.Gettid())
+	const n = 200
+	for i := range n {
+		off := int64(i)
+		unix.Syscall6(unix.SYS_SENDFILE, out.Fd(), in.Fd(), uintptr(unsafe.Pointer(&off)), 1, 0, 0)
+	}
+	runtime.UnlockOSThread()
+
+	// Far below the wakeup threshold: no wakeup, the deadline ends Wait.
+	tr.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	if err := tr.Wait(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Wait = %v, want the deadline", err)
+	}
+	var mine []int64
+	if _, err := tr.Drain(func(raw []byte) error {
+		if len(raw) != int(unsafe.Sizeof(SfwatchEvent{})) {
+			t.Fatalf("record of %d bytes", len(raw))
+		}
+		e := (*SfwatchEvent)(unsafe.Pointer(&raw[0]))
+		if e.Tid == tid {
+			mine = append(mine, e.OffsetBefore)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(mine) != n {
+		t.Fatalf("drained %d events of thread %d, want %d", len(mine), tid, n)
+	}
+	for i, off := range mine {
+		if off != int64(i) {
+			t.Fatalf("event %d has offset %d: out of order", i, off)
+		}
+	}
+	stop := errors.New("stop")
+	if _, err := tr.Drain(func([]byte) error { return stop }); err != nil && !errors.Is(err, stop) {
+		t.Fatalf("Drain = %v", err)
+	}
+
+	tr.SetDeadline(time.Time{})
+	done := make(chan error, 1)
+	go func() { done <- tr.Wait() }()
+	time.Sleep(20 * time.Millisecond)
+	if err := tr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ringbuf.ErrFlushed) {
+			t.Fatalf("Wait after Flush = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Flush did not end Wait")
+	}
+
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Drain(func([]byte) error { return nil }); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Drain after Close = %v, want os.ErrClosed", err)
+	}
+	if err := tr.Wait(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Wait after Close = %v, want os.ErrClosed", err)
+	}
+}
