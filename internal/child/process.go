@@ -95,7 +95,7 @@ func Start(s Spec) (*Process, error) {
 		return nil, errors.Join(classify(cmd.Path, err), p.release())
 	}
 	if p.signals != nil {
-		go p.forward()
+		go p.forward(p.signals) // its own copy: release clears the field
 	}
 	return p, nil
 }
@@ -158,8 +158,8 @@ func exitCode(ps *os.ProcessState) int {
 }
 
 // forward passes each signal on to the child's pid until release.
-func (p *Process) forward() {
-	for sig := range p.signals {
+func (p *Process) forward(signals <-chan os.Signal) {
+	for sig := range signals {
 		// After the child is reaped this fails with os.ErrProcessDone:
 		// os.Process holds a pidfd, so a reused pid is never hit.
 		p.cmd.Process.Signal(sig)
