@@ -11,6 +11,12 @@ import (
 var version = ""
 
 func versionString() string {
+	return fmt.Sprintf("sfwatch %s %s/%s %s", versionNumber(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
+// versionNumber is the version alone (v1.2.3, devel-0123456789ab), for
+// sfwatch_build_info's version label.
+func versionNumber() string {
 	v := version
 	if info, ok := debug.ReadBuildInfo(); ok && v == "" {
 		v = info.Main.Version
@@ -23,5 +29,5 @@ func versionString() string {
 	if v == "" {
 		v = "(devel)"
 	}
-	return fmt.Sprintf("sfwatch %s %s/%s %s", v, runtime.GOOS, runtime.GOARCH, runtime.Version())
+	return v
 }

@@ -12,7 +12,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -51,6 +51,8 @@ var (
 		"Events not emitted because of --sample; totals stay exact.", nil, nil)
 	violationsDesc = prometheus.NewDesc(namespace+"_sendfile_violations_total",
 		"Delivered events that broke a rule of sendfile's contract.", []string{"rule"}, nil)
+	restartsDesc = prometheus.NewDesc(namespace+"_sendfile_restarts_total",
+		"sendfile exits with ERESTART*: interrupted by a signal before any byte moved, then restarted (or EINTR); not in calls.", nil, nil)
 	deliveredDesc = prometheus.NewDesc(namespace+"_events_delivered_total",
 		"Events delivered to user space and validated.", nil, nil)
 )
@@ -60,8 +62,15 @@ type Exporter struct {
 	registry *prometheus.Registry
 	childUp  prometheus.Gauge
 
-	mu  sync.Mutex
-	src Source // nil until tracing starts
+	// mu guards src; Collect holds it for reading while it takes a
+	// snapshot, so SetSource(nil) returns only once no scrape uses the old
+	// source any more (the tracer can then be closed).
+	mu  sync.RWMutex
+	src Source // nil until tracing starts and after it stops
+
+	// okMu guards lastOK: see okCalls.
+	okMu   sync.Mutex
+	lastOK uint64
 
 	delivered  atomic.Uint64
 	violations [32]atomic.Uint64 // by rule bit
@@ -81,7 +90,8 @@ func New(version string) *Exporter {
 	return x
 }
 
-// SetSource points the exporter at the kernel's totals.
+// SetSource points the exporter at the kernel's totals; nil stops reading
+// them. It waits for scrapes that are reading the previous source.
 func (x *Exporter) SetSource(src Source) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -109,17 +119,22 @@ func (x *Exporter) Event(_ *events.Event, v events.Verdict) {
 func (x *Exporter) Idle() {}
 
 // Handler serves /metrics for this exporter's registry. At most limit
-// scrapes run at once; more get 503 rather than piling up.
-func (x *Exporter) Handler(limit int) http.Handler {
+// scrapes run at once; more get 503 rather than piling up. A scrape that
+// takes longer than timeout gets 503 too.
+func (x *Exporter) Handler(limit int, timeout time.Duration) http.Handler {
 	return promhttp.HandlerFor(x.registry, promhttp.HandlerOpts{
 		MaxRequestsInFlight: limit,
+		Timeout:             timeout,
 		ErrorHandling:       promhttp.ContinueOnError,
 	})
 }
 
+// Registry is the exporter's own registry (for tests and other handlers).
+func (x *Exporter) Registry() *prometheus.Registry { return x.registry }
+
 // Describe is part of prometheus.Collector.
 func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{callsDesc, bytesDesc, durationDesc, offsetDesc, lostDesc, sampledDesc, violationsDesc, deliveredDesc} {
+	for _, d := range []*prometheus.Desc{callsDesc, bytesDesc, durationDesc, offsetDesc, lostDesc, sampledDesc, restartsDesc, violationsDesc, deliveredDesc} {
 		ch <- d
 	}
 }
@@ -136,41 +151,64 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	x.mu.Lock()
-	src := x.src
-	x.mu.Unlock()
-	if src == nil {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if x.src == nil {
 		return
 	}
-	s, err := src.Snapshot()
+	s, err := x.src.Snapshot()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(callsDesc, err)
 		return
 	}
 	c := &s.Counters
-	calls := c.Get(loader.SfwatchCounterCOUNTER_CALLS)
-	short := c.Get(loader.SfwatchCounterCOUNTER_SHORT)
-	eof := c.Get(loader.SfwatchCounterCOUNTER_EOF)
-	errs := c.Get(loader.SfwatchCounterCOUNTER_ERRORS)
-	counter(callsDesc, calls-short-eof-errs, "ok", "")
-	counter(callsDesc, short, "short", "")
-	counter(callsDesc, eof, "eof", "")
+	counter(callsDesc, x.okCalls(c), "ok", "")
+	counter(callsDesc, c.Get(loader.SfwatchCounterCOUNTER_SHORT), "short", "")
+	counter(callsDesc, c.Get(loader.SfwatchCounterCOUNTER_EOF), "eof", "")
 	for errno, n := range s.ErrnoCounts {
-		counter(callsDesc, n, "error", events.ErrnoName(syscall.Errno(errno)))
+		counter(callsDesc, n, "error", events.ErrnoName(errno))
 	}
 	counter(bytesDesc, c.Get(loader.SfwatchCounterCOUNTER_BYTES))
 	counter(offsetDesc, c.Get(loader.SfwatchCounterCOUNTER_OFFSET_NULL), "null")
 	counter(offsetDesc, c.Get(loader.SfwatchCounterCOUNTER_OFFSET_PTR), "pointer")
 	counter(lostDesc, c.Get(loader.SfwatchCounterCOUNTER_LOST))
 	counter(sampledDesc, c.Get(loader.SfwatchCounterCOUNTER_SAMPLED_OUT))
+	counter(restartsDesc, c.Get(loader.SfwatchCounterCOUNTER_RESTARTS))
 
-	ch <- prometheus.MustNewConstHistogram(durationDesc, calls,
-		float64(c.Get(loader.SfwatchCounterCOUNTER_DURATION_NS))/1e9, buckets(&s.LatencyLog2))
+	// The count is the histogram's own total, not the calls counter: the
+	// two maps are read one after the other while calls go on, and a
+	// bucket must never exceed the count. Once calls stop they are equal.
+	bkts, count := buckets(&s.LatencyLog2)
+	ch <- prometheus.MustNewConstHistogram(durationDesc, count,
+		float64(c.Get(loader.SfwatchCounterCOUNTER_DURATION_NS))/1e9, bkts)
+}
+
+// okCalls is calls - short - eof - errors: the kernel counts no "ok".
+// Each per-CPU slot is read once, at slightly different moments, while the
+// BPF program bumps calls first and the class second; so the difference can
+// be off by the calls in flight, in either direction. It is clamped at zero
+// (never a wrapped uint64) and never reported lower than in an earlier
+// scrape (a counter that goes down reads as a reset to Prometheus). It is
+// exact when calls stop, except after a torn read that counted as ok a call
+// which then failed: that one is absorbed by the next complete call.
+func (x *Exporter) okCalls(c *loader.Counters) uint64 {
+	calls := c.Get(loader.SfwatchCounterCOUNTER_CALLS)
+	other := c.Get(loader.SfwatchCounterCOUNTER_SHORT) + c.Get(loader.SfwatchCounterCOUNTER_EOF) +
+		c.Get(loader.SfwatchCounterCOUNTER_ERRORS)
+	var ok uint64
+	if calls > other {
+		ok = calls - other
+	}
+	x.okMu.Lock()
+	defer x.okMu.Unlock()
+	x.lastOK = max(x.lastOK, ok)
+	return x.lastOK
 }
 
 // buckets turns the kernel's log2 histogram (bucket i: [2^(i-1), 2^i) ns)
-// into Prometheus' cumulative buckets with upper bounds in seconds.
-func buckets(log2 *[64]uint64) map[float64]uint64 {
+// into Prometheus' cumulative buckets with upper bounds in seconds (le
+// 2^i ns holds kernel buckets 0..i), and returns the total count.
+func buckets(log2 *[64]uint64) (map[float64]uint64, uint64) {
 	out := make(map[float64]uint64, lastBucket-firstBucket+1)
 	var cum uint64
 	for i, n := range log2 {
@@ -179,5 +217,5 @@ func buckets(log2 *[64]uint64) map[float64]uint64 {
 			out[math.Ldexp(1, i)/1e9] = cum
 		}
 	}
-	return out
+	return out, cum
 }
