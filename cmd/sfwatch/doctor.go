@@ -95,7 +95,7 @@ func runChecks() []check {
 	add("kernel", true, kernelAtLeast(release, 5, 14), release+" (5.14+ needed: cgroup.kill, CLONE_INTO_CGROUP, ring buffer)")
 
 	_, err := os.Stat("/sys/kernel/btf/vmlinux")
-	add("btf", false, err, "/sys/kernel/btf/vmlinux (not needed by sfwatch; helps other tools)")
+	add("btf", true, err, "/sys/kernel/btf/vmlinux (needed: calls in flight live in task storage)")
 
 	mounted := loader.TracefsMounted()
 	err = loader.EnsureTracefs()

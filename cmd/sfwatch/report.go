@@ -40,6 +40,7 @@ type reportSummary struct {
 	Events     uint64 `json:"events"`
 	Lost       uint64 `json:"lost"`
 	SampledOut uint64 `json:"sampled_out"`
+	Restarts   uint64 `json:"restarts"`
 	P50Ns      int64  `json:"latency_p50_ns"`
 	P99Ns      int64  `json:"latency_p99_ns"`
 	MaxNs      int64  `json:"latency_max_ns"`
@@ -65,7 +66,7 @@ func newReport(argv []string, o session.Outcome, outcomes []events.Outcome, offe
 		Summary: reportSummary{
 			Calls: s.Calls, Bytes: s.Bytes, Errors: s.Errors, Short: s.Short, EOF: s.EOF,
 			OffsetNull: s.OffsetNull, OffsetPtr: s.OffsetPtr, Violations: s.Violations,
-			Events: s.Events, Lost: s.Lost, SampledOut: s.SampledOut,
+			Events: s.Events, Lost: s.Lost, SampledOut: s.SampledOut, Restarts: s.Restarts,
 			P50Ns: int64(s.P50), P99Ns: int64(s.P99), MaxNs: int64(s.Max),
 		},
 		ErrorsByErrno:   s.ErrorsByErrno,

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,7 +26,8 @@ const watchFlagsUsage = `  -o FILE              write events (and the -c table) 
   -T                   append each call's duration, as strace -T does
   -c, --summary        print a summary table at the end, like strace -c
   --quiet              no per-event output (totals, expectations and metrics only)
-  --sample N           emit one event per N calls; totals and metrics stay exact
+  --sample N           the kernel emits one event per N calls (counted per CPU);
+                       totals and metrics stay exact
   --expect EXPR        check KEY OP N at the end, e.g. calls>=1, offset_ptr==0, errors==0;
                        KEY: calls bytes errors short eof offset_null offset_ptr violations lost;
                        OP: == != >= <= > <. Repeatable.
@@ -33,7 +35,8 @@ const watchFlagsUsage = `  -o FILE              write events (and the -c table) 
   --junit FILE         write a JUnit XML file, one test case per --expect
   --metrics            serve Prometheus metrics on 127.0.0.1:9464/metrics
   --metrics-addr ADDR  serve them on ADDR instead (e.g. :9464 for every interface)
-  --web-config FILE    TLS and basic auth for the metrics server (exporter-toolkit format)
+  --web-config FILE    TLS and basic auth for the metrics server (exporter-toolkit
+                       format); a file that cannot be used is bad usage (exit 2)
   --ringbuf-size N     ring buffer bytes, a power of two (default 8388608)
 `
 
@@ -109,8 +112,26 @@ func (f *watchFlags) check(command string) error {
 	if f.sample == 0 || f.sample > 1<<31 {
 		return usageError("%s: --sample %d: want N >= 1 (one event per N calls)", command, f.sample)
 	}
+	// Files are written at the end: a directory that is not there would
+	// otherwise fail the run only after the child has run.
+	for _, file := range []struct{ flag, path string }{{"-o", f.output}, {"--report", f.report}, {"--junit", f.junit}} {
+		if file.path == "" {
+			continue
+		}
+		dir := filepath.Dir(file.path)
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return usageError("%s: %s %s: directory %s does not exist; create it or pick another path", command, file.flag, file.path, dir)
+		}
+	}
 	if f.webConfig != "" && f.listenAddr() == "" {
 		return usageError("%s: --web-config needs --metrics or --metrics-addr", command)
+	}
+	// A bad web config is bad usage, found before anything listens or
+	// starts (exit 2), not a failure halfway through.
+	if f.webConfig != "" {
+		if err := checkWebConfig(f.webConfig); err != nil {
+			return usageError("%s: --web-config %s: %v", command, f.webConfig, err)
+		}
 	}
 	return nil
 }
@@ -154,7 +175,24 @@ func parse(fs *flag.FlagSet, args []string, help string) error {
 	return nil
 }
 
+// forwardedSignals are the signals that child.Start forwards to the child
+// (Spec.ForwardSignals).
+var forwardedSignals = []os.Signal{
+	syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP,
+	syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2,
+}
+
 func runCommand(ctx context.Context, args []string) error {
+	// child.Start forwards these signals from just before the child
+	// exists until it has been waited for. One that came earlier, while
+	// the group is created and the programs load, would kill sfwatch with
+	// its group left behind, and never reach the child: it is held here
+	// and sent to the child once it runs. One that comes after the child
+	// has been waited for is ignored, so that sfwatch still reports.
+	held := make(chan os.Signal, 16)
+	signal.Notify(held, forwardedSignals...)
+	defer signal.Stop(held)
+
 	var f watchFlags
 	var user string
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -175,11 +213,44 @@ func runCommand(ctx context.Context, args []string) error {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// Before -o is created and the metrics port bound: a typo in CMD
+	// leaves nothing behind.
+	if err := child.Resolve(cmd); err != nil {
+		return err
+	}
 	return watch(&f, argv, func(cfg session.Config) (session.Outcome, error) {
 		cfg.User = user
 		cfg.ForwardSignals = true
+		// Started comes just before child.Start: what is held by then came
+		// before the child's own forwarding began.
+		var pending []os.Signal
+		started := cfg.Started
+		cfg.Started = func(t *loader.Tracer) {
+			pending = drainSignals(held)
+			if started != nil {
+				started(t)
+			}
+		}
+		cfg.ChildStarted = func(pid int) {
+			for _, sig := range pending {
+				syscall.Kill(pid, sig.(syscall.Signal)) // not reaped yet: pid is the child's
+			}
+		}
 		return session.Run(ctx, cmd, cfg)
 	})
+}
+
+// drainSignals returns the signals waiting in c.
+func drainSignals(c chan os.Signal) []os.Signal {
+	var sigs []os.Signal
+	for {
+		select {
+		case sig := <-c:
+			sigs = append(sigs, sig)
+		default:
+			return sigs
+		}
+	}
 }
 
 func attachCommand(ctx context.Context, args []string) error {
@@ -223,7 +294,17 @@ func attachCommand(ctx context.Context, args []string) error {
 	if pid != 0 {
 		target = []string{"attach", "--pid", strconv.Itoa(pid)}
 	}
+	what := "cgroup " + group.Path
+	if pid != 0 {
+		what += fmt.Sprintf(" (the group of pid %d)", pid)
+	}
 	return watch(&f, target, func(cfg session.Config) (session.Outcome, error) {
+		started := cfg.Started
+		cfg.Started = func(t *loader.Tracer) {
+			started(t)
+			// The programs are attached: from here on every call is seen.
+			fmt.Fprintf(os.Stderr, "sfwatch: watching %s until SIGINT or SIGTERM\n", what)
+		}
 		return session.Attach(ctx, group, cfg)
 	})
 }
@@ -231,6 +312,15 @@ func attachCommand(ctx context.Context, args []string) error {
 // watch sets up the sinks and the metrics server around one session, then
 // reports its outcome.
 func watch(f *watchFlags, target []string, start func(session.Config) (session.Outcome, error)) error {
+	// The port first: a busy one fails before the output file is created.
+	var srv *metricsServer
+	if addr := f.listenAddr(); addr != "" {
+		var err error
+		if srv, err = startMetrics(addr, f.webConfig); err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
 	out := io.Writer(os.Stderr)
 	if f.output != "" {
 		file, err := os.Create(f.output)
@@ -247,18 +337,27 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 		stream = newStreamSink(out, f.format, events.TextOptions{Durations: f.durations})
 		sinks = append(sinks, stream)
 	}
-	if addr := f.listenAddr(); addr != "" {
-		srv, err := startMetrics(addr, f.webConfig)
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
+	if srv != nil {
 		sinks = append(sinks, srv.exporter)
-		cfg.Started = func(t *loader.Tracer) {
+	}
+	// Between Started and Stopping the tracer is open: the exporter and
+	// the loss notice read its totals; after Stopping, nothing does.
+	var stopLossNotice func()
+	cfg.Started = func(t *loader.Tracer) {
+		stopLossNotice = startLossNotice(os.Stderr, lossNoticeInterval, t)
+		if srv != nil {
 			srv.exporter.SetSource(t)
 			srv.exporter.SetChildUp(true)
 		}
-		defer srv.exporter.SetChildUp(false)
+	}
+	cfg.Stopping = func() {
+		if stopLossNotice != nil {
+			stopLossNotice()
+		}
+		if srv != nil {
+			srv.exporter.SetChildUp(false)
+			srv.exporter.SetSource(nil)
+		}
 	}
 	offending := newOffenders(f.expects)
 	if len(f.expects) > 0 {
@@ -282,7 +381,13 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, offending *offenders) error {
 	s := o.Summary
 	if f.summary {
-		if err := events.WriteTable(out, s); err != nil {
+		// The table follows the events, as with strace -c -o FILE; but a
+		// JSON Lines stream stays pure JSON, so then it goes to stderr.
+		table := out
+		if f.format == "json" {
+			table = os.Stderr
+		}
+		if err := events.WriteTable(table, s); err != nil {
 			return fmt.Errorf("writing summary: %w", err)
 		}
 	}

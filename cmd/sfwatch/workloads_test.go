@@ -36,6 +36,7 @@ var workloads = map[string]func(args []string) error{
 	"forkserver":     forkServerWorkload,
 	"serve":          serveWorkload,
 	"loop":           loopWorkload,
+	"restart":        restartWorkload,
 }
 
 func workloadMain(name string, args []string) int {
@@ -100,8 +101,9 @@ func (f *workloadFiles) Close() {
 func ptr(v int64) *int64 { return &v }
 
 // offsetsWorkload makes one call of each kind and prints a manifest line
-// per call.
+// per call, after a "pid N" and a "uid N" line.
 func offsetsWorkload([]string) error {
+	fmt.Printf("pid %d\nuid %d\n", os.Getpid(), os.Getuid())
 	f, err := openWorkloadFiles()
 	if err != nil {
 		return err
@@ -151,13 +153,23 @@ func parallelLoop(threads, n int, alternate bool) error {
 		return err
 	}
 	defer f.Close()
+	// Each thread reads through a descriptor of its own, so that its NULL
+	// offset calls move a file position no other thread touches and the
+	// bytes sent are known exactly (see loopTotals).
+	ins := make([]*os.File, threads)
+	for i := range ins {
+		if ins[i], err = os.Open(f.in.Name()); err != nil {
+			return err
+		}
+		defer ins[i].Close()
+	}
 	var wg sync.WaitGroup
-	for range threads {
+	for t := range threads {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			runtime.LockOSThread() // one OS thread per loop, so tids are distinct
-			out, in := uintptr(f.devNull.Fd()), uintptr(f.in.Fd())
+			out, in := uintptr(f.devNull.Fd()), uintptr(ins[t].Fd())
 			off := new(int64) // on the heap, which Go never moves
 			for i := range n {
 				var offset uintptr // NULL: the file position moves
@@ -183,6 +195,7 @@ func parallelLoop(threads, n int, alternate bool) error {
 // grandchild running.
 func grandchildWorkload(args []string) error {
 	ready := args[0]
+	fmt.Printf("pid %d\n", os.Getpid())
 	if err := selfCommand("grandchild-mid", ready).Run(); err != nil {
 		return err
 	}
@@ -221,11 +234,20 @@ func grandchildEndWorkload(args []string) error {
 	return nil
 }
 
-// countSigtermWorkload writes READY once its handler is in place, then
-// exits with the number of SIGTERMs received within a second of the first.
+// countSigtermWorkload (READY [SIGNAL]) writes READY once its handler is
+// in place, then exits with the number of SIGTERMs (or of SIGNAL, a number)
+// received within a second of the first.
 func countSigtermWorkload(args []string) error {
+	sig := syscall.SIGTERM
+	if len(args) > 1 {
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		sig = syscall.Signal(n)
+	}
 	ch := make(chan os.Signal, 16)
-	signal.Notify(ch, syscall.SIGTERM)
+	signal.Notify(ch, sig)
 	if err := os.WriteFile(args[0], nil, 0o644); err != nil {
 		return err
 	}
@@ -315,4 +337,92 @@ func selfCommand(name string, args ...string) *exec.Cmd {
 	c.Env = append(os.Environ(), workloadEnvVar+"=1")
 	c.Stdout, c.Stderr = os.Stdout, os.Stderr
 	return c
+}
+
+// loopCounts are the kernel's totals for a threads or loop workload.
+type loopCounts struct {
+	calls, bytes, eof, offsetNull, offsetPtr uint64
+}
+
+// loopTotals computes, from what parallelLoop does, the exact totals of
+// THREADS threads making N calls each: a NULL-offset call reads the next
+// 4 KiB of the thread's own descriptor and returns 0 at the end of the
+// file (then rewinds), a pointer-offset call reads [0, 4096).
+func loopTotals(threads, n int, alternate bool) loopCounts {
+	null := n
+	if alternate {
+		null = (n + 1) / 2 // i = 0, 2, 4, ...
+	}
+	every := workloadFileSize/4096 + 1 // 4 full reads, then 0
+	eof := null / every
+	per := loopCounts{
+		calls:      uint64(n),
+		bytes:      uint64(null-eof+n-null) * 4096,
+		eof:        uint64(eof),
+		offsetNull: uint64(null),
+		offsetPtr:  uint64(n - null),
+	}
+	th := uint64(threads)
+	return loopCounts{per.calls * th, per.bytes * th, per.eof * th, per.offsetNull * th, per.offsetPtr * th}
+}
+
+// restartWorkload makes one sendfile that blocks on a full socket, has a
+// thread-directed signal interrupt it SIGNALS times before any byte moves
+// (each an ERESTARTSYS exit, restarted by the kernel: Go's handlers have
+// SA_RESTART), then lets it complete by reading the other end. It prints
+// the call's manifest line: one call, whatever the interruptions.
+func restartWorkload(args []string) error {
+	signals, _ := strconv.Atoi(args[0])
+	f, err := openWorkloadFiles()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	// Fill the sending side: the call then blocks before moving a byte.
+	unix.SetNonblock(fds[0], true)
+	chunk := make([]byte, 64<<10)
+	filled := 0
+	for {
+		n, err := unix.Write(fds[0], chunk)
+		if err != nil {
+			break
+		}
+		filled += n
+	}
+	unix.SetNonblock(fds[0], false)
+
+	usr1 := make(chan os.Signal, signals)
+	signal.Notify(usr1, syscall.SIGUSR1) // a handler, with SA_RESTART
+	tid := make(chan int)
+	done := make(chan directCall)
+	go func() {
+		runtime.LockOSThread()
+		tid <- unix.Gettid()
+		done <- sendfileCall(fds[0], int(f.in.Fd()), nil, 4096)
+	}()
+	target := <-tid
+	for range signals {
+		time.Sleep(20 * time.Millisecond) // let it block again
+		if err := unix.Tgkill(os.Getpid(), target, unix.SIGUSR1); err != nil {
+			return err
+		}
+		<-usr1
+	}
+	time.Sleep(20 * time.Millisecond)
+	// Drain the other end until the call completes.
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := unix.Read(fds[1], buf); err != nil {
+				return
+			}
+		}
+	}()
+	return json.NewEncoder(os.Stdout).Encode(<-done)
 }

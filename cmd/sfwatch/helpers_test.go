@@ -1,0 +1,340 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testComm is the command name the kernel gives this test binary when a
+// test re-executes it as a workload (TASK_COMM_LEN is 16, NUL included).
+func testComm() string {
+	c := filepath.Base(os.Args[0])
+	if len(c) > 15 {
+		c = c[:15]
+	}
+	return c
+}
+
+// workloadPID reads the "pid N" line a workload prints on stdout.
+func workloadPID(t *testing.T, stdout string) int {
+	t.Helper()
+	for _, line := range strings.Split(stdout, "\n") {
+		if v, ok := strings.CutPrefix(line, "pid "); ok {
+			pid, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("bad pid line %q", line)
+			}
+			return pid
+		}
+	}
+	t.Fatalf("no pid line in the workload's output:\n%s", stdout)
+	return 0
+}
+
+// errnoText is how strace prints the errors the workloads provoke.
+var errnoText = map[int64]string{
+	-9:  "EBADF (Bad file descriptor)",
+	-22: "EINVAL (Invalid argument)",
+	-29: "ESPIPE (Illegal seek)",
+}
+
+var errnoNames = map[int64]string{-9: "EBADF", -22: "EINVAL", -29: "ESPIPE"}
+
+// straceLine is the line sfwatch must print for c, written from strace's
+// rules rather than from sfwatch's code: "[pid %5d<comm>] ", the call, "= "
+// at column 40 (at least one space before it), then the result.
+func straceLine(t *testing.T, c directCall, comm string) string {
+	t.Helper()
+	off := "NULL"
+	if !c.Null {
+		off = fmt.Sprintf("[%d]", c.OffsetBefore)
+		if c.Ret > 0 {
+			off += fmt.Sprintf(" => [%d]", c.OffsetAfter)
+		}
+	}
+	line := fmt.Sprintf("[pid %5d<%s>] sendfile(%d, %d, %s, %d) ", c.Tid, comm, c.OutFD, c.InFD, off, c.Count)
+	for len(line) < 40 {
+		line += " "
+	}
+	res := strconv.FormatInt(c.Ret, 10)
+	if c.Ret < 0 {
+		text, ok := errnoText[c.Ret]
+		if !ok {
+			t.Fatalf("no strace text for ret %d", c.Ret)
+		}
+		res = "-1 " + text
+	}
+	return line + "= " + res
+}
+
+// accountingLine is the last line of every run.
+func accountingLine(calls, events, lost uint64) string {
+	return fmt.Sprintf("sfwatch: %d calls counted in the kernel, %d events delivered, %d lost", calls, events, lost)
+}
+
+// lines splits output into lines, without the final empty one.
+func lines(s string) []string {
+	s = strings.TrimSuffix(s, "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// manifestCounts are the --expect quantities of a manifest's calls,
+// computed from what the workload says it did.
+type manifestCounts struct {
+	calls, bytes, errors, short, eof, offsetNull, offsetPtr uint64
+	byErrno                                                 map[string]uint64
+}
+
+func countManifest(t *testing.T, calls []directCall) manifestCounts {
+	t.Helper()
+	m := manifestCounts{calls: uint64(len(calls)), byErrno: map[string]uint64{}}
+	for _, c := range calls {
+		switch {
+		case c.Ret < 0:
+			m.errors++
+			m.byErrno[errnoNames[c.Ret]]++
+		case c.Ret == 0:
+			m.eof++
+		default:
+			m.bytes += uint64(c.Ret)
+			if uint64(c.Ret) < c.Count {
+				m.short++
+			}
+		}
+		if c.Null {
+			m.offsetNull++
+		} else {
+			m.offsetPtr++
+		}
+	}
+	return m
+}
+
+// value returns the manifest's count for an --expect key.
+func (m manifestCounts) value(t *testing.T, key string) uint64 {
+	t.Helper()
+	switch key {
+	case "calls":
+		return m.calls
+	case "bytes":
+		return m.bytes
+	case "errors":
+		return m.errors
+	case "short":
+		return m.short
+	case "eof":
+		return m.eof
+	case "offset_null":
+		return m.offsetNull
+	case "offset_ptr":
+		return m.offsetPtr
+	case "violations", "lost":
+		return 0
+	}
+	t.Fatalf("unknown key %q", key)
+	return 0
+}
+
+// reportDoc is the --report document as the README documents it, read
+// independently of the structs that write it.
+type reportDoc struct {
+	Version  string    `json:"version"`
+	Command  []string  `json:"command"`
+	Start    time.Time `json:"start"`
+	End      time.Time `json:"end"`
+	ExitCode *int      `json:"exit_code"`
+	Summary  struct {
+		Calls      *uint64 `json:"calls"`
+		Bytes      *uint64 `json:"bytes"`
+		Errors     *uint64 `json:"errors"`
+		Short      *uint64 `json:"short"`
+		EOF        *uint64 `json:"eof"`
+		OffsetNull *uint64 `json:"offset_null"`
+		OffsetPtr  *uint64 `json:"offset_ptr"`
+		Violations *uint64 `json:"violations"`
+		Events     *uint64 `json:"events"`
+		Lost       *uint64 `json:"lost"`
+		SampledOut *uint64 `json:"sampled_out"`
+		Restarts   *uint64 `json:"restarts"`
+		P50Ns      *int64  `json:"latency_p50_ns"`
+		P99Ns      *int64  `json:"latency_p99_ns"`
+		MaxNs      *int64  `json:"latency_max_ns"`
+	} `json:"summary"`
+	ErrorsByErrno    map[string]uint64 `json:"errors_by_errno"`
+	ViolationsByRule map[string]uint64 `json:"violations_by_rule"`
+	Expectations     []struct {
+		Expr      string            `json:"expr"`
+		OK        *bool             `json:"ok"`
+		Actual    *uint64           `json:"actual"`
+		Offending []json.RawMessage `json:"offending"`
+	} `json:"expectations"`
+	FirstViolations []json.RawMessage `json:"first_violations"`
+}
+
+// readReport parses a --report file; every summary field must be there.
+func readReport(t *testing.T, path string) reportDoc {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading report: %v", err)
+	}
+	var r reportDoc
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		t.Fatalf("parsing report: %v\n%s", err, data)
+	}
+	s := r.Summary
+	for name, p := range map[string]*uint64{
+		"calls": s.Calls, "bytes": s.Bytes, "errors": s.Errors, "short": s.Short, "eof": s.EOF,
+		"offset_null": s.OffsetNull, "offset_ptr": s.OffsetPtr, "violations": s.Violations,
+		"events": s.Events, "lost": s.Lost, "sampled_out": s.SampledOut, "restarts": s.Restarts,
+	} {
+		if p == nil {
+			t.Fatalf("report: summary.%s missing\n%s", name, data)
+		}
+	}
+	if s.P50Ns == nil || s.P99Ns == nil || s.MaxNs == nil || r.ExitCode == nil {
+		t.Fatalf("report: latency or exit_code missing\n%s", data)
+	}
+	return r
+}
+
+// started is an sfwatch process that a test signals itself.
+type started struct {
+	cmd            *exec.Cmd
+	stdout, stderr *lockedBuffer
+}
+
+// startSfwatch starts sfwatch with args (and the workload environment)
+// without waiting for it.
+func startSfwatch(t *testing.T, args ...string) *started {
+	t.Helper()
+	s := &started{cmd: exec.Command(sfwatchBin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
+	s.cmd.Env = append(os.Environ(), workloadEnv()...)
+	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if s.cmd.ProcessState == nil {
+			s.cmd.Process.Kill()
+			s.cmd.Wait()
+		}
+	})
+	return s
+}
+
+// wait waits for the process (at most a minute) and checks that it left
+// nothing behind.
+func (s *started) wait(t *testing.T) result {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		s.cmd.Process.Kill()
+		<-done
+		t.Fatalf("sfwatch did not exit within a minute; stderr:\n%s", s.stderr.String())
+	}
+	r := result{stdout: s.stdout.String(), stderr: s.stderr.String(), code: s.cmd.ProcessState.ExitCode(), pid: s.cmd.Process.Pid}
+	assertNothingLeft(t, r.pid)
+	return r
+}
+
+// waitForFile waits until path exists and returns its content.
+func waitForFile(t *testing.T, path string, s *started) []byte {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if data, err := os.ReadFile(path); err == nil {
+			return data
+		}
+	}
+	t.Fatalf("%s never appeared; sfwatch stderr:\n%s", path, s.stderr.String())
+	return nil
+}
+
+// fetch GETs url on a fresh connection and returns the body.
+func fetch(t *testing.T, url string) []byte {
+	t.Helper()
+	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading body: %v", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return body
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// needTool finds a program the test needs; without it the test is skipped,
+// unless SFWATCH_REQUIRE_PRIVILEGED is set (CI), where it fails.
+func needTool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	if os.Getenv("SFWATCH_REQUIRE_PRIVILEGED") != "" {
+		t.Fatalf("needs %s, and SFWATCH_REQUIRE_PRIVILEGED is set", name)
+	}
+	t.Skipf("needs %s: %v", name, err)
+	return ""
+}
+
+// lockedBuffer is a bytes.Buffer that a test may read while a process
+// writes to it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// numbers are the counts without the by-errno map, to compare with ==.
+func (m manifestCounts) numbers() [7]uint64 {
+	return [7]uint64{m.calls, m.bytes, m.errors, m.short, m.eof, m.offsetNull, m.offsetPtr}
+}
