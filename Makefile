@@ -20,7 +20,7 @@ generate:
 
 # CI: regenerating must change nothing that is committed.
 check-generate: generate
-	git diff --exit-code -- internal/loader
+	git diff --exit-code -- internal/loader bench/floor
 
 vet:
 	$(GO) vet ./...
@@ -45,4 +45,20 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES); \
 	fi
 
-ci: deps check-generate vet test selftest
+ci: deps check-generate vet test selftest soak
+
+# Soak (as root): a sendfile-heavy child under sfwatch for SOAK_SECONDS,
+# printing sfwatch's RSS, open fds, goroutines and losses at intervals;
+# fails when they grow or a call goes unaccounted for. Not a timed test.
+SOAK_SECONDS ?= 20
+.PHONY: soak
+soak: build
+	$(GO) run ./scripts/soak -sfwatch ./sfwatch -seconds $(SOAK_SECONDS)
+
+# Benchmarks, as root (bench/README.md): every observer on every workload,
+# a table at the end (also in bench/.out/table.md). BENCH_QUICK=1: short run.
+BENCH_BIN := bench/.bin
+bench:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BENCH_BIN)/sfwatch ./cmd/sfwatch
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/ ./bench/cmd/sendfileloop ./bench/cmd/fileserver ./bench/cmd/floor ./bench/cmd/sfbench
+	$(BENCH_BIN)/sfbench -bin $(BENCH_BIN) -out bench/.out $(if $(BENCH_QUICK),-quick) $(BENCH_FLAGS)
