@@ -1063,3 +1063,34 @@ func TestRunMissingCommandCreatesNothing(t *testing.T) {
 		t.Errorf("left %v behind", entries)
 	}
 }
+
+// TestRunOutputPipeClosed: when whoever reads sfwatch's stderr goes away
+// (sfwatch run ... 2>&1 | head), sfwatch is not killed by SIGPIPE with its
+// group left behind: the child runs to its end, everything is cleaned up,
+// and the exit code says sfwatch failed.
+func TestRunOutputPipeClosed(t *testing.T) {
+	needRoot(t)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr.Close() // nobody reads: the first write fails
+	const n = 20000
+	report := filepath.Join(t.TempDir(), "report.json")
+	cmd := exec.Command(sfwatchBin, "run", "--report", report, "--", os.Args[0], "loop", "1", strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), workloadEnv()...)
+	cmd.Stderr = pw
+	err = cmd.Run()
+	pw.Close()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		t.Fatalf("sfwatch was killed by %v", ws.Signal())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != exitFailed {
+		t.Errorf("exit %d (%v), want %d", code, err, exitFailed)
+	}
+	// The workload ran to its end, and the report was still written.
+	if r := readReport(t, report); *r.Summary.Calls != n || *r.ExitCode != 0 {
+		t.Errorf("report: calls %d, exit code %d; want %d, 0", *r.Summary.Calls, *r.ExitCode, n)
+	}
+	assertNothingLeft(t, cmd.Process.Pid)
+}

@@ -312,6 +312,14 @@ func attachCommand(ctx context.Context, args []string) error {
 // watch sets up the sinks and the metrics server around one session, then
 // reports its outcome.
 func watch(f *watchFlags, target []string, start func(session.Config) (session.Outcome, error)) error {
+	// Go's runtime would let a write to a closed stderr pipe (sfwatch run
+	// ... 2>&1 | head) kill sfwatch with SIGPIPE, its group and child left
+	// behind. Caught, it is an EPIPE instead: the stream stops, the run
+	// goes on to its normal end. Caught, not ignored: an ignored signal
+	// would stay ignored in the child. Never stopped: the last error line
+	// is written after this returns.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+
 	// The port first: a busy one fails before the output file is created.
 	var srv *metricsServer
 	if addr := f.listenAddr(); addr != "" {
@@ -368,12 +376,16 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 	if err != nil {
 		return err
 	}
+	var streamErr error
 	if stream != nil {
-		if err := stream.Close(); err != nil {
-			return fmt.Errorf("writing events: %w", err)
-		}
+		streamErr = stream.Close()
 	}
-	return finish(out, f, target, outcome, offending)
+	err = finish(out, f, target, outcome, offending)
+	if streamErr != nil {
+		// The reports are written; the events were not all.
+		return fmt.Errorf("writing events: %w", streamErr)
+	}
+	return err
 }
 
 // finish prints what comes after the event stream (table, expectations,
@@ -458,6 +470,7 @@ type streamSink struct {
 	json bool
 	opt  events.TextOptions
 	line []byte
+	err  error // the first write error; nothing is written after it
 }
 
 func newStreamSink(w io.Writer, format string, opt events.TextOptions) *streamSink {
@@ -465,16 +478,28 @@ func newStreamSink(w io.Writer, format string, opt events.TextOptions) *streamSi
 }
 
 func (s *streamSink) Event(e *events.Event, v events.Verdict) {
+	if s.err != nil {
+		return // the output is gone (a closed pipe): stop rendering
+	}
 	if s.json {
 		s.line = events.AppendJSON(s.line[:0], e, v)
 	} else {
 		s.line = events.AppendText(s.line[:0], e, v, s.opt)
 	}
-	s.w.Write(s.line)
+	_, s.err = s.w.Write(s.line)
 }
 
-func (s *streamSink) Idle()        { s.w.Flush() }
-func (s *streamSink) Close() error { return s.w.Flush() }
+func (s *streamSink) Idle() {
+	if s.err == nil {
+		s.err = s.w.Flush()
+	}
+}
+
+// Close flushes and returns the first write error, if any.
+func (s *streamSink) Close() error {
+	s.Idle()
+	return s.err
+}
 
 // multiSink hands each event to several sinks.
 type multiSink []session.Sink
