@@ -188,35 +188,17 @@ func pmWriteFile(path string, v any) error {
 // pmEnv is the environment a workload needs besides ours.
 var pmEnv = workloadEnv()
 
-// pmBuffer is a buffer a test reads while a process writes to it.
-type pmBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *pmBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *pmBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // pmProc is an sfwatch process running in the background.
 type pmProc struct {
 	cmd            *exec.Cmd
-	stdout, stderr *pmBuffer
+	stdout, stderr *lockedBuffer
 	done           chan struct{}
 }
 
 // pmStart starts sfwatch with args, with the workload environment.
 func pmStart(t *testing.T, args ...string) *pmProc {
 	t.Helper()
-	p := &pmProc{cmd: exec.Command(sfwatchBin, args...), stdout: &pmBuffer{}, stderr: &pmBuffer{}, done: make(chan struct{})}
+	p := &pmProc{cmd: exec.Command(sfwatchBin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), pmEnv...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {

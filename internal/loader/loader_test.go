@@ -50,24 +50,7 @@ func TestValidateRingBufSize(t *testing.T) {
 // from one locked thread; other processes of the group may add calls, so
 // events are matched by thread id and totals are lower bounds.
 func TestCountsAndEvents(t *testing.T) {
-	requireRoot(t)
-	id, level := ownCgroup(t)
-	tr, err := Open(Config{CgroupID: id, CgroupLevel: level})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-
-	in, err := os.Open("/proc/self/exe")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
+	tr, in, out := openOwnTracer(t, 0)
 
 	runtime.LockOSThread()
 	tid := uint32(unix.Gettid())
@@ -136,4 +119,27 @@ func TestCountsAndEvents(t *testing.T) {
 	if hist != s.Counters.Get(SfwatchCounterCOUNTER_CALLS) {
 		t.Errorf("histogram holds %d calls, counters %d", hist, s.Counters.Get(SfwatchCounterCOUNTER_CALLS))
 	}
+}
+
+// openOwnTracer opens a tracer on this test's own cgroup (ringBufSize 0:
+// the default) and the files to call sendfile with: this binary as input,
+// /dev/null as output. All are closed when the test ends.
+func openOwnTracer(t *testing.T, ringBufSize int) (tr *Tracer, in, out *os.File) {
+	t.Helper()
+	requireRoot(t)
+	id, level := ownCgroup(t)
+	tr, err := Open(Config{CgroupID: id, CgroupLevel: level, RingBufSize: ringBufSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	if in, err = os.Open("/proc/self/exe"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close() })
+	if out, err = os.OpenFile(os.DevNull, os.O_WRONLY, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close() })
+	return tr, in, out
 }

@@ -17,24 +17,7 @@ import (
 // at the deadline without a wakeup (below the threshold), Flush ends Wait,
 // and after Close every call fails instead of touching unmapped memory.
 func TestDrainWaitFlushClose(t *testing.T) {
-	requireRoot(t)
-	id, level := ownCgroup(t)
-	tr, err := Open(Config{CgroupID: id, CgroupLevel: level, RingBufSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-
-	in, err := os.Open("/proc/self/exe")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
+	tr, in, out := openOwnTracer(t, 1<<20)
 
 	runtime.LockOSThread()
 	tid := uint32(unix.Gettid())
