@@ -15,8 +15,11 @@ RUN go mod download
 COPY . .
 # The BPF objects are committed (internal/loader/*_bpfel.o): no clang here.
 RUN CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o /sfwatch ./cmd/sfwatch
+# scratch has no /tmp, which selftest's workload writes its file to.
+RUN mkdir -m 1777 /empty-tmp
 
 FROM scratch
 COPY --from=build /sfwatch /sfwatch
+COPY --from=build --chmod=1777 /empty-tmp /tmp
 ENTRYPOINT ["/sfwatch"]
 CMD ["doctor"]

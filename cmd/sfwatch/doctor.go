@@ -76,7 +76,7 @@ func doctorCommand(args []string) error {
 }
 
 // runChecks tries each thing sfwatch run needs, for real where it can: it
-// creates a throw-away group, starts /bin/true in it and loads the programs.
+// creates a throw-away group, starts a process in it and loads the programs.
 func runChecks() []check {
 	var checks []check
 	add := func(name string, required bool, err error, okDetail string) {
@@ -122,8 +122,8 @@ func runChecks() []check {
 	defer group.Close()
 	add("cgroup group", true, nil, group.Path)
 
-	err = startTrue(group)
-	add("CLONE_INTO_CGROUP", true, err, "started /bin/true directly inside the group")
+	err = startSelf(group)
+	add("CLONE_INTO_CGROUP", true, err, "started a process directly inside the group")
 
 	tracer, err := loader.Open(loader.Config{CgroupID: group.ID, CgroupLevel: group.Level, RingBufSize: 1 << 16})
 	if err == nil {
@@ -167,14 +167,20 @@ func kernelAtLeast(release string, major, minor int) error {
 	return nil
 }
 
-func startTrue(group *child.Group) error {
-	p, err := child.Start(child.Spec{Cmd: exec.Command("true"), Group: group})
+// startSelf starts this binary (`sfwatch version`, output discarded) in
+// the group: sfwatch itself is there even in an image with nothing else.
+func startSelf(group *child.Group) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding sfwatch's own binary: %w", err)
+	}
+	p, err := child.Start(child.Spec{Cmd: exec.Command(self, "version"), Group: group})
 	if err != nil {
 		return err
 	}
 	code, err := p.Wait()
 	if err == nil && code != 0 {
-		err = fmt.Errorf("true exited %d", code)
+		err = fmt.Errorf("%s version exited %d", self, code)
 	}
 	return err
 }
