@@ -309,13 +309,16 @@ func TestAttachUsage(t *testing.T) {
 		}
 	}
 	needRoot(t)
-	for _, args := range [][]string{
-		{"attach", "--cgroup", "/no-such-group-" + strconv.Itoa(os.Getpid())},
-		{"attach", "--pid", "999999999"},
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"attach", "--cgroup", "/no-such-group-" + strconv.Itoa(os.Getpid())}, "no such group"},
+		{[]string{"attach", "--pid", "999999999"}, "pid 999999999: no such process"},
 	} {
-		r := sfwatch(t, nil, args...)
-		if r.code != exitFailed || strings.Count(r.stderr, "\n") != 1 {
-			t.Errorf("%v: exit %d, want %d, with one line; stderr:\n%s", args, r.code, exitFailed, r.stderr)
+		r := sfwatch(t, nil, tc.args...)
+		if r.code != exitFailed || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: exit %d, want %d, with one line saying %q; stderr:\n%s", tc.args, r.code, exitFailed, tc.want, r.stderr)
 		}
 	}
 }

@@ -241,6 +241,9 @@ func OpenGroup(path string) (*Group, error) {
 // "0::/path" line of /proc/PID/cgroup. The group is not owned.
 func GroupOfPID(pid int) (*Group, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("finding the cgroup of pid %d: no such process", pid)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("finding the cgroup of pid %d: %w", pid, err)
 	}
@@ -257,6 +260,9 @@ func openGroup(mount, rel string, owned bool) (*Group, error) {
 	path := filepath.Join(mount, rel)
 	// os.OpenFile adds O_CLOEXEC: the descriptor never reaches a child.
 	dir, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("opening cgroup %s: no such group (a process's own is the 0:: line of /proc/PID/cgroup)", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening cgroup %s: %w", path, err)
 	}
