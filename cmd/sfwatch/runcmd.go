@@ -21,7 +21,7 @@ import (
 	"github.com/sfwatch/sfwatch/internal/session"
 )
 
-const watchFlagsUsage = `  -o FILE              write events (and the -c table) to FILE instead of stderr
+const watchFlagsUsage = `  -o FILE              write events (and the -c table, but for --format json) to FILE instead of stderr
   --format text|json   text: strace-compatible lines (default); json: JSON Lines
   -T                   append each call's duration, as strace -T does
   -c, --summary        print a summary table at the end, like strace -c
