@@ -933,15 +933,11 @@ func TestDoctor(t *testing.T) {
 // nothing, nor is lost: the child gets it, once, as soon as it runs.
 func TestRunSignalDuringSetup(t *testing.T) {
 	needRoot(t)
-	mount, err := child.Cgroup2Mount()
-	if err != nil {
-		t.Fatal(err)
-	}
 	codes := map[int]int{}
 	for range 10 {
 		ready := filepath.Join(t.TempDir(), "ready")
 		s := startSfwatch(t, "run", "--", os.Args[0], "count-sigterm", ready)
-		pattern := filepath.Join(mount, fmt.Sprintf("sfwatch-%d-*", s.cmd.Process.Pid))
+		pattern := groupPattern(t, s.cmd.Process.Pid)
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Microsecond) {
 			if m, _ := filepath.Glob(pattern); len(m) > 0 {
 				break
@@ -975,10 +971,6 @@ func TestRunSignalDuringSetup(t *testing.T) {
 // it has reported and removed its group.
 func TestRunSignalAfterChildExit(t *testing.T) {
 	needRoot(t)
-	mount, err := child.Cgroup2Mount()
-	if err != nil {
-		t.Fatal(err)
-	}
 	hit := 0
 	for range 10 {
 		ready := filepath.Join(t.TempDir(), "ready")
@@ -986,7 +978,7 @@ func TestRunSignalAfterChildExit(t *testing.T) {
 		waitForFile(t, ready, s)
 		// Once the group is empty the child has exited: signal sfwatch
 		// then, if it is still there.
-		pattern := filepath.Join(mount, fmt.Sprintf("sfwatch-%d-*", s.cmd.Process.Pid))
+		pattern := groupPattern(t, s.cmd.Process.Pid)
 		signalled := false
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Microsecond) {
 			m, _ := filepath.Glob(pattern)
@@ -1093,4 +1085,14 @@ func TestRunOutputPipeClosed(t *testing.T) {
 		t.Errorf("report: calls %d, exit code %d; want %d, 0", *r.Summary.Calls, *r.ExitCode, n)
 	}
 	assertNothingLeft(t, cmd.Process.Pid)
+}
+
+// groupPattern globs the groups that sfwatch process pid creates.
+func groupPattern(t *testing.T, pid int) string {
+	t.Helper()
+	mount, err := child.Cgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(mount, fmt.Sprintf("sfwatch-%d-*", pid))
 }
