@@ -46,6 +46,7 @@ func workloadPID(t *testing.T, stdout string) int {
 // errnoText is how strace prints the errors the workloads provoke.
 var errnoText = map[int64]string{
 	-9:  "EBADF (Bad file descriptor)",
+	-11: "EAGAIN (Resource temporarily unavailable)",
 	-22: "EINVAL (Invalid argument)",
 	-29: "ESPIPE (Illegal seek)",
 }

@@ -1096,3 +1096,42 @@ func groupPattern(t *testing.T, pid int) string {
 	}
 	return filepath.Join(mount, fmt.Sprintf("sfwatch-%d-*", pid))
 }
+
+// TestRunNonBlockingSocket: a non-blocking socket that fills up gives full
+// transfers, a short one (legal: class short, no violation) and EAGAIN
+// (offset unchanged), each exactly as the workload saw it.
+func TestRunNonBlockingSocket(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	report := filepath.Join(t.TempDir(), "report.json")
+	r := runWorkload(t, []string{"--report", report, "--expect", "violations==0", "--expect", "short>=1", "--expect", "errors==1"}, "nonblock")
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	calls := parseManifest(t, r.stdout)
+	last := calls[len(calls)-1]
+	if last.Ret != -11 || last.OffsetAfter != last.OffsetBefore {
+		t.Fatalf("the workload's last call: %+v, want EAGAIN with the offset unchanged", last)
+	}
+	short := 0
+	for _, c := range calls[:len(calls)-1] {
+		if c.Ret <= 0 {
+			t.Fatalf("the workload's call %+v before EAGAIN", c)
+		}
+		if uint64(c.Ret) < c.Count {
+			short++
+		}
+	}
+	if short == 0 {
+		t.Fatalf("no short transfer before EAGAIN: %+v", calls)
+	}
+	for _, c := range calls {
+		if want := straceLine(t, c, testComm()); !strings.Contains(r.stderr, want+"\n") {
+			t.Errorf("stderr lacks %q", want)
+		}
+	}
+	s := readReport(t, report).Summary
+	if *s.Calls != uint64(len(calls)) || *s.Short != uint64(short) || *s.Errors != 1 || *s.Violations != 0 {
+		t.Errorf("report: calls %d short %d errors %d violations %d; want %d %d 1 0", *s.Calls, *s.Short, *s.Errors, *s.Violations, len(calls), short)
+	}
+}

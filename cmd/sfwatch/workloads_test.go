@@ -37,6 +37,7 @@ var workloads = map[string]func(args []string) error{
 	"serve":          serveWorkload,
 	"loop":           loopWorkload,
 	"restart":        restartWorkload,
+	"nonblock":       nonblockWorkload,
 }
 
 func workloadMain(name string, args []string) int {
@@ -425,4 +426,56 @@ func restartWorkload(args []string) error {
 		}
 	}()
 	return json.NewEncoder(os.Stdout).Encode(<-done)
+}
+
+// nonblockWorkload sends the file with pointer offsets into a non-blocking
+// TCP socket on loopback that nobody reads, until the buffers are full:
+// calls that move what fits (TCP takes part of a call when that is all
+// the room there is: short), then EAGAIN. It prints the manifest.
+func nonblockWorkload([]string) error {
+	f, err := openWorkloadFiles()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	peer, err := ln.Accept() // never read
+	if err != nil {
+		return err
+	}
+	defer peer.Close()
+	file, err := conn.(*net.TCPConn).File() // a blocking duplicate
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	out := int(file.Fd())
+	if err := unix.SetNonblock(out, true); err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	enc := json.NewEncoder(os.Stdout)
+	off := int64(0)
+	for range 1000 {
+		c := sendfileCall(out, int(f.in.Fd()), &off, workloadFileSize)
+		if err := enc.Encode(c); err != nil {
+			return err
+		}
+		if c.Ret < 0 {
+			return nil // EAGAIN: full
+		}
+		if off == workloadFileSize {
+			off = 0
+		}
+	}
+	return fmt.Errorf("the socket never filled")
 }
