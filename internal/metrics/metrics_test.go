@@ -40,8 +40,8 @@ func (f *fakeSource) set(i loader.SfwatchCounter, v uint64) {
 }
 
 // snapshot is a kernel state with a value in every counter: 1000 calls, of
-// which 3 short, 5 at end of file, 7 failed (4 EBADF, 2 EPIPE, 1
-// ERESTARTSYS), the rest complete.
+// which 3 short, 5 at end of file, 7 failed (4 EBADF, 2 EPIPE, 1 EINTR),
+// the rest complete; and 17 interruptions, restarted.
 func snapshot() loader.Snapshot {
 	var s loader.Snapshot
 	c := &s.Counters
@@ -57,7 +57,8 @@ func snapshot() loader.Snapshot {
 	c[loader.SfwatchCounterCOUNTER_UNPAIRED] = 2
 	c[loader.SfwatchCounterCOUNTER_DURATION_NS] = 2_500_000_000 // 2.5 s
 	c[loader.SfwatchCounterCOUNTER_SAMPLE_TICK] = 99
-	s.ErrnoCounts = map[syscall.Errno]uint64{syscall.EBADF: 4, syscall.EPIPE: 2, 512: 1}
+	c[loader.SfwatchCounterCOUNTER_RESTARTS] = 17
+	s.ErrnoCounts = map[syscall.Errno]uint64{syscall.EBADF: 4, syscall.EPIPE: 2, syscall.EINTR: 1}
 	// 1000 durations: 100 of 0 ns, 200 in [512, 1024) ns (bucket 10), 300
 	// in [2^19, 2^20) (bucket 20), 390 in bucket 34, 10 above 2^34 ns
 	// (bucket 40: past the last finite bound).
@@ -119,17 +120,18 @@ func TestEveryFamilyAndValue(t *testing.T) {
 	fams := gather(t, x)
 	want := map[string]map[string]float64{
 		"sfwatch_sendfile_calls_total": {
-			"errno=,result=ok":               985, // 1000 - 3 - 5 - 7
-			"errno=,result=short":            3,
-			"errno=,result=eof":              5,
-			"errno=EBADF,result=error":       4,
-			"errno=EPIPE,result=error":       2,
-			"errno=ERESTARTSYS,result=error": 1,
+			"errno=,result=ok":         985, // 1000 - 3 - 5 - 7
+			"errno=,result=short":      3,
+			"errno=,result=eof":        5,
+			"errno=EBADF,result=error": 4,
+			"errno=EPIPE,result=error": 2,
+			"errno=EINTR,result=error": 1,
 		},
 		"sfwatch_sendfile_bytes_total":      {"": 3_950_000},
 		"sfwatch_sendfile_offset_total":     {"kind=null": 600, "kind=pointer": 400},
 		"sfwatch_events_lost_total":         {"": 11},
 		"sfwatch_events_sampled_out_total":  {"": 13},
+		"sfwatch_sendfile_restarts_total":   {"": 17},
 		"sfwatch_events_delivered_total":    {"": 3},
 		"sfwatch_sendfile_violations_total": {"rule=ret_over_count": 2, "rule=offset_not_advanced": 1},
 		"sfwatch_child_up":                  {"": 1},
