@@ -53,18 +53,18 @@ func TestWriteTable(t *testing.T) {
 			t.Errorf("table lacks %q", want)
 		}
 	}
-	for _, absent := range []string{"sampled out", "unpaired", "unreadable"} {
+	for _, absent := range []string{"sampled out", "unpaired", "unreadable", "restarted"} {
 		if strings.Contains(out, absent) {
 			t.Errorf("table mentions %q, which is zero", absent)
 		}
 	}
 
-	s := Summary{SampledOut: 7, Unpaired: 1, OffsetUnknown: 4}
+	s := Summary{SampledOut: 7, Unpaired: 1, OffsetUnknown: 4, Restarts: 9}
 	b.Reset()
 	if err := WriteTable(&b, s); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"7  sampled out", "1  unpaired", "4  offset unreadable", "0  violations (among delivered events only)"} {
+	for _, want := range []string{"7  sampled out", "1  unpaired", "4  offset unreadable", "9  interrupted by a signal, restarted (not counted)", "0  violations (among delivered events only)"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
