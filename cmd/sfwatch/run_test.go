@@ -1135,3 +1135,40 @@ func TestRunNonBlockingSocket(t *testing.T) {
 		t.Errorf("report: calls %d short %d errors %d violations %d; want %d %d 1 0", *s.Calls, *s.Short, *s.Errors, *s.Violations, len(calls), short)
 	}
 }
+
+// TestRunTimestamps: -ttt puts each call's start time, as Unix time, after
+// the thread prefix, as strace does; the times fall inside the run and
+// follow the workload's order, and the rest of each line is unchanged.
+func TestRunTimestamps(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	begin := time.Now()
+	r := runWorkload(t, []string{"-ttt"}, "offsets")
+	end := time.Now()
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	calls := offsetsManifest(t, r.stdout)
+	got := lines(r.stderr)
+	if len(got) != len(calls)+1 {
+		t.Fatalf("stderr:\n%s", r.stderr)
+	}
+	stamp := regexp.MustCompile(`^(\[pid +\d+<[^>]*>\] )(\d+)\.(\d{6}) (.*)$`)
+	var prev time.Time
+	for i, c := range calls {
+		m := stamp.FindStringSubmatch(got[i])
+		if m == nil {
+			t.Fatalf("line %q has no -ttt time after its prefix", got[i])
+		}
+		sec, _ := strconv.ParseInt(m[2], 10, 64)
+		usec, _ := strconv.ParseInt(m[3], 10, 64)
+		at := time.Unix(sec, usec*1000)
+		if at.Before(begin.Add(-time.Millisecond)) || at.After(end) || at.Before(prev) {
+			t.Errorf("line %d at %v: outside the run [%v, %v] or before the line above", i+1, at, begin, end)
+		}
+		prev = at
+		if want := straceLine(t, c, testComm()); m[1]+m[4] != want {
+			t.Errorf("line %d without its time: %q, want %q", i+1, m[1]+m[4], want)
+		}
+	}
+}

@@ -24,6 +24,8 @@ import (
 const watchFlagsUsage = `  -o FILE              write events (and the -c table, but for --format json) to FILE instead of stderr
   --format text|json   text: strace-compatible lines (default); json: JSON Lines
   -T                   append each call's duration, as strace -T does
+  -t, -tt, -ttt        start each line with the call's time, as strace does:
+                       15:04:05, 15:04:05.000000, or seconds since the epoch
   -c, --summary        print a summary table at the end, like strace -c
   --quiet              no per-event output (totals, expectations and metrics only)
   --sample N           the kernel emits one event per N calls (counted per CPU);
@@ -73,6 +75,7 @@ type watchFlags struct {
 	output      string
 	format      string
 	durations   bool
+	timestamps  [3]bool // -t, -tt, -ttt
 	summary     bool
 	quiet       bool
 	sample      uint
@@ -89,6 +92,9 @@ func (f *watchFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.output, "o", "", "")
 	fs.StringVar(&f.format, "format", "text", "")
 	fs.BoolVar(&f.durations, "T", false, "")
+	fs.BoolVar(&f.timestamps[0], "t", false, "")
+	fs.BoolVar(&f.timestamps[1], "tt", false, "")
+	fs.BoolVar(&f.timestamps[2], "ttt", false, "")
 	fs.BoolVar(&f.summary, "c", false, "")
 	fs.BoolVar(&f.summary, "summary", false, "")
 	fs.BoolVar(&f.quiet, "quiet", false, "")
@@ -134,6 +140,21 @@ func (f *watchFlags) check(command string) error {
 		}
 	}
 	return nil
+}
+
+// textOptions are the text format's options; the most precise of -t, -tt
+// and -ttt wins, as in strace.
+func (f *watchFlags) textOptions() events.TextOptions {
+	o := events.TextOptions{Durations: f.durations}
+	for i, set := range f.timestamps {
+		if set {
+			o.Timestamps = events.Seconds + events.Timestamps(i)
+		}
+	}
+	if o.Timestamps != events.NoTimestamps {
+		o.WallOffsetNs = events.WallOffset()
+	}
+	return o
 }
 
 // listenAddr is where metrics are served, "" for nowhere. Only an
@@ -342,7 +363,7 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 	var sinks multiSink
 	var stream *streamSink
 	if !f.quiet {
-		stream = newStreamSink(out, f.format, events.TextOptions{Durations: f.durations})
+		stream = newStreamSink(out, f.format, f.textOptions())
 		sinks = append(sinks, stream)
 	}
 	if srv != nil {

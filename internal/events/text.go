@@ -2,14 +2,43 @@ package events
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"golang.org/x/sys/unix"
 )
 
 // TextOptions changes what AppendText adds around strace's call text.
 type TextOptions struct {
 	// Durations appends the time spent in the call, as strace -T does.
 	Durations bool
+	// Timestamps puts the call's start time before it, as strace -t,
+	// -tt or -ttt does.
+	Timestamps Timestamps
+	// WallOffsetNs turns an event's StartNs (CLOCK_MONOTONIC, the BPF
+	// clock) into Unix time: see WallOffset.
+	WallOffsetNs int64
+	// Location is the time zone of -t and -tt; nil means time.Local.
+	Location *time.Location
+}
+
+// Timestamps is strace's -t family.
+type Timestamps int
+
+const (
+	NoTimestamps      Timestamps = iota
+	Seconds                      // -t: 15:04:05, local time
+	Microseconds                 // -tt: 15:04:05.000000
+	EpochMicroseconds            // -ttt: 1795893921.027356, seconds since the epoch
+)
+
+// WallOffset is what to add to a CLOCK_MONOTONIC time in ns to get Unix
+// time in ns, now. Taken once per run: the two clocks drift apart only by
+// what NTP slews, far below a -tt microsecond over a run.
+func WallOffset() int64 {
+	var mono unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+	return time.Now().UnixNano() - mono.Nano()
 }
 
 // resultColumn is where strace aligns "= ", counted from the start of the
@@ -22,10 +51,11 @@ const ViolationMarker = "  # VIOLATION "
 
 // AppendText appends one line ending in '\n', byte for byte what
 // `strace -f -Y` (--decode-pids=comm) prints for the call, with -T if
-// o.Durations:
+// o.Durations and -t, -tt or -ttt as o.Timestamps says:
 //
 //	[pid    42<a>] sendfile(1, 2, NULL, 9)  = 9
 //	[pid  1234<server>] sendfile(4, 3, [0] => [4096], 4096) = 4096 <0.000012>
+//	[pid  1234<server>] 19:25:19.907477 sendfile(4, 3, NULL, 100) = 100
 //	[pid  1234<server>] sendfile(4, 3, NULL, 10) = 4096  # VIOLATION ret_over_count
 //
 // The pid is the thread id, as strace -f shows it; "= " is aligned at
@@ -38,7 +68,12 @@ func AppendText(dst []byte, e *Event, v Verdict, o TextOptions) []byte {
 	dst = appendUintPadded(dst, uint64(e.Tid), 5, ' ')
 	dst = append(dst, '<')
 	dst = appendTextComm(dst, e.comm())
-	dst = append(dst, ">] sendfile("...)
+	dst = append(dst, ">] "...)
+	if o.Timestamps != NoTimestamps {
+		dst = appendTimestamp(dst, int64(e.StartNs)+o.WallOffsetNs, o)
+		dst = append(dst, ' ')
+	}
+	dst = append(dst, "sendfile("...)
 	dst = appendInt(dst, int64(e.OutFd))
 	dst = append(dst, ", "...)
 	dst = appendInt(dst, int64(e.InFd))
@@ -66,6 +101,25 @@ func AppendText(dst []byte, e *Event, v Verdict, o TextOptions) []byte {
 		dst = v.Violations.AppendNames(dst, ",")
 	}
 	return append(dst, '\n')
+}
+
+// appendTimestamp writes Unix time ns as strace's -t, -tt or -ttt does:
+// truncated, not rounded.
+func appendTimestamp(dst []byte, ns int64, o TextOptions) []byte {
+	if o.Timestamps == EpochMicroseconds {
+		dst = appendInt(dst, ns/1e9)
+		dst = append(dst, '.')
+		return appendUintPadded(dst, uint64(ns%1e9/1e3), 6, '0')
+	}
+	loc := o.Location
+	if loc == nil {
+		loc = time.Local
+	}
+	layout := "15:04:05"
+	if o.Timestamps == Microseconds {
+		layout = "15:04:05.000000"
+	}
+	return time.Unix(0, ns).In(loc).AppendFormat(dst, layout)
 }
 
 // appendTextOffset follows strace's sendfile decoder: NULL; the address when

@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sfwatch/sfwatch/internal/loader"
 )
@@ -23,6 +24,7 @@ func TestAppendText(t *testing.T) {
 	const before = loader.SfwatchEventFlagEVENT_OFFSET_BEFORE_OK
 
 	const p = "[pid  1234<server>] "
+	const wall = 1795893920_027356_789 - 1_000_000_000
 	for _, tc := range []struct {
 		name string
 		e    Event
@@ -66,6 +68,13 @@ func TestAppendText(t *testing.T) {
 		{"-T truncates to µs", slow, TextOptions{Durations: true}, p + "sendfile(5, 7, NULL, 3584) = 3584 <1.500000>"},
 		{"-T zero", instant, TextOptions{Durations: true}, p + "sendfile(5, 7, NULL, 3584) = 3584 <0.000000>"},
 		{"-T error", call(1, 3, 10, -9), TextOptions{Durations: true}, p + "sendfile(1, 3, NULL, 10) = -1 EBADF (Bad file descriptor) <0.000123>"},
+
+		// StartNs 1 s + offset = 1795893920.027356789: 2026-11-28 19:25:20 UTC.
+		{"-t", call(5, 7, 3584, 3584), TextOptions{Timestamps: Seconds, WallOffsetNs: wall, Location: time.UTC}, p + "19:25:20 sendfile(5, 7, NULL, 3584) = 3584"},
+		{"-tt", call(5, 7, 3584, 3584), TextOptions{Timestamps: Microseconds, WallOffsetNs: wall, Location: time.UTC}, p + "19:25:20.027356 sendfile(5, 7, NULL, 3584) = 3584"},
+		{"-tt elsewhere", call(5, 7, 3584, 3584), TextOptions{Timestamps: Microseconds, WallOffsetNs: wall, Location: time.FixedZone("", 3600)}, p + "20:25:20.027356 sendfile(5, 7, NULL, 3584) = 3584"},
+		{"-ttt -T", call(5, 7, 3584, 3584), TextOptions{Timestamps: EpochMicroseconds, WallOffsetNs: wall, Durations: true}, p + "1795893920.027356 sendfile(5, 7, NULL, 3584) = 3584 <0.000123>"},
+		{"-tt, a whole second", call(1, 2, 9, 9), TextOptions{Timestamps: Microseconds, WallOffsetNs: wall - 27356789, Location: time.UTC}, "[pid  1234<server>] 19:25:20.000000 sendfile(1, 2, NULL, 9) = 9"},
 
 		{"violation", withOffset(call(4, 3, 10, 4096), 0, 0), TextOptions{}, p + "sendfile(4, 3, [0] => [0], 10) = 4096  # VIOLATION ret_over_count,offset_not_advanced"},
 		{"violation after -T", call(4, 3, 10, 4096), TextOptions{Durations: true}, p + "sendfile(4, 3, NULL, 10) = 4096 <0.000123>  # VIOLATION ret_over_count"},
