@@ -489,13 +489,15 @@ func requireRoot(command string) error {
 type streamSink struct {
 	w    *bufio.Writer
 	json bool
-	opt  events.TextOptions
+	text events.Text
 	line []byte
 	err  error // the first write error; nothing is written after it
 }
 
 func newStreamSink(w io.Writer, format string, opt events.TextOptions) *streamSink {
-	return &streamSink{w: bufio.NewWriterSize(w, 64<<10), json: format == "json", opt: opt, line: make([]byte, 0, 512)}
+	s := &streamSink{w: bufio.NewWriterSize(w, 64<<10), json: format == "json", line: make([]byte, 0, 512)}
+	s.text.Options = opt
+	return s
 }
 
 func (s *streamSink) Event(e *events.Event, v events.Verdict) {
@@ -505,7 +507,7 @@ func (s *streamSink) Event(e *events.Event, v events.Verdict) {
 	if s.json {
 		s.line = events.AppendJSON(s.line[:0], e, v)
 	} else {
-		s.line = events.AppendText(s.line[:0], e, v, s.opt)
+		s.line = s.text.Append(s.line[:0], e, v)
 	}
 	_, s.err = s.w.Write(s.line)
 }

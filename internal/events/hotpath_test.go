@@ -130,3 +130,14 @@ func BenchmarkPipeline(b *testing.B) {
 		buf = AppendText(buf[:0], &e, v, TextOptions{})
 	}
 }
+
+func BenchmarkTextAppend(b *testing.B) {
+	e := call(5, 7, 4096, 4096)
+	v := Validate(&e)
+	r := Text{Options: TextOptions{Durations: true}}
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = r.Append(buf[:0], &e, v)
+	}
+}
