@@ -62,7 +62,9 @@ func TestLinuxSendfile(t *testing.T) {
 		client.Get(fmt.Sprintf("http://%s/quit", ln.Addr()))
 		fetched <- err
 	}()
+	begin := time.Now()
 	res, err := sfwatch.Run(context.Background(), child, nil)
+	end := time.Now()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +88,9 @@ func TestLinuxSendfile(t *testing.T) {
 	for _, e := range res.Events {
 		if e.Offset != nil || e.Ret < 0 || len(e.Violations) > 0 {
 			t.Errorf("unexpected call: %+v", e)
+		}
+		if e.Start.Before(begin) || e.Start.After(end) {
+			t.Errorf("call at %v, outside the run [%v, %v]", e.Start, begin, end)
 		}
 	}
 }

@@ -41,9 +41,10 @@ type Event struct {
 	InFD       int
 	Offset     *Offset // nil for a NULL offset argument
 	Count      uint64
-	Ret        int64  // bytes sent, or -errno
-	Errno      string // the errno's name when Ret < 0, such as "EBADF"
-	Class      string // ok, short, eof or error
+	Ret        int64     // bytes sent, or -errno
+	Errno      string    // the errno's name when Ret < 0, such as "EBADF"
+	Class      string    // ok, short, eof or error
+	Start      time.Time // when the call entered the kernel, wall clock
 	Duration   time.Duration
 	Violations []string // sendfile contract rules the call broke; empty when fine
 }
@@ -87,7 +88,7 @@ func Run(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Result, error) {
 	if name == "" {
 		name = strconv.Itoa(os.Geteuid())
 	}
-	sink := &collector{}
+	sink := &collector{wallOffsetNs: events.WallOffset()}
 	o, err := session.Run(ctx, cmd, session.Config{
 		RingBufSize: opts.RingBufSize,
 		User:        name,
@@ -100,7 +101,10 @@ func Run(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Result, error) {
 }
 
 // collector converts each event to the public form.
-type collector struct{ events []Event }
+type collector struct {
+	events       []Event
+	wallOffsetNs int64 // CLOCK_MONOTONIC (the BPF clock) to Unix time
+}
 
 func (c *collector) Event(e *events.Event, v events.Verdict) {
 	ev := Event{
@@ -112,6 +116,7 @@ func (c *collector) Event(e *events.Event, v events.Verdict) {
 		Count:      e.Count,
 		Ret:        e.Ret,
 		Class:      v.Class.String(),
+		Start:      time.Unix(0, int64(e.StartNs)+c.wallOffsetNs),
 		Duration:   time.Duration(e.DurationNs),
 		Violations: v.Violations.Names(),
 	}

@@ -167,7 +167,9 @@ func TestExpectFails(t *testing.T) {
 	for _, c := range cases {
 		flags = append(flags, "--expect", c.expr)
 	}
+	before := time.Now()
 	r := runWorkload(t, flags, "offsets")
+	after := time.Now()
 	calls := offsetsManifest(t, r.stdout)
 	if r.code != exitExpectFailed {
 		t.Errorf("exit %d, want 3; stderr:\n%s", r.code, r.stderr)
@@ -228,6 +230,9 @@ func TestExpectFails(t *testing.T) {
 		for k, ev := range evs {
 			if w := wantEvs[k]; ev.TID != w.Tid || ev.OutFD != w.OutFD || ev.InFD != w.InFD || ev.Ret != w.Ret || ev.Count != w.Count {
 				t.Errorf("report: %s: offending event %d %+v, want %+v", c.expr, k, ev, w)
+			}
+			if ev.TimeUnixNs == nil || time.Unix(0, *ev.TimeUnixNs).Before(before) || time.Unix(0, *ev.TimeUnixNs).After(after) {
+				t.Errorf("report: %s: offending event %d: time_unix_ns %v, want a time within the run", c.expr, k, ev.TimeUnixNs)
 			}
 		}
 	}

@@ -240,6 +240,7 @@ type jsonEvent struct {
 	Class      string   `json:"class"`
 	DurationNs *uint64  `json:"duration_ns"`
 	StartNs    *uint64  `json:"start_ns"`
+	TimeUnixNs *int64   `json:"time_unix_ns"`
 	Violations []string `json:"violations"`
 }
 

@@ -88,9 +88,10 @@ func newReport(argv []string, o session.Outcome, outcomes []events.Outcome, offe
 // eventsJSON renders events as the JSON objects of --format json.
 func eventsJSON(evs []events.Event) []json.RawMessage {
 	out := []json.RawMessage{}
+	o := events.JSONOptions{Time: true, WallOffsetNs: events.WallOffset()}
 	for i := range evs {
 		e := &evs[i]
-		line := events.AppendJSON(nil, e, events.Validate(e))
+		line := events.AppendJSON(nil, e, events.Validate(e), o)
 		out = append(out, json.RawMessage(bytes.TrimSpace(line)))
 	}
 	return out

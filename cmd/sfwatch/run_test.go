@@ -87,11 +87,14 @@ func TestRunOffsetsText(t *testing.T) {
 	}
 }
 
-// TestRunOffsetsJSON: the same calls as JSON Lines, every field exact.
+// TestRunOffsetsJSON: the same calls as JSON Lines, every field exact, with
+// -ttt's wall-clock time.
 func TestRunOffsetsJSON(t *testing.T) {
 	needRoot(t)
 	t.Parallel()
-	r := runWorkload(t, []string{"--format", "json"}, "offsets")
+	begin := time.Now()
+	r := runWorkload(t, []string{"--format", "json", "-ttt"}, "offsets")
+	end := time.Now()
 	if r.code != 0 {
 		t.Fatalf("exit %d, want 0; stderr:\n%s", r.code, r.stderr)
 	}
@@ -147,6 +150,20 @@ func TestRunOffsetsJSON(t *testing.T) {
 	for i := 1; i < len(evs); i++ {
 		if *evs[i].StartNs < *evs[i-1].StartNs {
 			t.Errorf("event %d starts at %d, before event %d at %d", i, *evs[i].StartNs, i-1, *evs[i-1].StartNs)
+		}
+	}
+	// -ttt gives time_unix_ns, start_ns on the wall clock: inside the run,
+	// and as far from the first event as start_ns is (one offset for all).
+	for i, e := range evs {
+		if e.TimeUnixNs == nil {
+			t.Fatalf("event %d has no time_unix_ns", i)
+		}
+		at := time.Unix(0, *e.TimeUnixNs)
+		if at.Before(begin.Add(-time.Millisecond)) || at.After(end) {
+			t.Errorf("event %d: time_unix_ns %v outside the run [%v, %v]", i, at, begin, end)
+		}
+		if got, want := *e.TimeUnixNs-*evs[0].TimeUnixNs, int64(*e.StartNs-*evs[0].StartNs); got != want {
+			t.Errorf("event %d: %d ns after the first by time_unix_ns, %d by start_ns", i, got, want)
 		}
 	}
 }
@@ -227,8 +244,14 @@ func TestRunJSONOutputFileWithTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs := parseJSONEvents(t, string(data)); len(evs) != 9 {
+	evs := parseJSONEvents(t, string(data))
+	if len(evs) != 9 {
 		t.Errorf("%s: %d events, want 9", file, len(evs))
+	}
+	for i, e := range evs {
+		if e.TimeUnixNs != nil {
+			t.Errorf("event %d has time_unix_ns without -t, -tt or -ttt", i)
+		}
 	}
 	checkTable(t, r.stderr, countManifest(t, offsetsManifest(t, r.stdout)), 9)
 }

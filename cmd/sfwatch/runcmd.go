@@ -25,7 +25,8 @@ const watchFlagsUsage = `  -o FILE              write events (and the -c table, 
   --format text|json   text: strace-compatible lines (default); json: JSON Lines
   -T                   append each call's duration, as strace -T does
   -t, -tt, -ttt        start each line with the call's time, as strace does:
-                       15:04:05, 15:04:05.000000, or seconds since the epoch
+                       15:04:05, 15:04:05.000000, or seconds since the epoch;
+                       with --format json, add time_unix_ns (wall clock, ns)
   -c, --summary        print a summary table at the end, like strace -c
   --quiet              no per-event output (totals, expectations and metrics only)
   --sample N           the kernel emits one event per N calls (counted per CPU);
@@ -487,16 +488,20 @@ func requireRoot(command string) error {
 
 // streamSink writes one line per event, buffered, flushed when idle.
 type streamSink struct {
-	w    *bufio.Writer
-	json bool
-	text events.Text
-	line []byte
-	err  error // the first write error; nothing is written after it
+	w           *bufio.Writer
+	json        bool
+	jsonOptions events.JSONOptions
+	text        events.Text
+	line        []byte
+	err         error // the first write error; nothing is written after it
 }
 
+// newStreamSink renders format to w; -t, -tt and -ttt in opt give JSON its
+// time_unix_ns.
 func newStreamSink(w io.Writer, format string, opt events.TextOptions) *streamSink {
 	s := &streamSink{w: bufio.NewWriterSize(w, 64<<10), json: format == "json", line: make([]byte, 0, 512)}
 	s.text.Options = opt
+	s.jsonOptions = events.JSONOptions{Time: opt.Timestamps != events.NoTimestamps, WallOffsetNs: opt.WallOffsetNs}
 	return s
 }
 
@@ -505,7 +510,7 @@ func (s *streamSink) Event(e *events.Event, v events.Verdict) {
 		return // the output is gone (a closed pipe): stop rendering
 	}
 	if s.json {
-		s.line = events.AppendJSON(s.line[:0], e, v)
+		s.line = events.AppendJSON(s.line[:0], e, v, s.jsonOptions)
 	} else {
 		s.line = s.text.Append(s.line[:0], e, v)
 	}

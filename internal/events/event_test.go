@@ -90,7 +90,7 @@ func FuzzDecode(f *testing.F) {
 		// Whatever the bytes, the renderers must cope.
 		v := Validate(&e)
 		AppendText(nil, &e, v, TextOptions{Durations: true})
-		AppendJSON(nil, &e, v)
+		AppendJSON(nil, &e, v, JSONOptions{})
 	})
 }
 

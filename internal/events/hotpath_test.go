@@ -47,7 +47,9 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		}},
 		{"Validate", func(i int) { verdicts[i] = Validate(&events[i]) }},
 		{"AppendText", func(i int) { buf = AppendText(buf[:0], &events[i], verdicts[i], TextOptions{Durations: true}) }},
-		{"AppendJSON", func(i int) { buf = AppendJSON(buf[:0], &events[i], verdicts[i]) }},
+		{"AppendJSON", func(i int) {
+			buf = AppendJSON(buf[:0], &events[i], verdicts[i], JSONOptions{Time: i%2 == 0, WallOffsetNs: 1795893920_000000000})
+		}},
 		{"Aggregator.Add", func(i int) { agg.Add(&events[i], verdicts[i]) }},
 	} {
 		if allocs := testing.AllocsPerRun(100, func() {
@@ -95,9 +97,19 @@ func BenchmarkAppendJSON(b *testing.B) {
 	e := withOffset(call(4, 3, 4096, 4096), 0, 4096)
 	v := Validate(&e)
 	buf := make([]byte, 0, 512)
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = AppendJSON(buf[:0], &e, v)
+	for _, bc := range []struct {
+		name string
+		o    JSONOptions
+	}{
+		{"default", JSONOptions{}},
+		{"time_unix_ns", JSONOptions{Time: true, WallOffsetNs: 1795893920_000000000}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = AppendJSON(buf[:0], &e, v, bc.o)
+			}
+		})
 	}
 }
 

@@ -29,6 +29,7 @@ func TestAppendJSON(t *testing.T) {
 	base := map[string]any{
 		"pid": n("1200"), "tid": n("1234"), "comm": "server", "out_fd": n("4"), "in_fd": n("3"),
 		"count": n("4096"), "duration_ns": n("123456"), "start_ns": n("1000000000"),
+		"time_unix_ns": n("1795893921000000000"), // start_ns + the wall offset below
 	}
 	for _, tc := range []struct {
 		name string
@@ -59,7 +60,7 @@ func TestAppendJSON(t *testing.T) {
 			"ret":    n("5000"), "errno": nil, "class": "ok", "violations": []any{"ret_over_count", "offset_not_advanced"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			line := AppendJSON([]byte("keep"), &tc.e, Validate(&tc.e))
+			line := AppendJSON([]byte("keep"), &tc.e, Validate(&tc.e), JSONOptions{Time: true, WallOffsetNs: 1795893920_000000000})
 			if !bytes.HasPrefix(line, []byte("keep{")) {
 				t.Fatalf("AppendJSON did not append: %q", line)
 			}
@@ -91,7 +92,7 @@ func TestAppendJSONCommEscaping(t *testing.T) {
 	} {
 		e := call(4, 3, 10, 10)
 		setComm(&e, tc.comm)
-		line := AppendJSON(nil, &e, Validate(&e))
+		line := AppendJSON(nil, &e, Validate(&e), JSONOptions{})
 		got := decodeJSONLine(t, line)["comm"]
 		if got != tc.want {
 			t.Errorf("comm %q: JSON %s decodes to %q, want %q", tc.comm, line, got, tc.want)
