@@ -6,6 +6,8 @@
 //
 // sys_enter_sendfile64 remembers the arguments (and *offset) per thread;
 // sys_exit_sendfile64 pairs them with the return value, counts, and emits.
+// A call that a signal interrupts is settled by signal_deliver, which sees
+// whether the kernel restarts it or returns EINTR to the program.
 
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -47,6 +49,30 @@ struct sys_exit_sendfile64_ctx {
 	__s64 ret; // offset 16
 };
 
+// Context of signal/signal_deliver, from
+// /sys/kernel/tracing/events/signal/signal_deliver/format.
+struct signal_deliver_ctx {
+	__u64 common;
+	__s32 sig;        // offset 8
+	__s32 errno;      // offset 12
+	__s32 code;       // offset 16
+	__u32 pad;
+	__u64 sa_handler; // offset 24
+	__u64 sa_flags;   // offset 32
+};
+
+// include/linux/errno.h: what a syscall returns when a signal arrives
+// before it has done anything. Never seen by the program: the kernel
+// restarts the call or turns the code into EINTR as it delivers the signal.
+#define ERESTARTSYS 512           // restart if the handler has SA_RESTART
+#define ERESTARTNOINTR 513        // always restart
+#define ERESTARTNOHAND 514        // restart only if no handler runs
+#define ERESTART_RESTARTBLOCK 516 // as NOHAND, through restart_syscall
+#define EINTR 4
+#define SA_RESTART 0x10000000 // x86-64 uapi/asm-generic/signal.h
+#define SIG_DFL 0
+#define SIG_IGN 1
+
 enum event_flag {
 	EVENT_OFFSET_BEFORE_OK = 1, // offset_before was read from user memory
 	EVENT_OFFSET_AFTER_OK = 2,  // offset_after was read from user memory
@@ -84,12 +110,18 @@ enum counter {
 	COUNTER_UNPAIRED,    // exit without a remembered entry (began before attach, or evicted)
 	COUNTER_DURATION_NS, // sum of call durations, the histogram's sum
 	COUNTER_SAMPLE_TICK, // per-CPU position in the sampling cycle, not a total
-	COUNTER_RESTARTS,    // exits with ERESTART*: interrupted, not counted as calls
+	COUNTER_RESTARTS,    // interrupted by a signal and restarted by the kernel: not calls
 	COUNTER_MAX,
 };
 
 #define MAX_ERRNO 4096
 #define LATENCY_BUCKETS 64
+
+enum inflight_state {
+	INFLIGHT_IDLE,
+	INFLIGHT_ACTIVE,      // between entry and exit
+	INFLIGHT_INTERRUPTED, // exited with ERESTART*: restart or EINTR not yet known
+};
 
 // Arguments of a call between entry and exit, per thread.
 struct inflight {
@@ -100,7 +132,9 @@ struct inflight {
 	__s32 out_fd;
 	__s32 in_fd;
 	__u32 flags;
-	__u32 active; // set at entry, cleared at exit
+	__u32 state;          // enum inflight_state
+	__u64 duration_ns;    // INFLIGHT_INTERRUPTED: entry to the interrupted exit
+	__s64 restart_code;   // INFLIGHT_INTERRUPTED: the -ERESTART* it returned
 };
 
 // Per-thread calls in flight: task-local storage, reached from the task
@@ -192,6 +226,10 @@ int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
 						   BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!in)
 		return 0; // out of memory: the exit counts the call as unpaired
+	// The last call was interrupted and no handler turned it into EINTR
+	// (see signal_deliver): this entry is the kernel restarting it.
+	if (in->state == INFLIGHT_INTERRUPTED)
+		add(COUNTER_RESTARTS, 1);
 
 	__u64 offset_ptr = ctx->offset;
 	in->start_ns = bpf_ktime_get_ns();
@@ -205,43 +243,16 @@ int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
 	    bpf_probe_read_user(&in->offset_before, sizeof(in->offset_before),
 				(void *)offset_ptr) == 0)
 		in->flags = EVENT_OFFSET_BEFORE_OK;
-	in->active = 1;
+	in->state = INFLIGHT_ACTIVE;
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_sendfile64")
-int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
+// finish_call counts a call that returned ret to the program and emits its
+// event. It runs in the calling thread: at the exit, or for EINTR while the
+// signal is delivered.
+static __always_inline int finish_call(struct inflight *call, __s64 ret, __u64 duration)
 {
-	if (!in_target_cgroup())
-		return 0;
-
-	__u64 now = bpf_ktime_get_ns();
-	// No create here: a thread whose entry was not seen has no slot, or
-	// an inactive one.
-	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
-	if (!in || !in->active) {
-		add(COUNTER_UNPAIRED, 1);
-		return 0;
-	}
-	in->active = 0;
-	// Only this thread writes its slot, so it is read in place below.
-	struct inflight *call = in;
-
-	__s64 ret = ctx->ret;
-	// ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK
-	// (-512..-516, include/linux/errno.h): a signal came before any byte
-	// moved. The program never sees these codes: the kernel re-enters the
-	// same sendfile after the handler (SA_RESTART, as Go's runtime sets for
-	// every signal), and that call is the one counted, or returns EINTR.
-	// Counting the interruption as a failed call would make every Go
-	// server preempted mid-call look like it had errors.
-	if (ret <= -512 && ret >= -516) {
-		add(COUNTER_RESTARTS, 1);
-		return 0;
-	}
-
 	__u64 id = bpf_get_current_pid_tgid();
-	__u64 duration = now - call->start_ns;
 
 	add(COUNTER_CALLS, 1);
 	add(call->offset_ptr ? COUNTER_OFFSET_PTR : COUNTER_OFFSET_NULL, 1);
@@ -318,4 +329,63 @@ int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, wakeup);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendfile64")
+int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
+{
+	if (!in_target_cgroup())
+		return 0;
+
+	__u64 now = bpf_ktime_get_ns();
+	// No create here: a thread whose entry was not seen has no slot, or
+	// an inactive one.
+	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	if (!in || in->state != INFLIGHT_ACTIVE) {
+		add(COUNTER_UNPAIRED, 1);
+		return 0;
+	}
+	// Only this thread writes its slot, so it is read in place.
+	__s64 ret = ctx->ret;
+	__u64 duration = now - in->start_ns;
+	// A signal came before any byte moved. The program never sees these
+	// codes: the kernel restarts the same sendfile (the next entry counts
+	// a restart) or returns EINTR (signal_deliver counts the call). Counting
+	// the interruption as a failed call would make every Go server
+	// preempted mid-call (SIGURG, SA_RESTART) look like it had errors.
+	if (ret <= -ERESTARTSYS && ret >= -ERESTART_RESTARTBLOCK) {
+		in->state = INFLIGHT_INTERRUPTED;
+		in->duration_ns = duration;
+		in->restart_code = ret;
+		return 0;
+	}
+	in->state = INFLIGHT_IDLE;
+	return finish_call(in, ret, duration);
+}
+
+// signal_deliver runs in the thread that takes a signal, just before the
+// kernel either runs its handler (and, for a syscall that returned
+// ERESTART*, decides between restart and EINTR, arch handle_signal) or
+// applies its default action. It settles an interrupted sendfile the way
+// the kernel is about to.
+SEC("tracepoint/signal/signal_deliver")
+int signal_deliver(struct signal_deliver_ctx *ctx)
+{
+	if (!in_target_cgroup())
+		return 0;
+	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	if (!in || in->state != INFLIGHT_INTERRUPTED)
+		return 0;
+	// Ignored, or a default action: no handler runs, so a stop and
+	// continue restarts the call (counted at its next entry), and a fatal
+	// one ends the thread with the call unanswered (not counted).
+	if (ctx->sa_handler == SIG_DFL || ctx->sa_handler == SIG_IGN)
+		return 0;
+	__s64 code = in->restart_code;
+	int eintr = code == -ERESTARTNOHAND || code == -ERESTART_RESTARTBLOCK ||
+		    (code == -ERESTARTSYS && !(ctx->sa_flags & SA_RESTART));
+	if (!eintr)
+		return 0; // restarted after the handler: the next entry counts it
+	in->state = INFLIGHT_IDLE;
+	return finish_call(in, -EINTR, in->duration_ns);
 }

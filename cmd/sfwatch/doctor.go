@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -104,9 +105,9 @@ func runChecks() []check {
 		detail += " (was not mounted: mounted it now, as sfwatch run would)"
 	}
 	add("tracefs", true, err, detail)
-	for _, tp := range []string{"sys_enter_sendfile64", "sys_exit_sendfile64"} {
-		_, err := os.Stat(loader.TracefsPath + "/events/syscalls/" + tp)
-		add("tracepoint "+tp, true, err, "syscalls/"+tp)
+	for _, tp := range []string{"syscalls/sys_enter_sendfile64", "syscalls/sys_exit_sendfile64", "signal/signal_deliver"} {
+		_, err := os.Stat(loader.TracefsPath + "/events/" + tp)
+		add("tracepoint "+path.Base(tp), true, err, tp)
 	}
 
 	mount, err := child.Cgroup2Mount()
@@ -129,7 +130,7 @@ func runChecks() []check {
 	if err == nil {
 		tracer.Close()
 	}
-	add("BPF programs", true, err, "loaded, attached to both tracepoints, detached")
+	add("BPF programs", true, err, "loaded, attached to the three tracepoints, detached")
 
 	checks = append(checks, check{Name: "32-bit processes", OK: false, Required: false,
 		Detail: "compat (32-bit) tasks do not hit these tracepoints on x86-64: their calls are not seen"})

@@ -186,7 +186,7 @@ func loadedSfwatchProgramIDs(t *testing.T) map[ebpf.ProgramID]string {
 		}
 		info, err := p.Info()
 		p.Close()
-		if err == nil && strings.HasPrefix(info.Name, "sys_e") && strings.Contains(info.Name, "sendf") {
+		if err == nil && (strings.HasPrefix(info.Name, "sys_e") && strings.Contains(info.Name, "sendf") || info.Name == "signal_deliver") {
 			progs[id] = info.Name
 		}
 	}

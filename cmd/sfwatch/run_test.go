@@ -942,7 +942,7 @@ func TestDoctor(t *testing.T) {
 			t.Errorf("required check %q failed: %s", c.Check, c.Detail)
 		}
 	}
-	for _, name := range []string{"privileges", "kernel", "tracefs", "tracepoint sys_enter_sendfile64", "tracepoint sys_exit_sendfile64",
+	for _, name := range []string{"privileges", "kernel", "tracefs", "tracepoint sys_enter_sendfile64", "tracepoint sys_exit_sendfile64", "tracepoint signal_deliver",
 		"cgroup2", "ring buffer", "cgroup group", "CLONE_INTO_CGROUP", "BPF programs"} {
 		if !seen[name] {
 			t.Errorf("doctor --json has no check %q", name)
@@ -1061,6 +1061,54 @@ func TestRunRestartedCall(t *testing.T) {
 	want := straceLine(t, calls[0], testComm())
 	if !strings.Contains(r.stderr, want) {
 		t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+	}
+}
+
+// TestRunInterruptedCallEINTR: a call a signal interrupts is settled the way
+// the kernel settles it. Under a handler without SA_RESTART the program gets
+// EINTR: one call, one error. Under SA_RESTART the kernel runs it again: a
+// restart, and the call that completes. testdata/eintr.c makes both.
+func TestRunInterruptedCallEINTR(t *testing.T) {
+	needRoot(t)
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the test program reads x86-64 syscall numbers from /proc/PID/syscall")
+	}
+	gcc := needTool(t, "gcc")
+	t.Parallel()
+	dir := t.TempDir()
+	bin, report := filepath.Join(dir, "eintr"), filepath.Join(dir, "report.json")
+	if out, err := exec.Command(gcc, "-O2", "-Wall", "-o", bin, "testdata/eintr.c").CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	r := sfwatch(t, nil, "run", "--report", report, "--", bin)
+	if r.code != 0 {
+		t.Fatalf("exit %d; stdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	var outFD, inFD, aRet, aErrno, bRet, bErrno int
+	if _, err := fmt.Sscanf(r.stdout, "fds %d %d\nA %d %d\nB %d %d\n", &outFD, &inFD, &aRet, &aErrno, &bRet, &bErrno); err != nil {
+		t.Fatalf("program output %q: %v", r.stdout, err)
+	}
+	if aRet != -1 || aErrno != int(unix.EINTR) || bRet != 4096 {
+		t.Fatalf("program saw A = %d (errno %d), B = %d; want -1 EINTR and 4096", aRet, aErrno, bRet)
+	}
+	call := fmt.Sprintf("sendfile(%d, %d, NULL, 4096)", outFD, inFD)
+	want := []string{call + " = -1 EINTR (Interrupted system call)", call + " = 4096", accountingLine(2, 2, 0)}
+	got := lines(r.stderr)
+	if len(got) != len(want) {
+		t.Fatalf("stderr:\n%s\nwant the lines %q", r.stderr, want)
+	}
+	for i, w := range want {
+		if !strings.HasSuffix(got[i], w) {
+			t.Errorf("line %d: %q, want it to end in %q", i+1, got[i], w)
+		}
+	}
+	rep := readReport(t, report)
+	if s := rep.Summary; *s.Calls != 2 || *s.Errors != 1 || *s.Bytes != 4096 || *s.Restarts != 1 || *s.Violations != 0 {
+		t.Errorf("report: calls %d errors %d bytes %d restarts %d violations %d; want 2 1 4096 1 0",
+			*s.Calls, *s.Errors, *s.Bytes, *s.Restarts, *s.Violations)
+	}
+	if rep.ErrorsByErrno["EINTR"] != 1 || len(rep.ErrorsByErrno) != 1 {
+		t.Errorf("report: errors by errno %v, want EINTR 1", rep.ErrorsByErrno)
 	}
 }
 

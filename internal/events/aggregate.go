@@ -14,9 +14,10 @@ type Totals struct {
 	Lost                                                    uint64 // events dropped because the ring buffer was full
 	SampledOut                                              uint64 // events not emitted because of sampling
 	Unpaired                                                uint64 // exits without an entry: calls that began before attach
-	// Restarts are exits with ERESTART*: a signal interrupted the call
-	// before any byte moved, and the kernel restarts it (counted then as a
-	// call) or returns EINTR. Not calls, not errors.
+	// Restarts are calls a signal interrupted before any byte moved and
+	// the kernel ran again (SA_RESTART): the run that completes is the
+	// call. Not calls, not errors. An interruption that returned EINTR to
+	// the program is a call, and an error.
 	Restarts uint64
 	// ErrorsByErrno counts failed calls by errno; codes below -4095 are
 	// counted in Errors only.

@@ -1,5 +1,6 @@
 // Package loader loads sfwatch's BPF programs, points their cgroup filter at
-// one group, attaches them to the sendfile64 syscall tracepoints, and owns
+// one group, attaches them to the sendfile64 syscall tracepoints (and to
+// signal_deliver, which settles calls a signal interrupts), and owns
 // the ring-buffer reader and the kernel-side counters.
 package loader
 
@@ -38,14 +39,16 @@ type Tracer struct {
 	reader *ring
 }
 
-// tracepoints are attached in this order: exit first, so that no call is
-// ever entered without its exit being watched.
+// tracepoints are attached in this order: what settles a call before what
+// starts one, so that no call is ever entered without its exit (and, when
+// a signal interrupts it, its settling) being watched.
 var tracepoints = []struct {
-	name string
-	prog func(*SfwatchObjects) *ebpf.Program
+	group, name string
+	prog        func(*SfwatchObjects) *ebpf.Program
 }{
-	{"sys_exit_sendfile64", func(o *SfwatchObjects) *ebpf.Program { return o.SysExitSendfile64 }},
-	{"sys_enter_sendfile64", func(o *SfwatchObjects) *ebpf.Program { return o.SysEnterSendfile64 }},
+	{"signal", "signal_deliver", func(o *SfwatchObjects) *ebpf.Program { return o.SignalDeliver }},
+	{"syscalls", "sys_exit_sendfile64", func(o *SfwatchObjects) *ebpf.Program { return o.SysExitSendfile64 }},
+	{"syscalls", "sys_enter_sendfile64", func(o *SfwatchObjects) *ebpf.Program { return o.SysEnterSendfile64 }},
 }
 
 // ValidateRingBufSize says why size cannot be a ring buffer size, or nil.
@@ -105,10 +108,10 @@ func Open(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("loading BPF programs: %w", err)
 	}
 	for _, tp := range tracepoints {
-		l, err := link.Tracepoint("syscalls", tp.name, tp.prog(&t.objs), nil)
+		l, err := link.Tracepoint(tp.group, tp.name, tp.prog(&t.objs), nil)
 		if err != nil {
 			t.Close()
-			return nil, fmt.Errorf("attaching tracepoint syscalls/%s: %w", tp.name, err)
+			return nil, fmt.Errorf("attaching tracepoint %s/%s: %w", tp.group, tp.name, err)
 		}
 		t.links = append(t.links, l)
 	}

@@ -66,7 +66,9 @@ type SfwatchInflight struct {
 	OutFd        int32
 	InFd         int32
 	Flags        uint32
-	Active       uint32
+	State        uint32
+	DurationNs   uint64
+	RestartCode  int64
 }
 
 // Names of all BPF objects in the ELF.
@@ -78,6 +80,7 @@ const (
 	SfwatchMapEvents              = "events"
 	SfwatchMapInflight            = "inflight"
 	SfwatchMapLatencyLog2         = "latency_log2"
+	SfwatchProgSignalDeliver      = "signal_deliver"
 	SfwatchProgSysEnterSendfile64 = "sys_enter_sendfile64"
 	SfwatchProgSysExitSendfile64  = "sys_exit_sendfile64"
 	SfwatchVarLastWakeupPos       = "last_wakeup_pos"
@@ -132,6 +135,7 @@ type SfwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SfwatchProgramSpecs struct {
+	SignalDeliver      *ebpf.ProgramSpec `ebpf:"signal_deliver"`
 	SysEnterSendfile64 *ebpf.ProgramSpec `ebpf:"sys_enter_sendfile64"`
 	SysExitSendfile64  *ebpf.ProgramSpec `ebpf:"sys_exit_sendfile64"`
 }
@@ -216,12 +220,14 @@ type SfwatchVariables struct {
 //
 // It can be passed to LoadSfwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SfwatchPrograms struct {
+	SignalDeliver      *ebpf.Program `ebpf:"signal_deliver"`
 	SysEnterSendfile64 *ebpf.Program `ebpf:"sys_enter_sendfile64"`
 	SysExitSendfile64  *ebpf.Program `ebpf:"sys_exit_sendfile64"`
 }
 
 func (p *SfwatchPrograms) Close() error {
 	return _SfwatchClose(
+		p.SignalDeliver,
 		p.SysEnterSendfile64,
 		p.SysExitSendfile64,
 	)

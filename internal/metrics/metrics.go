@@ -52,7 +52,7 @@ var (
 	violationsDesc = prometheus.NewDesc(namespace+"_sendfile_violations_total",
 		"Delivered events that broke a rule of sendfile's contract.", []string{"rule"}, nil)
 	restartsDesc = prometheus.NewDesc(namespace+"_sendfile_restarts_total",
-		"sendfile exits with ERESTART*: interrupted by a signal before any byte moved, then restarted (or EINTR); not in calls.", nil, nil)
+		"sendfile calls interrupted by a signal before any byte moved and restarted by the kernel (SA_RESTART); not in calls. Those that returned EINTR are calls with errno EINTR.", nil, nil)
 	deliveredDesc = prometheus.NewDesc(namespace+"_events_delivered_total",
 		"Events delivered to user space and validated.", nil, nil)
 )
