@@ -409,36 +409,28 @@ func procState(pid int) string {
 	return s[i+2 : i+3]
 }
 
-// firstSyscallSource is a program whose first system call is sendfile:
-// no libc, no dynamic loader, nothing runs before it.
-const firstSyscallSource = `
-void _start(void) {
-	long ret;
-	/* sendfile(999, 0, NULL, 0): EBADF */
-	__asm__ volatile ("syscall" : "=a"(ret) : "a"(40L), "D"(999L), "S"(0L), "d"(0L), "r"(0L) : "rcx", "r11", "memory");
-	/* exit_group(0) */
-	__asm__ volatile ("syscall" : : "a"(231L), "D"(0L) : "rcx", "r11", "memory");
-	for (;;) {}
+// buildTestProgram compiles testdata/NAME.c, an x86-64 program, with gcc
+// into a temporary directory and returns its path.
+func buildTestProgram(t *testing.T, name string, cflags ...string) string {
+	t.Helper()
+	if runtime.GOARCH != "amd64" {
+		t.Skipf("testdata/%s.c is x86-64 only", name)
+	}
+	gcc := needTool(t, "gcc")
+	bin := filepath.Join(t.TempDir(), name)
+	args := append(append([]string{"-O2", "-Wall"}, cflags...), "-o", bin, "testdata/"+name+".c")
+	if out, err := exec.Command(gcc, args...).CombinedOutput(); err != nil {
+		t.Fatalf("gcc %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return bin
 }
-`
 
 // TestRunFirstSyscall: the child is traced from its first instruction, so
 // a sendfile that is its very first system call is always seen.
 func TestRunFirstSyscall(t *testing.T) {
 	needRoot(t)
-	if runtime.GOARCH != "amd64" {
-		t.Skip("the test program is x86-64 assembly")
-	}
-	gcc := needTool(t, "gcc")
+	bin := buildTestProgram(t, "first", "-nostdlib", "-static")
 	t.Parallel()
-	dir := t.TempDir()
-	src, bin := filepath.Join(dir, "first.c"), filepath.Join(dir, "first")
-	if err := os.WriteFile(src, []byte(firstSyscallSource), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(gcc, "-nostdlib", "-static", "-O2", "-o", bin, src).CombinedOutput(); err != nil {
-		t.Fatalf("gcc: %v\n%s", err, out)
-	}
 	for i := range 30 {
 		r := sfwatch(t, nil, "run", "--format", "json", "--", bin)
 		out := lines(r.stderr)
@@ -1070,16 +1062,9 @@ func TestRunRestartedCall(t *testing.T) {
 // restart, and the call that completes. testdata/eintr.c makes both.
 func TestRunInterruptedCallEINTR(t *testing.T) {
 	needRoot(t)
-	if runtime.GOARCH != "amd64" {
-		t.Skip("the test program reads x86-64 syscall numbers from /proc/PID/syscall")
-	}
-	gcc := needTool(t, "gcc")
+	bin := buildTestProgram(t, "eintr")
 	t.Parallel()
-	dir := t.TempDir()
-	bin, report := filepath.Join(dir, "eintr"), filepath.Join(dir, "report.json")
-	if out, err := exec.Command(gcc, "-O2", "-Wall", "-o", bin, "testdata/eintr.c").CombinedOutput(); err != nil {
-		t.Fatalf("gcc: %v\n%s", err, out)
-	}
+	report := filepath.Join(t.TempDir(), "report.json")
 	r := sfwatch(t, nil, "run", "--report", report, "--", bin)
 	if r.code != 0 {
 		t.Fatalf("exit %d; stdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
