@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"sync"
 	"syscall"
 	"time"
@@ -39,14 +40,14 @@ type Tracer struct {
 	reader *ring
 }
 
-// tracepoints are attached in this order: what settles a call before what
+// tracepoints are attached in this order (group "" is a raw tracepoint): what settles a call before what
 // starts one, so that no call is ever entered without its exit (and, when
 // a signal interrupts it, its settling) being watched.
 var tracepoints = []struct {
 	group, name string
 	prog        func(*SfwatchObjects) *ebpf.Program
 }{
-	{"signal", "signal_deliver", func(o *SfwatchObjects) *ebpf.Program { return o.SignalDeliver }},
+	{"", "signal_deliver", func(o *SfwatchObjects) *ebpf.Program { return o.SignalDeliver }}, // raw: see bpf/sfwatch.c
 	{"syscalls", "sys_exit_sendfile64", func(o *SfwatchObjects) *ebpf.Program { return o.SysExitSendfile64 }},
 	{"syscalls", "sys_enter_sendfile64", func(o *SfwatchObjects) *ebpf.Program { return o.SysEnterSendfile64 }},
 }
@@ -108,10 +109,15 @@ func Open(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("loading BPF programs: %w", err)
 	}
 	for _, tp := range tracepoints {
-		l, err := link.Tracepoint(tp.group, tp.name, tp.prog(&t.objs), nil)
+		var l link.Link
+		if tp.group == "" {
+			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog(&t.objs)})
+		} else {
+			l, err = link.Tracepoint(tp.group, tp.name, tp.prog(&t.objs), nil)
+		}
 		if err != nil {
 			t.Close()
-			return nil, fmt.Errorf("attaching tracepoint %s/%s: %w", tp.group, tp.name, err)
+			return nil, fmt.Errorf("attaching tracepoint %s: %w", path.Join(tp.group, tp.name), err)
 		}
 		t.links = append(t.links, l)
 	}
