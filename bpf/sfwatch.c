@@ -50,8 +50,8 @@ struct sys_exit_sendfile64_ctx {
 };
 
 // The head of the kernel's struct k_sigaction, whose first member is its
-// struct sigaction (include/linux/signal_types.h): on x86-64 sa_handler then
-// sa_flags, unchanged since Linux 2.x. Written by offset rather than
+// struct sigaction (include/linux/signal_types.h): sa_handler then sa_flags
+// on every 64-bit architecture but MIPS, unchanged since Linux 2.x. Written by offset rather than
 // relocated with CO-RE: a CO-RE relocation makes the loader parse the
 // kernel's BTF, 20 ms of every run. signal_deliver is attached as a raw
 // tracepoint, whose arguments are the kernel's own, trace_signal_deliver(int
@@ -71,7 +71,7 @@ struct k_sigaction_head {
 #define ERESTARTNOHAND 514        // restart only if no handler runs
 #define ERESTART_RESTARTBLOCK 516 // as NOHAND, through restart_syscall
 #define EINTR 4
-#define SA_RESTART 0x10000000 // x86-64 uapi/asm-generic/signal.h
+#define SA_RESTART 0x10000000 // x86-64 and asm-generic uapi signal.h
 #define SIG_DFL 0
 #define SIG_IGN 1
 
