@@ -378,12 +378,12 @@ int signal_deliver(struct bpf_raw_tracepoint_args *ctx)
 	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
 	if (!in || in->state != INFLIGHT_INTERRUPTED)
 		return 0;
-	// Ignored, or a default action: no handler runs, so a stop and
-	// continue restarts the call (counted at its next entry), and a fatal
-	// one ends the thread with the call unanswered (not counted).
 	struct k_sigaction_head ka;
 	if (bpf_probe_read_kernel(&ka, sizeof(ka), (void *)ctx->args[2]))
 		return 0; // cannot happen for a valid pointer; the call stays unsettled
+	// Ignored, or a default action: no handler runs, so a stop and
+	// continue restarts the call (counted at its next entry), and a fatal
+	// one ends the thread with the call unanswered (not counted).
 	if (ka.sa_handler == SIG_DFL || ka.sa_handler == SIG_IGN)
 		return 0;
 	__s64 code = in->restart_code;
