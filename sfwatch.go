@@ -116,7 +116,7 @@ func (c *collector) Event(e *events.Event, v events.Verdict) {
 		Count:      e.Count,
 		Ret:        e.Ret,
 		Class:      v.Class.String(),
-		Start:      time.Unix(0, int64(e.StartNs)+c.wallOffsetNs),
+		Start:      time.Unix(0, e.UnixNs(c.wallOffsetNs)),
 		Duration:   time.Duration(e.DurationNs),
 		Violations: v.Violations.Names(),
 	}

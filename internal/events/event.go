@@ -54,6 +54,10 @@ func (e *Event) bytes() []byte {
 // kernel moved in_fd's file position instead (invisible to the tracepoint).
 func (e *Event) OffsetNull() bool { return e.OffsetPtr == 0 }
 
+// UnixNs is when the call entered the kernel in Unix time, ns: StartNs is
+// CLOCK_MONOTONIC (the BPF clock), wallOffsetNs comes from WallOffset.
+func (e *Event) UnixNs(wallOffsetNs int64) int64 { return int64(e.StartNs) + wallOffsetNs }
+
 // offsetKnown reports whether both *offset values were read from user
 // memory. Only meaningful for a pointer offset.
 func (e *Event) offsetKnown() bool {

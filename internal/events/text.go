@@ -109,7 +109,7 @@ func appendTextPrefix(dst []byte, e *Event) []byte {
 // appendTextCall writes what follows the prefix; the line began at start.
 func appendTextCall(dst []byte, start int, e *Event, v Verdict, o TextOptions) []byte {
 	if o.Timestamps != NoTimestamps {
-		dst = appendTimestamp(dst, int64(e.StartNs)+o.WallOffsetNs, o)
+		dst = appendTimestamp(dst, e.UnixNs(o.WallOffsetNs), o)
 		dst = append(dst, ' ')
 	}
 	dst = append(dst, "sendfile("...)
