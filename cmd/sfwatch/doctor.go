@@ -105,7 +105,7 @@ func runChecks() []check {
 		detail += " (was not mounted: mounted it now, as sfwatch run would)"
 	}
 	add("tracefs", true, err, detail)
-	for _, tp := range []string{"syscalls/sys_enter_sendfile64", "syscalls/sys_exit_sendfile64", "signal/signal_deliver"} {
+	for _, tp := range loader.Tracepoints() {
 		_, err := os.Stat(loader.TracefsPath + "/events/" + tp)
 		add("tracepoint "+path.Base(tp), true, err, tp)
 	}

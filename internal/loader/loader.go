@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"sync"
 	"syscall"
 	"time"
@@ -40,16 +39,29 @@ type Tracer struct {
 	reader *ring
 }
 
-// tracepoints are attached in this order (group "" is a raw tracepoint): what settles a call before what
-// starts one, so that no call is ever entered without its exit (and, when
-// a signal interrupts it, its settling) being watched.
+// tracepoints are attached in this order: what settles a call before what
+// starts one, so that no call is ever entered without its exit (and, when a
+// signal interrupts it, its settling) being watched.
 var tracepoints = []struct {
 	group, name string
-	prog        func(*SfwatchObjects) *ebpf.Program
+	// raw attaches as a raw tracepoint: signal_deliver's link then closes
+	// without the grace periods a perf tracepoint event waits for.
+	raw  bool
+	prog func(*SfwatchObjects) *ebpf.Program
 }{
-	{"", "signal_deliver", func(o *SfwatchObjects) *ebpf.Program { return o.SignalDeliver }}, // raw: see bpf/sfwatch.c
-	{"syscalls", "sys_exit_sendfile64", func(o *SfwatchObjects) *ebpf.Program { return o.SysExitSendfile64 }},
-	{"syscalls", "sys_enter_sendfile64", func(o *SfwatchObjects) *ebpf.Program { return o.SysEnterSendfile64 }},
+	{"signal", "signal_deliver", true, func(o *SfwatchObjects) *ebpf.Program { return o.SignalDeliver }},
+	{"syscalls", "sys_exit_sendfile64", false, func(o *SfwatchObjects) *ebpf.Program { return o.SysExitSendfile64 }},
+	{"syscalls", "sys_enter_sendfile64", false, func(o *SfwatchObjects) *ebpf.Program { return o.SysEnterSendfile64 }},
+}
+
+// Tracepoints names, as "group/name", every tracepoint Open attaches to, in
+// the order it attaches them.
+func Tracepoints() []string {
+	names := make([]string, len(tracepoints))
+	for i, tp := range tracepoints {
+		names[i] = tp.group + "/" + tp.name
+	}
+	return names
 }
 
 // ValidateRingBufSize says why size cannot be a ring buffer size, or nil.
@@ -110,14 +122,14 @@ func Open(cfg Config) (*Tracer, error) {
 	}
 	for _, tp := range tracepoints {
 		var l link.Link
-		if tp.group == "" {
+		if tp.raw {
 			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog(&t.objs)})
 		} else {
 			l, err = link.Tracepoint(tp.group, tp.name, tp.prog(&t.objs), nil)
 		}
 		if err != nil {
 			t.Close()
-			return nil, fmt.Errorf("attaching tracepoint %s: %w", path.Join(tp.group, tp.name), err)
+			return nil, fmt.Errorf("attaching tracepoint %s/%s: %w", tp.group, tp.name, err)
 		}
 		t.links = append(t.links, l)
 	}
