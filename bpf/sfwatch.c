@@ -51,13 +51,12 @@ struct sys_exit_sendfile64_ctx {
 
 // The head of the kernel's struct k_sigaction, whose first member is its
 // struct sigaction (include/linux/signal_types.h): sa_handler then sa_flags
-// on every 64-bit architecture but MIPS, unchanged since Linux 2.x. Written by offset rather than
-// relocated with CO-RE: a CO-RE relocation makes the loader parse the
-// kernel's BTF, 20 ms of every run. signal_deliver is attached as a raw
-// tracepoint, whose arguments are the kernel's own, trace_signal_deliver(int
-// sig, struct kernel_siginfo *info, struct k_sigaction *ka): a raw
-// tracepoint detaches without the synchronous grace periods that closing a
-// perf tracepoint event waits for (30 ms of every run here).
+// on every 64-bit architecture but MIPS, unchanged since Linux 2.x. Read by
+// offset rather than relocated with CO-RE: a CO-RE relocation makes the
+// loader parse the kernel's BTF, 20 ms of every run. signal_deliver is a raw
+// tracepoint (see the loader), so its arguments are the kernel's own:
+// trace_signal_deliver(int sig, struct kernel_siginfo *info,
+// struct k_sigaction *ka).
 struct k_sigaction_head {
 	__u64 sa_handler;
 	__u64 sa_flags;

@@ -26,8 +26,9 @@ type JSONOptions struct {
 // start_ns is CLOCK_MONOTONIC, the BPF clock; time_unix_ns, written when
 // o.Time, is the same instant on the wall clock, to line calls up with a
 // server's logs. offset is null for a NULL argument; before or after is
-// null when it could not be read. errno is the name of the error ("EBADF", or "errno N" for a
-// code without one) and null unless ret is an error code, -4095..-1.
+// null when it could not be read. errno is the name of the error ("EBADF",
+// or "errno N" for a code without one) and null unless ret is an error
+// code, -4095..-1.
 // Written by hand, field by field, because encoding/json allocates and
 // reflects on every call.
 func AppendJSON(dst []byte, e *Event, v Verdict, o JSONOptions) []byte {
