@@ -122,6 +122,7 @@ enum inflight_state {
 	INFLIGHT_IDLE,
 	INFLIGHT_ACTIVE,      // between entry and exit
 	INFLIGHT_INTERRUPTED, // exited with ERESTART*: restart or EINTR not yet known
+	INFLIGHT_RESTARTING,  // a handler with SA_RESTART decided: the next entry is the restart
 };
 
 // Arguments of a call between entry and exit, per thread.
@@ -229,7 +230,7 @@ int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
 		return 0; // out of memory: the exit counts the call as unpaired
 	// The last call was interrupted and no handler turned it into EINTR
 	// (see signal_deliver): this entry is the kernel restarting it.
-	if (in->state == INFLIGHT_INTERRUPTED)
+	if (in->state == INFLIGHT_INTERRUPTED || in->state == INFLIGHT_RESTARTING)
 		add(COUNTER_RESTARTS, 1);
 
 	__u64 offset_ptr = ctx->offset;
@@ -369,6 +370,13 @@ int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 // ERESTART*, decides between restart and EINTR, arch handle_signal) or
 // applies its default action. It settles an interrupted sendfile the way
 // the kernel is about to.
+//
+// Several signals can be delivered on one return to user space (one burst,
+// or a stop and what came while stopped). Only the first that runs a
+// handler decides: it rewrites the syscall's return register (EINTR, or
+// the syscall number again for a restart), and the handlers after it find
+// no ERESTART* code left to act on. So the first decision is final, and a
+// restart decided here is remembered as such until the next entry.
 SEC("raw_tp/signal_deliver")
 int signal_deliver(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -388,8 +396,11 @@ int signal_deliver(struct bpf_raw_tracepoint_args *ctx)
 	__s64 code = in->restart_code;
 	int eintr = code == -ERESTARTNOHAND || code == -ERESTART_RESTARTBLOCK ||
 		    (code == -ERESTARTSYS && !(ka.sa_flags & SA_RESTART));
-	if (!eintr)
-		return 0; // restarted after the handler: the next entry counts it
+	if (!eintr) {
+		// Restarted after the handler: the next entry counts it.
+		in->state = INFLIGHT_RESTARTING;
+		return 0;
+	}
 	in->state = INFLIGHT_IDLE;
 	return finish_call(in, -EINTR, in->duration_ns);
 }
