@@ -89,6 +89,20 @@ static int in_sendfile(pid_t pid)
 	return n > 3 && strncmp(buf, "40 ", 3) == 0;
 }
 
+// stopped: the task's state in /proc/PID/stat is T.
+static int stopped(pid_t pid)
+{
+	char path[64], buf[256] = {0};
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	char *paren = n > 0 ? strrchr(buf, ')') : NULL;
+	return paren && paren[1] == ' ' && paren[2] == 'T';
+}
+
 // interrupter runs in a child: for each round it waits until the parent
 // is blocked in sendfile, sends the burst, continues a stop, then empties
 // the pipe until the parent says the round is over, and says when it is
@@ -116,8 +130,16 @@ static void interrupter(pid_t parent, int data, int done, int ack, int rounds, s
 			stop |= bursts[r].kind[i] == 's';
 		}
 		usleep(20000);
-		if (stop)
+		// A SIGCONT that came before the stop took effect would
+		// cancel it, and the call would go on as if never interrupted.
+		if (stop) {
+			for (int ms = 0; !stopped(parent); ms++) {
+				if (ms == 5000)
+					_exit(4);
+				usleep(1000);
+			}
 			kill(parent, SIGCONT);
+		}
 		// Read until the parent's round is over, then what is left.
 		struct pollfd pfd[2] = {{.fd = data, .events = POLLIN}, {.fd = done, .events = POLLIN}};
 		for (;;) {
