@@ -132,6 +132,12 @@ func runChecks() []check {
 	}
 	add("BPF programs", true, err, "loaded, attached to the three tracepoints, detached")
 
+	// From 7.2 the kernel runs BPF on syscall tracepoints preemptibly and
+	// skips a program on a CPU where it is already running (preempted).
+	if kernelAtLeast(release, 7, 2) == nil {
+		checks = append(checks, check{Name: "program skips", OK: false, Required: false,
+			Detail: "Linux 7.2+ may skip a program while another thread is preempted inside it: such calls are missing from the totals; sfwatch counts the skips and says so (accounting line, report, sfwatch_programs_skipped_total)"})
+	}
 	checks = append(checks, check{Name: "32-bit processes", OK: false, Required: false,
 		Detail: "compat (32-bit) tasks do not hit these tracepoints on x86-64: their calls are not seen"})
 	return checks

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -42,6 +43,8 @@ import (
 	"github.com/prometheus/common/model"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sys/unix"
+
+	"github.com/sfwatch/sfwatch/internal/loader"
 )
 
 func init() {
@@ -487,6 +490,12 @@ func checkSelfMetrics(t *testing.T, m pmMetrics) {
 	for _, name := range []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "process_resident_memory_bytes", "process_open_fds"} {
 		if _, ok := m.get(name); !ok {
 			t.Errorf("%s missing", name)
+		}
+	}
+	// Every program's skips are exported, whatever their count.
+	for _, tp := range loader.Tracepoints() {
+		if _, ok := m.get("sfwatch_programs_skipped_total", "program", path.Base(tp)); !ok {
+			t.Errorf("sfwatch_programs_skipped_total{program=%q} missing", path.Base(tp))
 		}
 	}
 	// No family is registered twice or outside the two namespaces.

@@ -472,7 +472,7 @@ func describeOutcome(o events.Outcome) string {
 	verdict := "ok"
 	switch {
 	case o.OK == nil:
-		verdict = "INCONCLUSIVE (events were lost or sampled out)"
+		verdict = "INCONCLUSIVE (" + o.Why + ")"
 	case !*o.OK:
 		verdict = "FAILED"
 	}

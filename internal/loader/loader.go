@@ -209,6 +209,15 @@ type Snapshot struct {
 	Counters    Counters
 	ErrnoCounts map[syscall.Errno]uint64 // failed calls by errno; only non-zero entries
 	LatencyLog2 [64]uint64               // bucket i: durations in [2^(i-1), 2^i) ns
+	// Skipped counts, by program (its tracepoint's name, every one of
+	// Tracepoints), the times the kernel did not run it: its recursion
+	// misses. The kernel runs one tracing program at a time per CPU, and
+	// from Linux 7.2 syscall tracepoints run BPF preemptibly, so a thread
+	// preempted inside a program makes the same program skip for every
+	// other thread on that CPU. A skipped entry or exit is a call missing
+	// from every total, and a skip cannot be tied to a process: any thread
+	// on the machine that hit the tracepoint may have been skipped.
+	Skipped map[string]uint64
 }
 
 // Snapshot reads and sums the per-CPU maps. The counts are exact whatever
@@ -230,6 +239,16 @@ func (t *Tracer) Snapshot() (Snapshot, error) {
 		if n != 0 {
 			s.ErrnoCounts[syscall.Errno(errno)] = n
 		}
+	}
+	s.Skipped = make(map[string]uint64, len(tracepoints))
+	for _, tp := range tracepoints {
+		// Program info carries recursion misses since Linux 5.12 (zero
+		// before), whether or not BPF statistics are enabled.
+		stats, err := tp.prog(&t.objs).Stats()
+		if err != nil {
+			return s, fmt.Errorf("reading skips of %s: %w", tp.name, err)
+		}
+		s.Skipped[tp.name] = stats.RecursionMisses
 	}
 	return s, nil
 }

@@ -249,6 +249,7 @@ func totals(s loader.Snapshot) events.Totals {
 		Unpaired:      c.Get(loader.SfwatchCounterCOUNTER_UNPAIRED),
 		Restarts:      c.Get(loader.SfwatchCounterCOUNTER_RESTARTS),
 		ErrorsByErrno: s.ErrnoCounts,
+		Skipped:       s.Skipped,
 	}
 }
 
