@@ -15,6 +15,8 @@
 
 struct task_struct; // only handed from one helper to another
 
+#define TARGET_PATH_MAX 256 // longest group path whose escapes are told apart exactly
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 // Set from Go before load (spec.Variables[...].Set); the verifier then
@@ -23,6 +25,22 @@ volatile const __u64 target_cgroup_id = 0; // cgroup v2 id (inode) of the watche
 volatile const __u32 target_level = 0;     // its depth below the cgroup2 root
 volatile const __u32 sample_every = 1;     // emit one event per N calls; totals stay exact
 volatile const __u64 wakeup_bytes = 0;     // wake the reader only past this much unread data
+
+// Following processes that leave the group (run): the group's path as
+// the cgroup_attach_task tracepoint prints it (from the cgroup2 root, no
+// trailing slash; "" for the root), and where that tracepoint and
+// sched_process_fork keep the fields read here. The offsets are read from
+// the format files at load time: the layouts differ between kernels.
+volatile const char target_path[TARGET_PATH_MAX] = {};
+volatile const __u32 target_path_len = 0;
+volatile const __u32 fork_child_pid_off = 0;  // sched_process_fork: pid_t child_pid
+volatile const __u32 attach_dst_root_off = 0; // cgroup_attach_task: int dst_root
+volatile const __u32 attach_pid_off = 0;      // cgroup_attach_task: int pid
+volatile const __u32 attach_path_off = 0;     // cgroup_attach_task: __data_loc char[] dst_path
+
+// Set once a task of the run has left the group: from then on a call from
+// outside the group looks its task up in members. Only ever goes 0 -> 1.
+__u32 any_followed = 0;
 
 // Producer position of the last forced wakeup, shared by every CPU. Racy on
 // purpose: a lost update costs one wakeup more, never one less.
@@ -112,6 +130,7 @@ enum counter {
 	COUNTER_DURATION_NS, // sum of call durations, the histogram's sum
 	COUNTER_SAMPLE_TICK, // per-CPU position in the sampling cycle, not a total
 	COUNTER_RESTARTS,    // interrupted by a signal and restarted by the kernel: not calls
+	COUNTER_ESCAPED,     // tasks of the run moved out of its group (followed since)
 	COUNTER_MAX,
 };
 
@@ -186,14 +205,52 @@ struct {
 	__type(value, __u64);
 } latency_log2 SEC(".maps");
 
+enum member_flag {
+	MEMBER_FOLLOWED = 1, // moved out of the group: its calls are still the run's
+};
+
+// The run's tasks by thread id: every task forked by one of them, and the
+// command itself (seen at its exec, inside the group). Looked up only when
+// a task moves to another group (cgroup_attach_task), and for calls from
+// outside the group once some task left. A hash: thread ids are sparse;
+// deleted at each thread's exit. Sized for the threads a run has alive at
+// once; a fork beyond it is not tracked, so its task could leave unseen.
+// No preallocation: most runs have a handful of tasks.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32); // enum member_flag
+} members SEC(".maps");
+
 // Keep the enums and the event in BTF so bpf2go can generate Go types.
 const struct event *unused_event __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
 const enum event_flag *unused_event_flag __attribute__((unused));
+const enum member_flag *unused_member_flag __attribute__((unused));
 
 static __always_inline int in_target_cgroup(void)
 {
 	return bpf_get_current_ancestor_cgroup_id(target_level) == target_cgroup_id;
+}
+
+static __always_inline int followed(__u32 id)
+{
+	__u32 *flags = bpf_map_lookup_elem(&members, &id);
+	return flags && (*flags & MEMBER_FOLLOWED);
+}
+
+// watched: the current task is the run's: inside the group, or a task of
+// the run that left it (by process, or one thread of a threaded group).
+static __always_inline int watched(void)
+{
+	if (in_target_cgroup())
+		return 1;
+	if (!any_followed)
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	return followed(id >> 32) || followed((__u32)id);
 }
 
 static __always_inline void add(__u32 idx, __u64 n)
@@ -221,7 +278,7 @@ int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
 {
 	// The cgroup test comes first so that calls of every other process cost
 	// one helper call and no map work.
-	if (!in_target_cgroup())
+	if (!watched())
 		return 0;
 
 	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
@@ -336,7 +393,7 @@ static __always_inline int finish_call(struct inflight *call, __s64 ret, __u64 d
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
 int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 {
-	if (!in_target_cgroup())
+	if (!watched())
 		return 0;
 
 	__u64 now = bpf_ktime_get_ns();
@@ -380,7 +437,7 @@ int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 SEC("raw_tp/signal_deliver")
 int signal_deliver(struct bpf_raw_tracepoint_args *ctx)
 {
-	if (!in_target_cgroup())
+	if (!watched())
 		return 0;
 	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
 	if (!in || in->state != INFLIGHT_INTERRUPTED)
@@ -403,4 +460,106 @@ int signal_deliver(struct bpf_raw_tracepoint_args *ctx)
 	}
 	in->state = INFLIGHT_IDLE;
 	return finish_call(in, -EINTR, in->duration_ns);
+}
+
+// The programs below follow the run's tasks: they are attached for run,
+// which promises every descendant of the command, wherever it goes.
+
+// A task of the run (inside the group, or followed outside it) forked:
+// the child is the run's too, and followed if its parent is.
+SEC("tracepoint/sched/sched_process_fork")
+int sched_process_fork(void *ctx)
+{
+	__u32 flags = 0;
+	if (!in_target_cgroup()) {
+		if (!any_followed)
+			return 0;
+		__u64 id = bpf_get_current_pid_tgid();
+		if (!followed(id >> 32) && !followed((__u32)id))
+			return 0;
+		flags = MEMBER_FOLLOWED;
+	}
+	__s32 child = 0;
+	if (bpf_probe_read_kernel(&child, sizeof(child), ctx + fork_child_pid_off))
+		return 0;
+	__u32 key = child;
+	bpf_map_update_elem(&members, &key, &flags, BPF_ANY);
+	return 0;
+}
+
+// A task inside the group execs: the command itself, started directly in
+// the group by a parent outside it, is a member from before its first
+// instruction.
+SEC("tracepoint/sched/sched_process_exec")
+int sched_process_exec(void *ctx)
+{
+	if (!in_target_cgroup())
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 flags = 0;
+	bpf_map_update_elem(&members, &tid, &flags, BPF_NOEXIST);
+	return 0;
+}
+
+// A thread of the run exits: forget it, so that its id, once reused, is
+// nobody's.
+SEC("tracepoint/sched/sched_process_exit")
+int sched_process_exit(void *ctx)
+{
+	if (!watched())
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&members, &tid);
+	return 0;
+}
+
+// dst_in_target tells whether the destination path, as the tracepoint
+// prints it, is the group or below it.
+static __always_inline int dst_in_target(void *ctx)
+{
+	__u32 loc = 0;
+	if (bpf_probe_read_kernel(&loc, sizeof(loc), ctx + attach_path_off))
+		return 0;
+	char path[TARGET_PATH_MAX + 1] = {};
+	if (bpf_probe_read_kernel_str(path, sizeof(path), ctx + (loc & 0xffff)) < 0)
+		return 0;
+	__u32 n = target_path_len;
+	if (n > TARGET_PATH_MAX)
+		return 0;
+	for (__u32 i = 0; i < TARGET_PATH_MAX; i++) {
+		if (i >= n)
+			break;
+		if (path[i] != target_path[i])
+			return 0;
+	}
+	char next = path[n];
+	return next == 0 || next == '/';
+}
+
+// A task is moved to another group. For one of the run's, moved out of the
+// group, this is an escape: counted once, and followed from now on. Moved
+// back in (or within), it is simply inside again.
+SEC("tracepoint/cgroup/cgroup_attach_task")
+int cgroup_attach_task(void *ctx)
+{
+	__s32 root = -1, pid = 0;
+	// dst_root 0 is the cgroup2 hierarchy; the others are v1 hierarchies.
+	if (bpf_probe_read_kernel(&root, sizeof(root), ctx + attach_dst_root_off) || root != 0)
+		return 0;
+	if (bpf_probe_read_kernel(&pid, sizeof(pid), ctx + attach_pid_off))
+		return 0;
+	__u32 key = pid;
+	__u32 *flags = bpf_map_lookup_elem(&members, &key);
+	if (!flags)
+		return 0;
+	if (dst_in_target(ctx)) {
+		*flags &= ~MEMBER_FOLLOWED;
+		return 0;
+	}
+	if (!(*flags & MEMBER_FOLLOWED)) {
+		*flags |= MEMBER_FOLLOWED;
+		add(COUNTER_ESCAPED, 1);
+	}
+	any_followed = 1;
+	return 0;
 }

@@ -175,6 +175,7 @@ type reportDoc struct {
 		SampledOut *uint64 `json:"sampled_out"`
 		Restarts   *uint64 `json:"restarts"`
 		Skipped    *uint64 `json:"skipped"`
+		Escaped    *uint64 `json:"escaped"`
 		P50Ns      *int64  `json:"latency_p50_ns"`
 		P99Ns      *int64  `json:"latency_p99_ns"`
 		MaxNs      *int64  `json:"latency_max_ns"`
@@ -210,7 +211,7 @@ func readReport(t *testing.T, path string) reportDoc {
 		"calls": s.Calls, "bytes": s.Bytes, "errors": s.Errors, "short": s.Short, "eof": s.EOF,
 		"offset_null": s.OffsetNull, "offset_ptr": s.OffsetPtr, "violations": s.Violations,
 		"events": s.Events, "lost": s.Lost, "sampled_out": s.SampledOut, "restarts": s.Restarts,
-		"skipped": s.Skipped,
+		"skipped": s.Skipped, "escaped": s.Escaped,
 	} {
 		if p == nil {
 			t.Fatalf("report: summary.%s missing\n%s", name, data)

@@ -45,6 +45,8 @@ type reportSummary struct {
 	// Skipped: program runs the kernel skipped; not zero, the counts
 	// are lower bounds and kernel-counted expectations inconclusive.
 	Skipped uint64 `json:"skipped"`
+	// Escaped: tasks of the run that moved out of its group (followed).
+	Escaped uint64 `json:"escaped"`
 	P50Ns   int64  `json:"latency_p50_ns"`
 	P99Ns   int64  `json:"latency_p99_ns"`
 	MaxNs   int64  `json:"latency_max_ns"`
@@ -72,8 +74,8 @@ func newReport(argv []string, o session.Outcome, outcomes []events.Outcome, offe
 			Calls: s.Calls, Bytes: s.Bytes, Errors: s.Errors, Short: s.Short, EOF: s.EOF,
 			OffsetNull: s.OffsetNull, OffsetPtr: s.OffsetPtr, Violations: s.Violations,
 			Events: s.Events, Lost: s.Lost, SampledOut: s.SampledOut, Restarts: s.Restarts,
-			Skipped: s.Skipped,
-			P50Ns:   int64(s.P50), P99Ns: int64(s.P99), MaxNs: int64(s.Max),
+			Skipped: s.Skipped, Escaped: s.Escaped,
+			P50Ns: int64(s.P50), P99Ns: int64(s.P99), MaxNs: int64(s.Max),
 		},
 		ErrorsByErrno:   s.ErrorsByErrno,
 		Violations:      s.ViolationsByRule,

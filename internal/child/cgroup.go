@@ -88,6 +88,7 @@ func unescapeMountinfo(s string) string {
 // Level (what the BPF side compares at) would come out too small.
 type Group struct {
 	Path  string // absolute path under the cgroup2 mount
+	Rel   string // path below the mount, as the kernel prints it: "/", "/sfwatch-1-1"
 	ID    uint64 // cgroup id == inode number of the directory (what bpf_get_current_ancestor_cgroup_id returns)
 	Level uint32 // depth below the cgroup2 root (root = 0, <mount>/a = 1, <mount>/a/b = 2)
 
@@ -277,6 +278,7 @@ func openGroup(mount, rel string, owned bool) (*Group, error) {
 	}
 	return &Group{
 		Path:  path,
+		Rel:   filepath.Join("/", rel),
 		ID:    fi.Sys().(*syscall.Stat_t).Ino,
 		Level: level,
 		owned: owned,

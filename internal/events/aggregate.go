@@ -19,6 +19,9 @@ type Totals struct {
 	// call. Not calls, not errors. An interruption that returned EINTR to
 	// the program is a call, and an error.
 	Restarts uint64
+	// Escaped counts the run's tasks that moved out of its group; their
+	// calls are still counted (the BPF side follows them).
+	Escaped uint64
 	// ErrorsByErrno counts failed calls by errno; codes below -4095 are
 	// counted in Errors only.
 	ErrorsByErrno map[syscall.Errno]uint64
@@ -73,6 +76,7 @@ type Summary struct {
 	// Exact, counted in the kernel.
 	Calls, Bytes, Errors, Short, EOF, OffsetNull, OffsetPtr uint64
 	Lost, SampledOut, Unpaired, Restarts                    uint64
+	Escaped                                                 uint64            // tasks of the run that left its group, followed
 	ErrorsByErrno                                           map[string]uint64 // errno name -> failed calls
 	// Skipped is how many times the kernel did not run a program of
 	// sfwatch's (SkippedByProgram, by program). Not zero, the totals above
@@ -100,6 +104,7 @@ func (a *Aggregator) Summary(t Totals) Summary {
 		Calls: t.Calls, Bytes: t.Bytes, Errors: t.Errors, Short: t.Short, EOF: t.EOF,
 		OffsetNull: t.OffsetNull, OffsetPtr: t.OffsetPtr,
 		Lost: t.Lost, SampledOut: t.SampledOut, Unpaired: t.Unpaired, Restarts: t.Restarts,
+		Escaped:          t.Escaped,
 		ErrorsByErrno:    make(map[string]uint64, len(t.ErrorsByErrno)),
 		SkippedByProgram: make(map[string]uint64, len(t.Skipped)),
 

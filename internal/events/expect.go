@@ -34,6 +34,7 @@ var expectKeys = []struct {
 	{"offset_ptr", false, func(s Summary) uint64 { return s.OffsetPtr }, func(e *Event, _ Verdict) bool { return !e.OffsetNull() }},
 	{"violations", true, func(s Summary) uint64 { return s.Violations }, func(_ *Event, v Verdict) bool { return v.Violations != 0 }},
 	{"lost", false, func(s Summary) uint64 { return s.Lost }, func(*Event, Verdict) bool { return false }},
+	{"escaped", false, func(s Summary) uint64 { return s.Escaped }, func(*Event, Verdict) bool { return false }},
 }
 
 // expectOps are the comparisons, two-character ones first so that ">="

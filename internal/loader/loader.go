@@ -7,7 +7,9 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -29,6 +31,12 @@ type Config struct {
 	CgroupLevel uint32 // its depth below the cgroup2 root
 	RingBufSize int    // bytes; a power of two and a multiple of the page size; 0 = DefaultRingBufSize
 	SampleEvery uint32 // emit one event per N calls; 0 or 1 = every call
+	// Follow keeps watching the tasks that leave the group (run: the
+	// command and its descendants, wherever they go) and counts them as
+	// escaped. CgroupPath is then the group's path below the cgroup2
+	// mount, "/sfwatch-1-1".
+	Follow     bool
+	CgroupPath string
 }
 
 // Tracer is the loaded and attached BPF side. Close detaches everything;
@@ -42,16 +50,25 @@ type Tracer struct {
 // tracepoints are attached in this order: what settles a call before what
 // starts one, so that no call is ever entered without its exit (and, when a
 // signal interrupts it, its settling) being watched.
+//
+// The follow programs come first: the command's exec, and every fork and
+// move of its tasks, are seen before its first sendfile can be.
 var tracepoints = []struct {
 	group, name string
 	// raw attaches as a raw tracepoint: signal_deliver's link then closes
 	// without the grace periods a perf tracepoint event waits for.
-	raw  bool
-	prog func(*SfwatchObjects) *ebpf.Program
+	raw bool
+	// follow programs are attached only with Config.Follow.
+	follow bool
+	prog   func(*SfwatchObjects) *ebpf.Program
 }{
-	{"signal", "signal_deliver", true, func(o *SfwatchObjects) *ebpf.Program { return o.SignalDeliver }},
-	{"syscalls", "sys_exit_sendfile64", false, func(o *SfwatchObjects) *ebpf.Program { return o.SysExitSendfile64 }},
-	{"syscalls", "sys_enter_sendfile64", false, func(o *SfwatchObjects) *ebpf.Program { return o.SysEnterSendfile64 }},
+	{"sched", "sched_process_exit", false, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessExit }},
+	{"cgroup", "cgroup_attach_task", false, true, func(o *SfwatchObjects) *ebpf.Program { return o.CgroupAttachTask }},
+	{"sched", "sched_process_fork", false, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessFork }},
+	{"sched", "sched_process_exec", false, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessExec }},
+	{"signal", "signal_deliver", true, false, func(o *SfwatchObjects) *ebpf.Program { return o.SignalDeliver }},
+	{"syscalls", "sys_exit_sendfile64", false, false, func(o *SfwatchObjects) *ebpf.Program { return o.SysExitSendfile64 }},
+	{"syscalls", "sys_enter_sendfile64", false, false, func(o *SfwatchObjects) *ebpf.Program { return o.SysEnterSendfile64 }},
 }
 
 // Tracepoints names, as "group/name", every tracepoint Open attaches to, in
@@ -106,6 +123,13 @@ func Open(cfg Config) (*Tracer, error) {
 		// that it drains on its own timer (see Reader).
 		"wakeup_bytes": uint64(cfg.RingBufSize / 8),
 	}
+	if cfg.Follow {
+		follow, err := followConsts(cfg.CgroupPath)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(consts, follow)
+	}
 	for name, v := range consts {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
@@ -121,6 +145,9 @@ func Open(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("loading BPF programs: %w", err)
 	}
 	for _, tp := range tracepoints {
+		if tp.follow && !cfg.Follow {
+			continue
+		}
 		var l link.Link
 		if tp.raw {
 			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog(&t.objs)})
@@ -139,6 +166,53 @@ func Open(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
 	}
 	return t, nil
+}
+
+// followConsts are the constants of the follow programs: the group's path
+// as cgroup_attach_task prints it, and where the fields they read are.
+func followConsts(cgroupPath string) (map[string]any, error) {
+	path := strings.TrimSuffix(cgroupPath, "/")
+	var buf [256]byte // TARGET_PATH_MAX in bpf/sfwatch.c
+	if len(path) > len(buf) {
+		return nil, fmt.Errorf("following tasks of group %s: its path is longer than %d bytes", cgroupPath, len(buf))
+	}
+	copy(buf[:], path)
+	fork, err := fieldOffsets("sched", "sched_process_fork", "child_pid")
+	if err != nil {
+		return nil, err
+	}
+	attach, err := fieldOffsets("cgroup", "cgroup_attach_task", "dst_root", "pid", "dst_path")
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"target_path":         buf,
+		"target_path_len":     uint32(len(path)),
+		"fork_child_pid_off":  fork["child_pid"],
+		"attach_dst_root_off": attach["dst_root"],
+		"attach_pid_off":      attach["pid"],
+		"attach_path_off":     attach["dst_path"],
+	}, nil
+}
+
+// Followed lists the tasks of the run that left its group and are
+// followed since (by thread id; a process's is its pid): what a cleanup
+// must kill besides the group.
+func (t *Tracer) Followed() ([]int, error) {
+	var (
+		tid, flags uint32
+		ids        []int
+	)
+	it := t.objs.Members.Iterate()
+	for it.Next(&tid, &flags) {
+		if flags&uint32(SfwatchMemberFlagMEMBER_FOLLOWED) != 0 {
+			ids = append(ids, int(tid))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading followed tasks: %w", err)
+	}
+	return ids, nil
 }
 
 // Close detaches the programs and frees every map. Idempotent.

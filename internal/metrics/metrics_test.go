@@ -58,6 +58,7 @@ func snapshot() loader.Snapshot {
 	c[loader.SfwatchCounterCOUNTER_DURATION_NS] = 2_500_000_000 // 2.5 s
 	c[loader.SfwatchCounterCOUNTER_SAMPLE_TICK] = 99
 	c[loader.SfwatchCounterCOUNTER_RESTARTS] = 17
+	c[loader.SfwatchCounterCOUNTER_ESCAPED] = 29
 	s.ErrnoCounts = map[syscall.Errno]uint64{syscall.EBADF: 4, syscall.EPIPE: 2, syscall.EINTR: 1}
 	// 1000 durations: 100 of 0 ns, 200 in [512, 1024) ns (bucket 10), 300
 	// in [2^19, 2^20) (bucket 20), 390 in bucket 34, 10 above 2^34 ns
@@ -134,6 +135,7 @@ func TestEveryFamilyAndValue(t *testing.T) {
 		"sfwatch_events_sampled_out_total": {"": 13},
 		"sfwatch_sendfile_restarts_total":  {"": 17},
 		"sfwatch_events_delivered_total":   {"": 3},
+		"sfwatch_tasks_escaped_total":      {"": 29},
 		"sfwatch_programs_skipped_total": {
 			"program=sys_enter_sendfile64": 19, "program=sys_exit_sendfile64": 23, "program=signal_deliver": 0,
 		},
@@ -170,6 +172,7 @@ func TestEveryFamilyAndValue(t *testing.T) {
 		"sfwatch_events_delivered_total":    dto.MetricType_COUNTER,
 		"sfwatch_events_sampled_out_total":  dto.MetricType_COUNTER,
 		"sfwatch_programs_skipped_total":    dto.MetricType_COUNTER,
+		"sfwatch_tasks_escaped_total":       dto.MetricType_COUNTER,
 		"sfwatch_sendfile_duration_seconds": dto.MetricType_HISTOGRAM,
 		"sfwatch_child_up":                  dto.MetricType_GAUGE,
 		"sfwatch_build_info":                dto.MetricType_GAUGE,
