@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/exporter-toolkit/web"
+	"go.yaml.in/yaml/v2"
 
 	"github.com/sfwatch/sfwatch/internal/metrics"
 )
@@ -38,19 +42,78 @@ type metricsServer struct {
 	done     chan error
 }
 
+// maxWebConfigSize bounds the web config file: a real one is a few hundred
+// bytes, and a path to the wrong file must not be read until memory runs out.
+const maxWebConfigSize = 1 << 20
+
 // checkWebConfig reads an exporter-toolkit web config file (TLS, basic
 // auth) and says what is wrong with it, on one line.
 func checkWebConfig(path string) error {
-	err := web.Validate(path)
-	if err == nil {
-		return nil
+	data, err := readConfigFile(path, maxWebConfigSize)
+	if err != nil {
+		return err
 	}
-	// YAML errors come as several indented lines.
-	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
-	for i := range lines {
-		lines[i] = strings.TrimSpace(lines[i])
+	if err := web.Validate(path); err != nil {
+		// YAML errors come as several indented lines.
+		lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+		for i := range lines {
+			lines[i] = strings.TrimSpace(lines[i])
+		}
+		return errors.New(strings.Join(lines, " "))
 	}
-	return errors.New(strings.Join(lines, " "))
+	// Validated above: strict YAML of exporter-toolkit's own type.
+	var c web.Config
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return err
+	}
+	if !c.TLSConfig.IsEnabled() && len(c.Users) == 0 {
+		return errors.New("configures neither TLS nor basic auth; remove --web-config or add tls_server_config or basic_auth_users")
+	}
+	return nil
+}
+
+// readConfigFile reads the regular file at path, at most limit bytes. It
+// opens without blocking (a FIFO would wait for a writer forever) and
+// refuses anything but a regular file (a device such as /dev/zero never
+// ends).
+func readConfigFile(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%s); give the path of a YAML file", fileKind(fi.Mode()))
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("larger than %d bytes; a web config is a short YAML file", limit)
+	}
+	return data, nil
+}
+
+// fileKind names the type of a file that is not a regular one.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return m.Type().String()
 }
 
 // startMetrics binds addr first, so that a busy port fails before anything
