@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,7 +39,7 @@ const watchFlagsUsage = `  -o FILE              write events (and the -c table, 
   --metrics-addr ADDR  serve them on ADDR instead (e.g. :9464 for every interface)
   --web-config FILE    TLS and basic auth for the metrics server (exporter-toolkit
                        format); a file that cannot be used is bad usage (exit 2)
-  --ringbuf-size N     ring buffer bytes, a power of two (default 8388608)
+  --ringbuf-size N     ring buffer bytes, a power of two up to 1073741824 (default 8388608)
 `
 
 const exitCodesUsage = `
@@ -119,15 +118,14 @@ func (f *watchFlags) check(command string) error {
 	if f.sample == 0 || f.sample > 1<<31 {
 		return usageError("%s: --sample %d: want N >= 1 (one event per N calls)", command, f.sample)
 	}
-	// Files are written at the end: a directory that is not there would
+	// Files are written at the end: a place they cannot go would
 	// otherwise fail the run only after the child has run.
-	for _, file := range []struct{ flag, path string }{{"-o", f.output}, {"--report", f.report}, {"--junit", f.junit}} {
-		if file.path == "" {
-			continue
-		}
-		dir := filepath.Dir(file.path)
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return usageError("%s: %s %s: directory %s does not exist; create it or pick another path", command, file.flag, file.path, dir)
+	if err := checkOutputs(command, []outputFile{{"-o", f.output}, {"--report", f.report}, {"--junit", f.junit}}); err != nil {
+		return err
+	}
+	if f.metricsAddr != "" {
+		if err := checkListenAddr(f.metricsAddr); err != nil {
+			return usageError("%s: --metrics-addr %s: %v; want HOST:PORT, e.g. 127.0.0.1:9464 or :9464", command, f.metricsAddr, err)
 		}
 	}
 	if f.webConfig != "" && f.listenAddr() == "" {
@@ -239,6 +237,9 @@ func runCommand(ctx context.Context, args []string) error {
 	// leaves nothing behind.
 	if err := child.Resolve(cmd); err != nil {
 		return err
+	}
+	if err := child.CheckUser(user); err != nil {
+		return usageError("run: %v; give an existing user name or a numeric uid", err)
 	}
 	return watch(&f, argv, func(cfg session.Config) (session.Outcome, error) {
 		cfg.User = user
@@ -439,15 +440,17 @@ func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, of
 	}
 	fmt.Fprintln(os.Stderr, events.AccountingLine(s))
 
+	// A report that cannot be written (a full disk) is said, and the
+	// other one is still written: the exit code stays the command's.
 	rep := newReport(target, o, outcomes, offending)
 	if f.report != "" {
 		if err := writeJSONReport(f.report, rep); err != nil {
-			return err
+			fmt.Fprintf(os.Stderr, "sfwatch: %v\n", err)
 		}
 	}
 	if f.junit != "" {
 		if err := writeJUnit(f.junit, rep); err != nil {
-			return err
+			fmt.Fprintf(os.Stderr, "sfwatch: %v\n", err)
 		}
 	}
 	return &exitError{code: exitCode(o.ExitCode, outcomes)}
