@@ -869,6 +869,9 @@ func TestMetricsTLSAndBasicAuth(t *testing.T) {
 	if r.code != 0 {
 		t.Errorf("exit %d, want 0; stderr:\n%s", r.code, r.stderr)
 	}
+	if want := "/metrics (TLS and basic auth as in " + webConfig + ")\n"; !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+	}
 	if strings.Contains(r.stderr, "TLS handshake error") {
 		t.Errorf("a bad client's handshake reached stderr:\n%s", r.stderr)
 	}

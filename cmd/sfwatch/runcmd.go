@@ -85,6 +85,7 @@ type watchFlags struct {
 	metrics     bool
 	metricsAddr string
 	webConfig   string
+	webWhat     string // what webConfig sets, from checkWebConfig
 	ringBufSize int
 }
 
@@ -134,7 +135,8 @@ func (f *watchFlags) check(command string) error {
 	// A bad web config is bad usage, found before anything listens or
 	// starts (exit 2), not a failure halfway through.
 	if f.webConfig != "" {
-		if err := checkWebConfig(f.webConfig); err != nil {
+		var err error
+		if f.webWhat, err = checkWebConfig(f.webConfig); err != nil {
 			return usageError("%s: --web-config %s: %v", command, f.webConfig, err)
 		}
 	}
@@ -347,7 +349,7 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 	var srv *metricsServer
 	if addr := f.listenAddr(); addr != "" {
 		var err error
-		if srv, err = startMetrics(addr, f.webConfig); err != nil {
+		if srv, err = startMetrics(addr, f.webConfig, f.webWhat); err != nil {
 			return err
 		}
 		defer srv.Close()
