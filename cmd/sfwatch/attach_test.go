@@ -309,16 +309,32 @@ func TestAttachUsage(t *testing.T) {
 		}
 	}
 	needRoot(t)
+	mount, err := child.Cgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	escape := mount + "/a/../../../etc"
 	for _, tc := range []struct {
 		args []string
-		want string
+		code int
+		want []string
 	}{
-		{[]string{"attach", "--cgroup", "/no-such-group-" + strconv.Itoa(os.Getpid())}, "no such group"},
-		{[]string{"attach", "--pid", "999999999"}, "pid 999999999: no such process"},
+		{[]string{"attach", "--cgroup", "/no-such-group-" + strconv.Itoa(os.Getpid())}, exitFailed, []string{"no such group"}},
+		{[]string{"attach", "--pid", "999999999"}, exitFailed, []string{"pid 999999999: no such process"}},
+		// The path as typed, not the one it would have been taken for.
+		{[]string{"attach", "--cgroup", escape}, exitFailed, []string{"opening cgroup " + escape + ": ", "leaves the cgroup2 mount " + mount}},
+		// The root group is the whole machine: only on purpose.
+		{[]string{"attach", "--pid", "1"}, exitUsage, []string{"pid 1 is in the root cgroup", "--cgroup /"}},
+		{[]string{"attach", "--pid", "2"}, exitUsage, []string{"pid 2 is in the root cgroup", "--cgroup /"}},
 	} {
 		r := sfwatch(t, nil, tc.args...)
-		if r.code != exitFailed || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, tc.want) {
-			t.Errorf("%v: exit %d, want %d, with one line saying %q; stderr:\n%s", tc.args, r.code, exitFailed, tc.want, r.stderr)
+		if r.code != tc.code || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, want %d, with one line; stderr:\n%s", tc.args, r.code, tc.code, r.stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("%v: stderr does not say %q:\n%s", tc.args, w, r.stderr)
+			}
 		}
 	}
 }

@@ -312,6 +312,10 @@ func attachCommand(ctx context.Context, args []string) error {
 		return err
 	}
 	defer group.Close()
+	if pid != 0 && group.Level == 0 {
+		// pid 1, a kernel thread: its group holds every other one.
+		return usageError("attach: pid %d is in the root cgroup, and watching it would watch the whole machine; to mean that, use --cgroup /", pid)
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
