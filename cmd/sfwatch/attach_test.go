@@ -338,3 +338,37 @@ func TestAttachUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestAttachGroupRemoved: when the watched group is removed, attach says
+// so in one line, reports and exits 0 within a few seconds.
+func TestAttachGroupRemoved(t *testing.T) {
+	needRoot(t)
+	_, group := pmGroup(t)
+	report := filepath.Join(t.TempDir(), "r.json")
+	addr := pmAddr(t)
+	p := pmStart(t, "attach", "--cgroup", group, "--metrics-addr", addr, "--report", report)
+	p.waitFor(t, "the watching notice", 30*time.Second, func() bool {
+		return strings.Contains(p.stderr.String(), "sfwatch: watching cgroup "+group)
+	})
+	if up := pmScrape(t, nil, "http://"+addr+"/metrics").value(t, "sfwatch_child_up"); up != 1 {
+		t.Errorf("sfwatch_child_up = %d while the group exists, want 1", up)
+	}
+	if err := os.Remove(group); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("attach still running 15 s after its group was removed; stderr:\n%s", p.stderr.String())
+	}
+	r := p.stop(t, syscall.SIGTERM) // already exited: collects the result
+	t.Logf("exited %v after the group was removed", time.Since(removed).Round(10*time.Millisecond))
+	out := lines(r.stderr)
+	if r.code != 0 || len(out) < 2 || out[len(out)-2] != "sfwatch: cgroup "+group+" was removed: stopped watching" ||
+		out[len(out)-1] != accountingLine(0, 0, 0) {
+		t.Errorf("exit %d, stderr:\n%s\nwant 0, the removal line, then the accounting line", r.code, r.stderr)
+	}
+	readReport(t, report)
+	pmAssertPortFree(t, addr)
+}

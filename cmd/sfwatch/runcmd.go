@@ -63,7 +63,8 @@ const attachUsage = `Usage: sfwatch attach (--cgroup PATH | --pid PID) [flags]
 Watches the sendfile(2) calls of an existing cgroup v2 group (a service, a
 container) until SIGINT or SIGTERM. Nothing in the group is started or
 signalled. PATH is absolute or relative to the cgroup2 mount; --pid watches
-the group that process is in.
+the group that process is in (not the root group: use --cgroup / for that).
+When the group is removed, attach reports and exits 0.
 
 Flags:
 ` + watchFlagsUsage + `
@@ -334,7 +335,11 @@ func attachCommand(ctx context.Context, args []string) error {
 			// The programs are attached: from here on every call is seen.
 			fmt.Fprintf(os.Stderr, "sfwatch: watching %s until SIGINT or SIGTERM\n", what)
 		}
-		return session.Attach(ctx, group, cfg)
+		out, err := session.Attach(ctx, group, cfg)
+		if out.GroupRemoved {
+			fmt.Fprintf(os.Stderr, "sfwatch: cgroup %s was removed: stopped watching\n", group.Path)
+		}
+		return out, err
 	})
 }
 

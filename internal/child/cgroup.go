@@ -334,6 +334,16 @@ func appendProcs(pids *[]int, path string) error {
 	return nil
 }
 
+// Removed reports whether the group's directory is gone (or another group
+// now has its path): rmdir of an empty group, for one that attach watches.
+func (g *Group) Removed() bool {
+	fi, err := os.Stat(g.Path)
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino != g.ID
+}
+
 // Kill kills every process in the group and below it (cgroup.kill: SIGKILL,
 // including processes forked meanwhile) and waits, at most killTimeout, until
 // the group is empty.
