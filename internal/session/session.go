@@ -63,9 +63,9 @@ type Outcome struct {
 	ExitCode int // the child's, as a shell reports it
 	// GroupRemoved says that Attach ended because its group was removed.
 	GroupRemoved bool
-	Summary  events.Summary
-	Start    time.Time
-	End      time.Time
+	Summary      events.Summary
+	Start        time.Time
+	End          time.Time
 }
 
 // Run starts cmd in a new cgroup under tracing, waits for it to exit (or
