@@ -231,7 +231,7 @@ func runCommand(ctx context.Context, args []string) error {
 	if len(argv) == 0 {
 		return usageError("run: missing command; usage: sfwatch run [flags] -- CMD [ARGS...]")
 	}
-	if err := requireRoot("run"); err != nil {
+	if err := requirePrivileges("run"); err != nil {
 		return err
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -299,7 +299,7 @@ func attachCommand(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return usageError("attach: unexpected argument %q; to start a command use 'sfwatch run -- CMD'", fs.Arg(0))
 	}
-	if err := requireRoot("attach"); err != nil {
+	if err := requirePrivileges("attach"); err != nil {
 		return err
 	}
 	var group *child.Group
@@ -491,13 +491,6 @@ func describeOutcome(o events.Outcome) string {
 		verdict = "FAILED"
 	}
 	return fmt.Sprintf("sfwatch: expect %s: %s (%s = %d)", o.Expr, verdict, o.Key, o.Actual)
-}
-
-func requireRoot(command string) error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("%s needs root to load BPF programs and create cgroups: run it with sudo", command)
-	}
-	return nil
 }
 
 // streamSink writes one line per event, buffered, flushed when idle.
