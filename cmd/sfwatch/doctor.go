@@ -8,8 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/cilium/ebpf"
@@ -27,13 +25,6 @@ type check struct {
 	Required bool   `json:"required"`
 	Detail   string `json:"detail"`
 }
-
-// Capability bits from linux/capability.h.
-const (
-	capSysAdmin = 21
-	capPerfmon  = 38
-	capBPF      = 39
-)
 
 func doctorCommand(args []string) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
@@ -88,14 +79,15 @@ func runChecks() []check {
 		checks = append(checks, c)
 	}
 
-	add("privileges", true, privileges(), "root")
+	who, err := privileges()
+	add("privileges", true, err, who)
 
 	var uts unix.Utsname
 	unix.Uname(&uts)
 	release := unix.ByteSliceToString(uts.Release[:])
 	add("kernel", true, kernelAtLeast(release, 5, 14), release+" (5.14+ needed: cgroup.kill, CLONE_INTO_CGROUP, ring buffer)")
 
-	_, err := os.Stat("/sys/kernel/btf/vmlinux")
+	_, err = os.Stat("/sys/kernel/btf/vmlinux")
 	add("btf", true, err, "/sys/kernel/btf/vmlinux (needed: calls in flight live in task storage)")
 
 	mounted := loader.TracefsMounted()
@@ -141,26 +133,6 @@ func runChecks() []check {
 	checks = append(checks, check{Name: "32-bit processes", OK: false, Required: false,
 		Detail: "compat (32-bit) tasks do not hit these tracepoints on x86-64: their calls are not seen"})
 	return checks
-}
-
-func privileges() error {
-	if os.Geteuid() == 0 {
-		return nil
-	}
-	status, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return err
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if hex, ok := strings.CutPrefix(line, "CapEff:\t"); ok {
-			caps, _ := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
-			need := uint64(1)<<capBPF | 1<<capPerfmon | 1<<capSysAdmin
-			if caps&need == need {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("not root and missing CAP_BPF, CAP_PERFMON or CAP_SYS_ADMIN: run with sudo")
 }
 
 func kernelAtLeast(release string, major, minor int) error {

@@ -878,6 +878,9 @@ func TestMetricsTLSAndBasicAuth(t *testing.T) {
 	if r.code != 0 {
 		t.Errorf("exit %d, want 0; stderr:\n%s", r.code, r.stderr)
 	}
+	if want := "/metrics (TLS and basic auth as in " + webConfig + ")\n"; !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+	}
 	if strings.Contains(r.stderr, "TLS handshake error") {
 		t.Errorf("a bad client's handshake reached stderr:\n%s", r.stderr)
 	}
@@ -903,6 +906,24 @@ func TestMetricsBadWebConfig(t *testing.T) {
 		"cert without key":   write("nokey.yml", "tls_server_config:\n  cert_file: x.pem\n"),
 		"missing cert files": write("nofiles.yml", "tls_server_config:\n  cert_file: /nonexistent/c.pem\n  key_file: /nonexistent/k.pem\n"),
 		"bad password hash":  write("hash.yml", "basic_auth_users:\n  prometheus: notbcrypt\n"),
+		// Not a regular file: /dev/zero would be read until memory ran
+		// out, a FIFO would block forever, a directory is no YAML.
+		"device":    "/dev/zero",
+		"fifo":      fifo(t, filepath.Join(dir, "fifo.yml")),
+		"directory": dir,
+		"too large": write("large.yml", "# "+strings.Repeat("x", 1<<20)+"\n"),
+		// Valid YAML that configures nothing would serve plain HTTP
+		// without a password while saying otherwise.
+		"empty":         write("empty.yml", ""),
+		"null sections": write("null.yml", "tls_server_config: null\nbasic_auth_users: null\n"),
+	}
+	wantWebConfigError := map[string]string{
+		"device":        "not a regular file (a character device)",
+		"fifo":          "not a regular file (a FIFO)",
+		"directory":     "not a regular file (a directory)",
+		"too large":     "larger than 1048576 bytes",
+		"empty":         "configures neither TLS nor basic auth; remove --web-config",
+		"null sections": "configures neither TLS nor basic auth; remove --web-config",
 	}
 	for name, path := range cases {
 		t.Run(strings.ReplaceAll(name, " ", "-"), func(t *testing.T) {
@@ -920,6 +941,9 @@ func TestMetricsBadWebConfig(t *testing.T) {
 				if len(lines) != 1 || !strings.HasPrefix(lines[0], "sfwatch: "+args[0]+": --web-config "+path+": ") {
 					t.Errorf("%s: stderr is not one line naming the file:\n%s", args[0], r.stderr)
 				}
+				if want := wantWebConfigError[name]; !strings.Contains(r.stderr, want) {
+					t.Errorf("%s: stderr does not say %q:\n%s", args[0], want, r.stderr)
+				}
 				if _, err := os.Stat(out); err == nil {
 					t.Errorf("%s: -o file created despite the bad web config", args[0])
 				}
@@ -927,6 +951,15 @@ func TestMetricsBadWebConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fifo makes a named pipe at path.
+func fifo(t *testing.T, path string) string {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // TestMetricsBusyPort: a metrics port in use fails at once, exit 125, one

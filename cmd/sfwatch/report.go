@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -114,8 +113,8 @@ func writeJSONReport(path string, r *report) error {
 	if err := enc.Encode(r); err != nil {
 		return fmt.Errorf("encoding report: %w", err)
 	}
-	if err := os.WriteFile(path, data.Bytes(), 0o644); err != nil {
-		return fmt.Errorf("writing report: %w", err)
+	if err := writeWhole(path, data.Bytes()); err != nil {
+		return fmt.Errorf("writing report %s: %w", path, err)
 	}
 	return nil
 }
@@ -167,8 +166,8 @@ func writeJUnit(path string, r *report) error {
 	if err != nil {
 		return fmt.Errorf("encoding junit: %w", err)
 	}
-	if err := os.WriteFile(path, append([]byte(xml.Header), append(data, '\n')...), 0o644); err != nil {
-		return fmt.Errorf("writing junit: %w", err)
+	if err := writeWhole(path, append([]byte(xml.Header), append(data, '\n')...)); err != nil {
+		return fmt.Errorf("writing junit %s: %w", path, err)
 	}
 	return nil
 }

@@ -56,12 +56,17 @@ type Config struct {
 	ChildStarted func(pid int)
 }
 
+// GroupCheckInterval is how often Attach checks that its group still exists.
+const GroupCheckInterval = time.Second
+
 // Outcome is what a finished session reports.
 type Outcome struct {
 	ExitCode int // the child's, as a shell reports it
-	Summary  events.Summary
-	Start    time.Time
-	End      time.Time
+	// GroupRemoved says that Attach ended because its group was removed.
+	GroupRemoved bool
+	Summary      events.Summary
+	Start        time.Time
+	End          time.Time
 }
 
 // Run starts cmd in a new cgroup under tracing, waits for it to exit (or
@@ -111,16 +116,29 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	return out, errors.Join(exitErr, killErr, waitErr, err)
 }
 
-// Attach watches an existing group until ctx ends. Nothing in the group is
-// started, signalled or killed.
+// Attach watches an existing group until ctx ends or the group is removed
+// (checked every GroupCheckInterval). Nothing in the group is started,
+// signalled or killed.
 func Attach(ctx context.Context, group *child.Group, cfg Config) (Outcome, error) {
 	w, err := start(group, cfg, false)
 	if err != nil {
 		return Outcome{}, err
 	}
 	defer w.close()
-	<-ctx.Done()
-	return w.finish()
+	tick := time.NewTicker(GroupCheckInterval)
+	defer tick.Stop()
+	removed := false
+	for !removed {
+		select {
+		case <-ctx.Done():
+			return w.finish()
+		case <-tick.C:
+			removed = group.Removed()
+		}
+	}
+	out, err := w.finish()
+	out.GroupRemoved = true
+	return out, err
 }
 
 // watch is the BPF side and its consumer for one group.
