@@ -26,17 +26,17 @@ volatile const __u32 target_level = 0;     // its depth below the cgroup2 root
 volatile const __u32 sample_every = 1;     // emit one event per N calls; totals stay exact
 volatile const __u64 wakeup_bytes = 0;     // wake the reader only past this much unread data
 
-// Following processes that leave the group (run): the group's path as
-// the cgroup_attach_task tracepoint prints it (from the cgroup2 root, no
-// trailing slash; "" for the root), and where that tracepoint and
-// sched_process_fork keep the fields read here. The offsets are read from
-// the format files at load time: the layouts differ between kernels.
+// Following processes that leave the group (run): the group's path as the
+// kernel prints it (from the cgroup2 root, no trailing slash; "" for the
+// root), and where the running kernel keeps pid and tgid in struct
+// task_struct, read from its BTF at load time: the follow programs are raw
+// tracepoints (closing a perf tracepoint event waits for grace periods,
+// 40 ms each, one after another), and theirs are the kernel's own
+// arguments, task pointers.
 volatile const char target_path[TARGET_PATH_MAX] = {};
 volatile const __u32 target_path_len = 0;
-volatile const __u32 fork_child_pid_off = 0;  // sched_process_fork: pid_t child_pid
-volatile const __u32 attach_dst_root_off = 0; // cgroup_attach_task: int dst_root
-volatile const __u32 attach_pid_off = 0;      // cgroup_attach_task: int pid
-volatile const __u32 attach_path_off = 0;     // cgroup_attach_task: __data_loc char[] dst_path
+volatile const __u32 task_pid_off = 0;
+volatile const __u32 task_tgid_off = 0;
 
 // Set once a task of the run has left the group: from then on a call from
 // outside the group looks its task up in members. Only ever goes 0 -> 1.
@@ -465,10 +465,18 @@ int signal_deliver(struct bpf_raw_tracepoint_args *ctx)
 // The programs below follow the run's tasks: they are attached for run,
 // which promises every descendant of the command, wherever it goes.
 
+static __always_inline __u32 task_id(__u64 task, __u32 off)
+{
+	__s32 id = 0;
+	bpf_probe_read_kernel(&id, sizeof(id), (void *)(task + off));
+	return id;
+}
+
 // A task of the run (inside the group, or followed outside it) forked:
 // the child is the run's too, and followed if its parent is.
-SEC("tracepoint/sched/sched_process_fork")
-int sched_process_fork(void *ctx)
+// trace_sched_process_fork(struct task_struct *parent, struct task_struct *child)
+SEC("raw_tp/sched_process_fork")
+int sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 flags = 0;
 	if (!in_target_cgroup()) {
@@ -479,19 +487,17 @@ int sched_process_fork(void *ctx)
 			return 0;
 		flags = MEMBER_FOLLOWED;
 	}
-	__s32 child = 0;
-	if (bpf_probe_read_kernel(&child, sizeof(child), ctx + fork_child_pid_off))
-		return 0;
-	__u32 key = child;
-	bpf_map_update_elem(&members, &key, &flags, BPF_ANY);
+	__u32 child = task_id(ctx->args[1], task_pid_off);
+	if (child)
+		bpf_map_update_elem(&members, &child, &flags, BPF_ANY);
 	return 0;
 }
 
 // A task inside the group execs: the command itself, started directly in
 // the group by a parent outside it, is a member from before its first
 // instruction.
-SEC("tracepoint/sched/sched_process_exec")
-int sched_process_exec(void *ctx)
+SEC("raw_tp/sched_process_exec")
+int sched_process_exec(struct bpf_raw_tracepoint_args *ctx)
 {
 	if (!in_target_cgroup())
 		return 0;
@@ -503,8 +509,8 @@ int sched_process_exec(void *ctx)
 
 // A thread of the run exits: forget it, so that its id, once reused, is
 // nobody's.
-SEC("tracepoint/sched/sched_process_exit")
-int sched_process_exit(void *ctx)
+SEC("raw_tp/sched_process_exit")
+int sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	if (!watched())
 		return 0;
@@ -513,15 +519,12 @@ int sched_process_exit(void *ctx)
 	return 0;
 }
 
-// dst_in_target tells whether the destination path, as the tracepoint
-// prints it, is the group or below it.
-static __always_inline int dst_in_target(void *ctx)
+// path_in_target tells whether a group path, as the kernel prints it, is
+// the group or below it.
+static __always_inline int path_in_target(__u64 kernel_path)
 {
-	__u32 loc = 0;
-	if (bpf_probe_read_kernel(&loc, sizeof(loc), ctx + attach_path_off))
-		return 0;
 	char path[TARGET_PATH_MAX + 1] = {};
-	if (bpf_probe_read_kernel_str(path, sizeof(path), ctx + (loc & 0xffff)) < 0)
+	if (bpf_probe_read_kernel_str(path, sizeof(path), (void *)kernel_path) < 0)
 		return 0;
 	__u32 n = target_path_len;
 	if (n > TARGET_PATH_MAX)
@@ -539,20 +542,32 @@ static __always_inline int dst_in_target(void *ctx)
 // A task is moved to another group. For one of the run's, moved out of the
 // group, this is an escape: counted once, and followed from now on. Moved
 // back in (or within), it is simply inside again.
-SEC("tracepoint/cgroup/cgroup_attach_task")
-int cgroup_attach_task(void *ctx)
+// trace_cgroup_attach_task(struct cgroup *dst_cgrp, const char *path,
+// struct task_struct *task, bool threadgroup); for a whole process, task
+// is its leader, whose id is the pid.
+SEC("raw_tp/cgroup_attach_task")
+int cgroup_attach_task(struct bpf_raw_tracepoint_args *ctx)
 {
-	__s32 root = -1, pid = 0;
-	// dst_root 0 is the cgroup2 hierarchy; the others are v1 hierarchies.
-	if (bpf_probe_read_kernel(&root, sizeof(root), ctx + attach_dst_root_off) || root != 0)
-		return 0;
-	if (bpf_probe_read_kernel(&pid, sizeof(pid), ctx + attach_pid_off))
-		return 0;
-	__u32 key = pid;
-	__u32 *flags = bpf_map_lookup_elem(&members, &key);
+	__u64 task = ctx->args[2];
+	__u32 tid = task_id(task, task_pid_off);
+	__u32 *flags = bpf_map_lookup_elem(&members, &tid);
 	if (!flags)
 		return 0;
-	if (dst_in_target(ctx)) {
+	int inside;
+	int moved_self = task == bpf_get_current_task() ||
+			 (ctx->args[3] && task_id(task, task_tgid_off) == bpf_get_current_pid_tgid() >> 32);
+	if (moved_self)
+		// It moved itself (the usual escape; for a whole process, from
+		// any of its threads): the cgroup2 group it is in now is what
+		// the filter tests, exact. A move in a cgroup v1 hierarchy
+		// leaves it inside.
+		inside = in_target_cgroup();
+	else
+		// Moved by another process: tell by the destination's path.
+		// The tracepoint fires for v1 hierarchies too, whose paths
+		// may look like an escape (README: Limits).
+		inside = path_in_target(ctx->args[1]);
+	if (inside) {
 		*flags &= ~MEMBER_FOLLOWED;
 		return 0;
 	}

@@ -62,10 +62,10 @@ var tracepoints = []struct {
 	follow bool
 	prog   func(*SfwatchObjects) *ebpf.Program
 }{
-	{"sched", "sched_process_exit", false, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessExit }},
-	{"cgroup", "cgroup_attach_task", false, true, func(o *SfwatchObjects) *ebpf.Program { return o.CgroupAttachTask }},
-	{"sched", "sched_process_fork", false, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessFork }},
-	{"sched", "sched_process_exec", false, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessExec }},
+	{"sched", "sched_process_exit", true, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessExit }},
+	{"cgroup", "cgroup_attach_task", true, true, func(o *SfwatchObjects) *ebpf.Program { return o.CgroupAttachTask }},
+	{"sched", "sched_process_fork", true, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessFork }},
+	{"sched", "sched_process_exec", true, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessExec }},
 	{"signal", "signal_deliver", true, false, func(o *SfwatchObjects) *ebpf.Program { return o.SignalDeliver }},
 	{"syscalls", "sys_exit_sendfile64", false, false, func(o *SfwatchObjects) *ebpf.Program { return o.SysExitSendfile64 }},
 	{"syscalls", "sys_enter_sendfile64", false, false, func(o *SfwatchObjects) *ebpf.Program { return o.SysEnterSendfile64 }},
@@ -175,7 +175,7 @@ func Open(cfg Config) (*Tracer, error) {
 }
 
 // followConsts are the constants of the follow programs: the group's path
-// as cgroup_attach_task prints it, and where the fields they read are.
+// as the kernel prints it, and where task_struct keeps pid and tgid.
 func followConsts(cgroupPath string) (map[string]any, error) {
 	path := strings.TrimSuffix(cgroupPath, "/")
 	var buf [256]byte // TARGET_PATH_MAX in bpf/sfwatch.c
@@ -183,21 +183,15 @@ func followConsts(cgroupPath string) (map[string]any, error) {
 		return nil, fmt.Errorf("following tasks of group %s: its path is longer than %d bytes", cgroupPath, len(buf))
 	}
 	copy(buf[:], path)
-	fork, err := fieldOffsets("sched", "sched_process_fork", "child_pid")
+	pid, tgid, err := taskIDOffsets()
 	if err != nil {
-		return nil, err
-	}
-	attach, err := fieldOffsets("cgroup", "cgroup_attach_task", "dst_root", "pid", "dst_path")
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("finding pid and tgid in struct task_struct: %w", err)
 	}
 	return map[string]any{
-		"target_path":         buf,
-		"target_path_len":     uint32(len(path)),
-		"fork_child_pid_off":  fork["child_pid"],
-		"attach_dst_root_off": attach["dst_root"],
-		"attach_pid_off":      attach["pid"],
-		"attach_path_off":     attach["dst_path"],
+		"target_path":     buf,
+		"target_path_len": uint32(len(path)),
+		"task_pid_off":    pid,
+		"task_tgid_off":   tgid,
 	}, nil
 }
 

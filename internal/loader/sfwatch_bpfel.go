@@ -96,16 +96,14 @@ const (
 	SfwatchProgSysEnterSendfile64 = "sys_enter_sendfile64"
 	SfwatchProgSysExitSendfile64  = "sys_exit_sendfile64"
 	SfwatchVarAnyFollowed         = "any_followed"
-	SfwatchVarAttachDstRootOff    = "attach_dst_root_off"
-	SfwatchVarAttachPathOff       = "attach_path_off"
-	SfwatchVarAttachPidOff        = "attach_pid_off"
-	SfwatchVarForkChildPidOff     = "fork_child_pid_off"
 	SfwatchVarLastWakeupPos       = "last_wakeup_pos"
 	SfwatchVarSampleEvery         = "sample_every"
 	SfwatchVarTargetCgroupId      = "target_cgroup_id"
 	SfwatchVarTargetLevel         = "target_level"
 	SfwatchVarTargetPath          = "target_path"
 	SfwatchVarTargetPathLen       = "target_path_len"
+	SfwatchVarTaskPidOff          = "task_pid_off"
+	SfwatchVarTaskTgidOff         = "task_tgid_off"
 	SfwatchVarUnusedCounter       = "unused_counter"
 	SfwatchVarUnusedEvent         = "unused_event"
 	SfwatchVarUnusedEventFlag     = "unused_event_flag"
@@ -181,16 +179,14 @@ type SfwatchMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SfwatchVariableSpecs struct {
 	AnyFollowed      *ebpf.VariableSpec `ebpf:"any_followed"`
-	AttachDstRootOff *ebpf.VariableSpec `ebpf:"attach_dst_root_off"`
-	AttachPathOff    *ebpf.VariableSpec `ebpf:"attach_path_off"`
-	AttachPidOff     *ebpf.VariableSpec `ebpf:"attach_pid_off"`
-	ForkChildPidOff  *ebpf.VariableSpec `ebpf:"fork_child_pid_off"`
 	LastWakeupPos    *ebpf.VariableSpec `ebpf:"last_wakeup_pos"`
 	SampleEvery      *ebpf.VariableSpec `ebpf:"sample_every"`
 	TargetCgroupId   *ebpf.VariableSpec `ebpf:"target_cgroup_id"`
 	TargetLevel      *ebpf.VariableSpec `ebpf:"target_level"`
 	TargetPath       *ebpf.VariableSpec `ebpf:"target_path"`
 	TargetPathLen    *ebpf.VariableSpec `ebpf:"target_path_len"`
+	TaskPidOff       *ebpf.VariableSpec `ebpf:"task_pid_off"`
+	TaskTgidOff      *ebpf.VariableSpec `ebpf:"task_tgid_off"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
@@ -242,16 +238,14 @@ func (m *SfwatchMaps) Close() error {
 // It can be passed to LoadSfwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SfwatchVariables struct {
 	AnyFollowed      *ebpf.Variable `ebpf:"any_followed"`
-	AttachDstRootOff *ebpf.Variable `ebpf:"attach_dst_root_off"`
-	AttachPathOff    *ebpf.Variable `ebpf:"attach_path_off"`
-	AttachPidOff     *ebpf.Variable `ebpf:"attach_pid_off"`
-	ForkChildPidOff  *ebpf.Variable `ebpf:"fork_child_pid_off"`
 	LastWakeupPos    *ebpf.Variable `ebpf:"last_wakeup_pos"`
 	SampleEvery      *ebpf.Variable `ebpf:"sample_every"`
 	TargetCgroupId   *ebpf.Variable `ebpf:"target_cgroup_id"`
 	TargetLevel      *ebpf.Variable `ebpf:"target_level"`
 	TargetPath       *ebpf.Variable `ebpf:"target_path"`
 	TargetPathLen    *ebpf.Variable `ebpf:"target_path_len"`
+	TaskPidOff       *ebpf.Variable `ebpf:"task_pid_off"`
+	TaskTgidOff      *ebpf.Variable `ebpf:"task_tgid_off"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
