@@ -31,4 +31,3 @@ func EnsureTracefs() error {
 	}
 	return nil
 }
-
