@@ -125,7 +125,7 @@ func TestRunFollowsEscapedProcess(t *testing.T) {
 		t.Errorf("report: calls %d bytes %d offset_ptr %d escaped %d; want %d, %d, %d, 1",
 			*s.Calls, *s.Bytes, *s.OffsetPtr, *s.Escaped, 3*n, 3*n*4096, 3*n)
 	}
-	if !strings.Contains(r.stderr, "1  tasks that left the group") || !strings.Contains(r.stderr, ", 1 tasks left the group (followed)") {
+	if !strings.Contains(r.stderr, "1  tasks that left the group") || !strings.Contains(r.stderr, ", 1 left the group (followed)") {
 		t.Errorf("-c table or accounting line lack the escape:\n%s", r.stderr)
 	}
 

@@ -147,7 +147,7 @@ func AccountingLine(s Summary) string {
 		b = fmt.Appendf(b, ", %d unpaired (in flight when tracing began)", s.Unpaired)
 	}
 	if s.Escaped != 0 {
-		b = fmt.Appendf(b, ", %d tasks left the group (followed)", s.Escaped)
+		b = fmt.Appendf(b, ", %d left the group (followed)", s.Escaped)
 	}
 	if s.Skipped != 0 {
 		b = fmt.Appendf(b, ", %d program runs skipped by the kernel (calls may be missing; see 'sfwatch doctor')", s.Skipped)
