@@ -24,6 +24,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "proc.h"
+
 #define MAX_SIGS 8
 
 struct burst {
@@ -73,34 +75,6 @@ static void dispose(const struct burst *b)
 		}
 		sigaction(b->sig[i], &sa, NULL);
 	}
-}
-
-// in_sendfile: /proc/PID/syscall starts with the number of the system
-// call the task is in (40, sendfile, on x86-64).
-static int in_sendfile(pid_t pid)
-{
-	char path[64], buf[64] = {0};
-	snprintf(path, sizeof path, "/proc/%d/syscall", pid);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	return n > 3 && strncmp(buf, "40 ", 3) == 0;
-}
-
-// stopped: the task's state in /proc/PID/stat is T.
-static int stopped(pid_t pid)
-{
-	char path[64], buf[256] = {0};
-	snprintf(path, sizeof path, "/proc/%d/stat", pid);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	char *paren = n > 0 ? strrchr(buf, ')') : NULL;
-	return paren && paren[1] == ' ' && paren[2] == 'T';
 }
 
 // interrupter runs in a child: for each round it waits until the parent
