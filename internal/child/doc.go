@@ -1,7 +1,7 @@
 // Package child starts the traced program inside a fresh cgroup v2 group and
 // cleans up after it.
 //
-// The group: NewGroup creates <cgroup2 mount>/sfwatch-<pid>-<seq>; its inode
+// The group: NewGroup creates <cgroup2 mount>/sfwatch-<pid>-<start>-<seq>; its inode
 // number is the cgroup id that the BPF programs compare ancestors against.
 // Start creates the child directly inside it with clone3(CLONE_INTO_CGROUP),
 // so the child's first instruction, and everything it ever forks (daemons
