@@ -79,7 +79,8 @@ func exitStatus(err error) int {
 		code = exitNotExec
 	}
 	if ee == nil || ee.err != nil {
-		fmt.Fprintf(os.Stderr, "sfwatch: %v\n", err)
+		stderr.bound() // exiting: a blocked stderr must not keep us
+		fmt.Fprintf(stderr, "sfwatch: %v\n", err)
 	}
 	return code
 }

@@ -325,7 +325,7 @@ func attachCommand(ctx context.Context, args []string) error {
 		cfg.Started = func(t *loader.Tracer) {
 			started(t)
 			// The programs are attached: from here on every call is seen.
-			fmt.Fprintf(os.Stderr, "sfwatch: watching %s until SIGINT or SIGTERM\n", what)
+			fmt.Fprintf(stderr, "sfwatch: watching %s until SIGINT or SIGTERM\n", what)
 		}
 		return session.Attach(ctx, group, cfg)
 	})
@@ -351,16 +351,27 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 		}
 		defer srv.Close()
 	}
-	out := io.Writer(os.Stderr)
+	out := stderr
 	if f.output != "" {
-		file, err := os.Create(f.output)
+		file, err := openOutput(f.output)
 		if err != nil {
-			return fmt.Errorf("creating output file: %w", err)
+			return err
 		}
-		defer file.Close()
-		out = file
+		out = newBoundedWriter(file, "-o "+f.output)
+		defer func() {
+			// Close would wait for a write that gave up; exiting frees it.
+			if out.gaveUp() == nil {
+				file.Close()
+			}
+		}()
 	}
 	cfg := session.Config{RingBufSize: f.ringBufSize, SampleEvery: uint32(f.sample)}
+	// The run is over: an output that takes no data now is given up
+	// on, so that sfwatch still cleans up, reports and exits.
+	cfg.Finishing = func() {
+		stderr.bound()
+		out.bound()
+	}
 	var sinks multiSink
 	var stream *streamSink
 	if !f.quiet {
@@ -374,7 +385,7 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 	// the loss notice read its totals; after Stopping, nothing does.
 	var stopLossNotice func()
 	cfg.Started = func(t *loader.Tracer) {
-		stopLossNotice = startLossNotice(os.Stderr, lossNoticeInterval, t)
+		stopLossNotice = startLossNotice(stderr, lossNoticeInterval, t)
 		if srv != nil {
 			srv.exporter.SetSource(t)
 			srv.exporter.SetChildUp(true)
@@ -414,30 +425,31 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 // accounting line), writes the report files, and picks the exit code.
 func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, offending *offenders) error {
 	s := o.Summary
+	var writeErr error // reported after the report files are written
 	if f.summary {
 		// The table follows the events, as with strace -c -o FILE; but a
 		// JSON Lines stream stays pure JSON, so then it goes to stderr.
 		table := out
 		if f.format == "json" {
-			table = os.Stderr
+			table = stderr
 		}
 		if err := events.WriteTable(table, s); err != nil {
-			return fmt.Errorf("writing summary: %w", err)
+			writeErr = fmt.Errorf("writing summary: %w", err)
 		}
 	}
 	outcomes := make([]events.Outcome, len(f.expects))
 	for i, x := range f.expects {
 		outcomes[i] = x.Evaluate(s)
-		fmt.Fprintln(os.Stderr, describeOutcome(outcomes[i]))
+		fmt.Fprintln(stderr, describeOutcome(outcomes[i]))
 		if ok := outcomes[i].OK; ok != nil && !*ok {
 			for _, line := range strings.SplitAfter(eventsText(offending.kept[i]), "\n") {
 				if line != "" {
-					fmt.Fprint(os.Stderr, "sfwatch:   ", line)
+					fmt.Fprint(stderr, "sfwatch:   ", line)
 				}
 			}
 		}
 	}
-	fmt.Fprintln(os.Stderr, events.AccountingLine(s))
+	fmt.Fprintln(stderr, events.AccountingLine(s))
 
 	rep := newReport(target, o, outcomes, offending)
 	if f.report != "" {
@@ -449,6 +461,12 @@ func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, of
 		if err := writeJUnit(f.junit, rep); err != nil {
 			return err
 		}
+	}
+	if writeErr != nil {
+		return writeErr
+	}
+	if err := stderr.gaveUp(); err != nil {
+		return err
 	}
 	return &exitError{code: exitCode(o.ExitCode, outcomes)}
 }

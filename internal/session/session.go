@@ -53,6 +53,10 @@ type Config struct {
 	// ChildStarted, when set, is called by Run with the child's pid once
 	// the child runs, before Run waits for it.
 	ChildStarted func(pid int)
+	// Finishing, when set, is called once the child has exited (Run) or ctx
+	// has ended (Attach), before the final drain: a sink that may block
+	// should from then on give up within a bounded time.
+	Finishing func()
 }
 
 // Outcome is what a finished session reports.
@@ -102,6 +106,9 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	// grandchildren) ends with it, before Wait, since such a process may
 	// hold the child's output pipes open.
 	exitErr := proc.Exited()
+	if cfg.Finishing != nil {
+		cfg.Finishing()
+	}
 	killErr := group.Kill()
 	code, waitErr := proc.Wait()
 	out, err := w.finish()
@@ -118,6 +125,9 @@ func Attach(ctx context.Context, group *child.Group, cfg Config) (Outcome, error
 	}
 	defer w.close()
 	<-ctx.Done()
+	if cfg.Finishing != nil {
+		cfg.Finishing()
+	}
 	return w.finish()
 }
 
