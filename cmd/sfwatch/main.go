@@ -100,6 +100,8 @@ func run(ctx context.Context, args []string) error {
 		return selftestCommand(ctx, args[1:])
 	case selftestChildCommand:
 		return selftestChild(args[1:])
+	case watchdogCommand:
+		return child.RunWatchdog(args[1:])
 	case "version", "--version":
 		fmt.Println(versionString())
 		return nil

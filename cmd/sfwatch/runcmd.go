@@ -197,6 +197,10 @@ func parse(fs *flag.FlagSet, args []string, help string) error {
 	return nil
 }
 
+// watchdogCommand is the hidden command of the helper that removes the
+// group of a run whose sfwatch was killed (child.RunWatchdog).
+const watchdogCommand = "__watchdog"
+
 // forwardedSignals are the signals that child.Start forwards to the child
 // (Spec.ForwardSignals).
 var forwardedSignals = []os.Signal{
@@ -243,6 +247,9 @@ func runCommand(ctx context.Context, args []string) error {
 	return watch(&f, argv, func(cfg session.Config) (session.Outcome, error) {
 		cfg.User = user
 		cfg.ForwardSignals = true
+		// /proc/self/exe, not a path: it still runs if sfwatch's file was
+		// replaced meanwhile.
+		cfg.Watchdog = []string{"/proc/self/exe", watchdogCommand}
 		// Started comes just before child.Start: what is held by then came
 		// before the child's own forwarding began.
 		var pending []os.Signal

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -203,4 +204,93 @@ func TestAttachBlockedStderr(t *testing.T) {
 		t.Error("attach killed the process it watched")
 	}
 	assertNothingLeft(t, cmd.Process.Pid)
+}
+
+// TestRunKilledWatchdog: sfwatch run killed with SIGKILL does not leave its
+// child running untraced: its watchdog kills and removes the group within
+// a second, then exits itself; the programs went with sfwatch's
+// descriptors. Before, the group and child stayed until a later run.
+func TestRunKilledWatchdog(t *testing.T) {
+	needRoot(t)
+	cmd := exec.Command(sfwatchBin, "run", "--", "sleep", "60")
+	cmd.WaitDelay = time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	// Whatever happens, leave no group and no sleep behind.
+	pattern := groupPattern(t, pid)
+	t.Cleanup(func() {
+		groups, _ := filepath.Glob(pattern)
+		for _, g := range groups {
+			os.WriteFile(filepath.Join(g, "cgroup.kill"), []byte("1"), 0)
+			for deadline := time.Now().Add(5 * time.Second); os.Remove(g) != nil && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	})
+
+	// Wait until the child runs in the group.
+	var group string
+	var childPID int
+	for deadline := time.Now().Add(20 * time.Second); childPID == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("sfwatch's child never ran in its group")
+		}
+		groups, _ := filepath.Glob(pattern)
+		if len(groups) != 1 {
+			continue
+		}
+		group = groups[0]
+		procs, _ := os.ReadFile(filepath.Join(group, "cgroup.procs"))
+		if f := strings.Fields(string(procs)); len(f) > 0 {
+			childPID, _ = strconv.Atoi(f[0])
+		}
+	}
+	// sfwatch's children but the command: the watchdog.
+	var helpers []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, task := range tasks {
+		data, _ := os.ReadFile(task)
+		for _, f := range strings.Fields(string(data)) {
+			if p, _ := strconv.Atoi(f); p != childPID {
+				helpers = append(helpers, p)
+			}
+		}
+	}
+	if len(helpers) != 1 {
+		t.Errorf("sfwatch has %d helper processes (%v), want one watchdog", len(helpers), helpers)
+	}
+
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	start := time.Now()
+	gone := func(p int) bool {
+		// A zombie waiting for its new parent to reap it is gone too.
+		st := procState(p)
+		return st == "" || st == "Z"
+	}
+	for {
+		_, err := os.Stat(group)
+		done := os.IsNotExist(err) && gone(childPID)
+		for _, h := range helpers {
+			done = done && gone(h)
+		}
+		if done {
+			break
+		}
+		if time.Since(start) > time.Second {
+			t.Fatalf("1s after sfwatch was killed: group %s exists: %v, child %d gone: %v, watchdog %v gone: %v",
+				group, err == nil, childPID, gone(childPID), helpers, len(helpers) == 1 && gone(helpers[0]))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("group, child and watchdog gone %v after sfwatch was killed", time.Since(start))
+	assertNothingLeft(t, pid)
 }

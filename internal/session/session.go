@@ -53,6 +53,10 @@ type Config struct {
 	// ChildStarted, when set, is called by Run with the child's pid once
 	// the child runs, before Run waits for it.
 	ChildStarted func(pid int)
+	// Watchdog, when set, is the command line of a program that calls
+	// child.RunWatchdog (sfwatch re-executing itself): Run starts it to
+	// kill and remove the group should this process die first.
+	Watchdog []string
 	// Finishing, when set, is called once the child has exited (Run) or ctx
 	// has ended (Attach), before the final drain: a sink that may block
 	// should from then on give up within a bounded time.
@@ -79,7 +83,17 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, err
 	}
-	defer group.Close()
+	var dog *child.Watchdog
+	if cfg.Watchdog != nil {
+		if dog, err = group.StartWatchdog(cfg.Watchdog); err != nil {
+			group.Close()
+			return Outcome{}, err
+		}
+	}
+	defer func() {
+		group.Close()
+		dog.Stop() // after Close: it then finds nothing to do
+	}()
 
 	w, err := start(group, cfg)
 	if err != nil {
