@@ -28,7 +28,7 @@ type boundedWriter struct {
 
 	mu      sync.Mutex // one write at a time
 	err     error      // the write that gave up; sticky
-	buf     []byte     // a copy of the write in progress, which an abandoned write leaves to the goroutine
+	buf     []byte     // a copy of a short write in progress
 	reqs    chan []byte
 	results chan writeResult
 	start   sync.Once
@@ -69,8 +69,16 @@ func (b *boundedWriter) Write(p []byte) (int, error) {
 			}
 		}()
 	})
-	b.buf = append(b.buf[:0], p...)
-	b.reqs <- b.buf // the goroutine is idle: the previous write has finished
+	// An abandoned write is still being read by the goroutine: a caller
+	// must not change p afterwards. fmt reuses its buffers, so short writes
+	// (our lines) are copied; long ones come from the stream's
+	// bufio.Writer, which never touches its buffer after a failed write
+	// (and copying 64 KiB per flush would cost every event).
+	if len(p) <= 4096 {
+		b.buf = append(b.buf[:0], p...)
+		p = b.buf
+	}
+	b.reqs <- p // the goroutine is idle: the previous write has finished
 	select {
 	case r := <-b.results:
 		return r.n, r.err
