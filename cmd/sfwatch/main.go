@@ -79,7 +79,8 @@ func exitStatus(err error) int {
 		code = exitNotExec
 	}
 	if ee == nil || ee.err != nil {
-		fmt.Fprintf(os.Stderr, "sfwatch: %v\n", err)
+		stderr.bound() // exiting: a blocked stderr must not keep us
+		fmt.Fprintf(stderr, "sfwatch: %v\n", err)
 	}
 	return code
 }
@@ -99,6 +100,8 @@ func run(ctx context.Context, args []string) error {
 		return selftestCommand(ctx, args[1:])
 	case selftestChildCommand:
 		return selftestChild(args[1:])
+	case watchdogCommand:
+		return child.RunWatchdog(args[1:])
 	case "version", "--version":
 		fmt.Println(versionString())
 		return nil

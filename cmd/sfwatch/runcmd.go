@@ -198,6 +198,10 @@ func parse(fs *flag.FlagSet, args []string, help string) error {
 	return nil
 }
 
+// watchdogCommand is the hidden command of the helper that removes the
+// group of a run whose sfwatch was killed (child.RunWatchdog).
+const watchdogCommand = "__watchdog"
+
 // forwardedSignals are the signals that child.Start forwards to the child
 // (Spec.ForwardSignals).
 var forwardedSignals = []os.Signal{
@@ -247,6 +251,9 @@ func runCommand(ctx context.Context, args []string) error {
 	return watch(&f, argv, func(cfg session.Config) (session.Outcome, error) {
 		cfg.User = user
 		cfg.ForwardSignals = true
+		// /proc/self/exe, not a path: it still runs if sfwatch's file was
+		// replaced meanwhile.
+		cfg.Watchdog = []string{"/proc/self/exe", watchdogCommand}
 		// Started comes just before child.Start: what is held by then came
 		// before the child's own forwarding began.
 		var pending []os.Signal
@@ -333,7 +340,7 @@ func attachCommand(ctx context.Context, args []string) error {
 		cfg.Started = func(t *loader.Tracer) {
 			started(t)
 			// The programs are attached: from here on every call is seen.
-			fmt.Fprintf(os.Stderr, "sfwatch: watching %s until SIGINT or SIGTERM\n", what)
+			fmt.Fprintf(stderr, "sfwatch: watching %s until SIGINT or SIGTERM\n", what)
 		}
 		out, err := session.Attach(ctx, group, cfg)
 		if out.GroupRemoved {
@@ -363,16 +370,27 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 		}
 		defer srv.Close()
 	}
-	out := io.Writer(os.Stderr)
+	out := stderr
 	if f.output != "" {
-		file, err := os.Create(f.output)
+		file, err := openOutput(f.output)
 		if err != nil {
-			return fmt.Errorf("creating output file: %w", err)
+			return err
 		}
-		defer file.Close()
-		out = file
+		out = newBoundedWriter(file, "-o "+f.output)
+		defer func() {
+			// Close would wait for a write that gave up; exiting frees it.
+			if out.gaveUp() == nil {
+				file.Close()
+			}
+		}()
 	}
 	cfg := session.Config{RingBufSize: f.ringBufSize, SampleEvery: uint32(f.sample)}
+	// The run is over: an output that takes no data now is given up
+	// on, so that sfwatch still cleans up, reports and exits.
+	cfg.Finishing = func() {
+		stderr.bound()
+		out.bound()
+	}
 	var sinks multiSink
 	var stream *streamSink
 	if !f.quiet {
@@ -386,7 +404,7 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 	// the loss notice read its totals; after Stopping, nothing does.
 	var stopLossNotice func()
 	cfg.Started = func(t *loader.Tracer) {
-		stopLossNotice = startLossNotice(os.Stderr, lossNoticeInterval, t)
+		stopLossNotice = startLossNotice(stderr, lossNoticeInterval, t)
 		if srv != nil {
 			srv.exporter.SetSource(t)
 			srv.exporter.SetChildUp(true)
@@ -426,30 +444,31 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 // accounting line), writes the report files, and picks the exit code.
 func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, offending *offenders) error {
 	s := o.Summary
+	var writeErr error // reported after the report files are written
 	if f.summary {
 		// The table follows the events, as with strace -c -o FILE; but a
 		// JSON Lines stream stays pure JSON, so then it goes to stderr.
 		table := out
 		if f.format == "json" {
-			table = os.Stderr
+			table = stderr
 		}
 		if err := events.WriteTable(table, s); err != nil {
-			return fmt.Errorf("writing summary: %w", err)
+			writeErr = fmt.Errorf("writing summary: %w", err)
 		}
 	}
 	outcomes := make([]events.Outcome, len(f.expects))
 	for i, x := range f.expects {
 		outcomes[i] = x.Evaluate(s)
-		fmt.Fprintln(os.Stderr, describeOutcome(outcomes[i]))
+		fmt.Fprintln(stderr, describeOutcome(outcomes[i]))
 		if ok := outcomes[i].OK; ok != nil && !*ok {
 			for _, line := range strings.SplitAfter(eventsText(offending.kept[i]), "\n") {
 				if line != "" {
-					fmt.Fprint(os.Stderr, "sfwatch:   ", line)
+					fmt.Fprint(stderr, "sfwatch:   ", line)
 				}
 			}
 		}
 	}
-	fmt.Fprintln(os.Stderr, events.AccountingLine(s))
+	fmt.Fprintln(stderr, events.AccountingLine(s))
 
 	// A report that cannot be written (a full disk) is said, and the
 	// other one is still written: the exit code stays the command's.
@@ -463,6 +482,12 @@ func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, of
 		if err := writeJUnit(f.junit, rep); err != nil {
 			fmt.Fprintf(os.Stderr, "sfwatch: %v\n", err)
 		}
+	}
+	if writeErr != nil {
+		return writeErr
+	}
+	if err := stderr.gaveUp(); err != nil {
+		return err
 	}
 	return &exitError{code: exitCode(o.ExitCode, outcomes)}
 }

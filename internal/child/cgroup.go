@@ -2,6 +2,7 @@ package child
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -15,12 +16,13 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // groupPrefix starts the name of every group NewGroup creates:
-// sfwatch-<pid>-<seq>, directly below the cgroup2 root.
+// sfwatch-<pid>-<start>-<seq>, directly below the cgroup2 root, where start
+// is the creator's start time (field 22 of /proc/PID/stat): with the pid it
+// names one process for the life of the system, so a sweep can tell a live
+// owner from a dead one without any lock.
 const groupPrefix = "sfwatch-"
 
 // killTimeout bounds how long Kill waits for a killed group to empty. SIGKILL
@@ -94,40 +96,42 @@ type Group struct {
 
 	owned bool // created by NewGroup: Close kills and removes it
 	// dir is the group's directory, open for the group's whole life: Start
-	// passes it to clone3 (CLONE_INTO_CGROUP), and for an owned group it tells
-	// a stale-group sweep that the owner is alive (see holdsOpen).
+	// passes it to clone3 (CLONE_INTO_CGROUP).
 	dir *os.File
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// NewGroup creates an owned group <mount>/sfwatch-<pid>-<seq>; Close kills
-// whatever runs in it and removes it.
+// NewGroup creates an owned group <mount>/sfwatch-<pid>-<start>-<seq>;
+// Close kills whatever runs in it and removes it.
 //
-// It first removes the groups that crashed earlier runs left behind: a
-// sfwatch-<pid>-<n> whose process <pid> no longer holds it open (it died, or
-// the pid now belongs to another program) has its processes killed and is
-// removed. That sweep is best effort: a leftover that cannot be removed now
-// must not stop a new run, and every later NewGroup tries again.
+// It first removes the groups that crashed earlier runs left behind: a group
+// whose creator no longer runs (its pid is gone, or belongs to a process that
+// started at another time) has its processes killed and is removed. That
+// sweep is best effort: a leftover that cannot be removed now must not stop a
+// new run, and every later NewGroup tries again.
+//
+// No lock is taken: a group is swept only when its creator is dead, so a
+// concurrent NewGroup's group, between its mkdir and its open, is never taken
+// for stale (and a lock on a file that users can open would let any user
+// hold every run back).
 func NewGroup() (*Group, error) {
 	mount, err := Cgroup2Mount()
 	if err != nil {
 		return nil, err
 	}
-	unlock, err := lockMount(mount)
+	start, err := procStart(os.Getpid())
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
-
 	removeStale(mount)
 	for {
-		name := fmt.Sprintf("%s%d-%d", groupPrefix, os.Getpid(), seq.Add(1)-1)
+		name := fmt.Sprintf("%s%d-%d-%d", groupPrefix, os.Getpid(), start, seq.Add(1)-1)
 		path := filepath.Join(mount, name)
 		err := os.Mkdir(path, 0o755)
 		if errors.Is(err, fs.ErrExist) {
-			// A leftover with our pid that the sweep could not remove.
+			// A leftover of ours that the sweep could not remove.
 			continue
 		}
 		if err != nil {
@@ -142,23 +146,6 @@ func NewGroup() (*Group, error) {
 	}
 }
 
-// lockMount takes an exclusive flock on the cgroup2 root, released by the
-// returned func. It serializes NewGroup across goroutines and processes:
-// between its mkdir and its open a new group is not held open yet, and a
-// concurrent sweep would take it for stale.
-func lockMount(mount string) (unlock func(), err error) {
-	f, err := os.Open(mount)
-	if err != nil {
-		return nil, fmt.Errorf("locking cgroup2 root %s: %w", mount, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("locking cgroup2 root %s: %w", mount, err)
-	}
-	// Closing the only descriptor of the open file releases the lock.
-	return func() { f.Close() }, nil
-}
-
 // removeStale kills and removes the groups of dead owners at the cgroup2 root.
 func removeStale(mount string) {
 	entries, err := os.ReadDir(mount)
@@ -166,56 +153,74 @@ func removeStale(mount string) {
 		return
 	}
 	for _, e := range entries {
-		pid, ok := groupOwner(e.Name())
-		path := filepath.Join(mount, e.Name())
-		if ok && e.IsDir() && !holdsOpen(pid, path) {
-			killAndRemove(path)
+		pid, start, ok := groupOwner(e.Name())
+		if ok && e.IsDir() && !running(pid, start) {
+			killAndRemove(filepath.Join(mount, e.Name()))
 		}
 	}
 }
 
-// groupOwner returns the pid in a name of the form sfwatch-<pid>-<seq>.
-func groupOwner(name string) (pid int, ok bool) {
+// groupOwner returns the creator in a name of the form
+// sfwatch-<pid>-<start>-<seq>, or sfwatch-<pid>-<seq> (earlier versions,
+// start 0: unknown).
+func groupOwner(name string) (pid int, start uint64, ok bool) {
 	rest, ok := strings.CutPrefix(name, groupPrefix)
 	if !ok {
-		return 0, false
+		return 0, 0, false
 	}
-	p, n, ok := strings.Cut(rest, "-")
-	if !ok {
-		return 0, false
+	fields := strings.Split(rest, "-")
+	if len(fields) != 2 && len(fields) != 3 {
+		return 0, 0, false
 	}
-	pid, err := strconv.Atoi(p)
+	pid, err := strconv.Atoi(fields[0])
 	if err != nil || pid <= 0 {
-		return 0, false
+		return 0, 0, false
 	}
-	if _, err := strconv.ParseUint(n, 10, 64); err != nil {
-		return 0, false
-	}
-	return pid, true
-}
-
-// holdsOpen reports whether process pid has the directory path open. Every
-// owned Group keeps its directory open until it is removed, so this is true
-// for a live owner and false for a dead one or for an unrelated process that
-// got the same pid. When it cannot tell, it says true: leave it alone.
-func holdsOpen(pid int, path string) bool {
-	want, err := os.Stat(path)
-	if err != nil {
-		return true
-	}
-	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
-	fds, err := os.ReadDir(fdDir)
-	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist)
-	}
-	for _, fd := range fds {
-		// Stat follows the magic link to the open file itself, whatever
-		// mount namespace the owner sees it through.
-		if fi, err := os.Stat(filepath.Join(fdDir, fd.Name())); err == nil && os.SameFile(fi, want) {
-			return true
+	for _, f := range fields[1:] {
+		if _, err := strconv.ParseUint(f, 10, 64); err != nil {
+			return 0, 0, false
 		}
 	}
-	return false
+	if len(fields) == 3 {
+		start, _ = strconv.ParseUint(fields[1], 10, 64)
+	}
+	return pid, start, true
+}
+
+// running reports whether the process that created a group still runs:
+// pid exists and, when start is known, started at start. When it cannot
+// tell, it says true: leave the group alone. An unknown start (a group of an
+// earlier version) counts any process with that pid as its creator, so such
+// a leftover waits until that pid is free.
+func running(pid int, start uint64) bool {
+	got, err := procStart(pid)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	return err != nil || start == 0 || got == start
+}
+
+// procStart returns when process pid started, in clock ticks after boot
+// (field 22 of /proc/PID/stat).
+func procStart(pid int) (uint64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading the start time of pid %d: %w", pid, err)
+	}
+	// The command name, field 2, is in parentheses and may hold anything:
+	// count fields after its last ')'. Field 3 is the first one there.
+	var fields []string
+	if i := bytes.LastIndexByte(data, ')'); i >= 0 {
+		fields = strings.Fields(string(data[i+1:]))
+	}
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("reading the start time of pid %d: unexpected /proc/%d/stat", pid, pid)
+	}
+	start, err := strconv.ParseUint(fields[19], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("reading the start time of pid %d: %w", pid, err)
+	}
+	return start, nil
 }
 
 // OpenGroup opens an existing group (for `sfwatch attach --cgroup PATH`). PATH
@@ -361,8 +366,6 @@ func (g *Group) Close() error {
 		if g.owned {
 			g.closeErr = killAndRemove(g.Path)
 		}
-		// Closed last: until the directory is gone, the open descriptor
-		// tells other sweeps that its owner is alive.
 		g.closeErr = errors.Join(g.closeErr, g.dir.Close())
 	})
 	return g.closeErr

@@ -244,22 +244,60 @@ func TestCgroup2Mount(t *testing.T) {
 }
 
 func TestGroupOwner(t *testing.T) {
-	for name, want := range map[string]int{
-		"sfwatch-123-0":     123,
-		"sfwatch-1-42":      1,
-		"sfwatch-123":       0,
-		"sfwatch-x-0":       0,
-		"sfwatch-0-0":       0,
-		"sfwatch-12-a":      0,
-		"system.slice":      0,
-		"sfwatchd-1-0":      0,
-		"sfwatch--5-0":      0,
-		"sfwatch-123-0-sub": 0,
+	type owner struct {
+		pid   int
+		start uint64
+	}
+	for name, want := range map[string]owner{
+		"sfwatch-123-4567-0":   {123, 4567},
+		"sfwatch-1-2-42":       {1, 2},
+		"sfwatch-123-0":        {123, 0}, // an earlier version's name
+		"sfwatch-1-42":         {1, 0},
+		"sfwatch-123":          {},
+		"sfwatch-x-0":          {},
+		"sfwatch-0-0":          {},
+		"sfwatch-0-1-0":        {},
+		"sfwatch-12-a":         {},
+		"sfwatch-12-1-a":       {},
+		"system.slice":         {},
+		"sfwatchd-1-0":         {},
+		"sfwatch--5-0":         {},
+		"sfwatch-123-4-0-sub":  {},
+		"sfwatch-123-4567-0-1": {},
 	} {
-		pid, ok := groupOwner(name)
-		if pid != want || ok != (want != 0) {
-			t.Errorf("groupOwner(%q) = %d, %v; want %d", name, pid, ok, want)
+		pid, start, ok := groupOwner(name)
+		if pid != want.pid || start != want.start || ok != (want.pid != 0) {
+			t.Errorf("groupOwner(%q) = %d, %d, %v; want %d, %d", name, pid, start, ok, want.pid, want.start)
 		}
+	}
+}
+
+func TestProcStart(t *testing.T) {
+	a, err := procStart(os.Getpid())
+	if err != nil || a == 0 {
+		t.Fatalf("procStart(self) = %d, %v", a, err)
+	}
+	// A process with a ')' and spaces in its name: the parse must not
+	// take the command name's words for fields.
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	odd := filepath.Join(t.TempDir(), "a) 1 2 (b")
+	if err := os.Symlink(sleep, odd); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(odd, "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	b, err := procStart(cmd.Process.Pid)
+	if err != nil || b < a {
+		t.Errorf("procStart(child) = %d, %v; want at least ours, %d", b, err, a)
+	}
+	if _, err := procStart(1 << 30); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("procStart(no such pid): %v, want ErrNotExist", err)
 	}
 }
 
@@ -412,19 +450,33 @@ func TestStaleGroupRemoved(t *testing.T) {
 	if err := done.Run(); err != nil {
 		t.Fatal(err)
 	}
-	stale := filepath.Join(mount, fmt.Sprintf("sfwatch-%d-0", done.Process.Pid))
-	// A group named for a live pid that does not hold it open: what a
+	stale := filepath.Join(mount, fmt.Sprintf("sfwatch-%d-1-0", done.Process.Pid))
+	// An earlier version's name, for a pid that no longer runs.
+	staleOld := filepath.Join(mount, fmt.Sprintf("sfwatch-%d-0", done.Process.Pid))
+	// A group named for a live pid that started at another time: what a
 	// crashed sfwatch's pid reused by another program looks like.
-	reused := filepath.Join(mount, fmt.Sprintf("sfwatch-%d-%d", os.Getpid(), 1<<40))
-	for _, dir := range []string{stale + "/inner", reused} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+	start, err := procStart(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reused := filepath.Join(mount, fmt.Sprintf("sfwatch-%d-%d-%d", os.Getpid(), start-1, 1<<40))
+	// A group of a live owner that does not hold it open yet (a concurrent
+	// NewGroup between its mkdir and its open), and an earlier version's
+	// name for a live pid: both stay.
+	live := filepath.Join(mount, fmt.Sprintf("sfwatch-%d-%d-%d", os.Getpid(), start, 1<<40))
+	liveOld := filepath.Join(mount, fmt.Sprintf("sfwatch-%d-%d", os.Getpid(), 1<<40))
+	for _, dir := range []string{stale, staleOld, reused, live, liveOld} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
 			if _, err := os.Stat(dir); err == nil {
-				killAndRemove(filepath.Dir(dir))
+				killAndRemove(dir)
 			}
 		})
+	}
+	if err := os.Mkdir(stale+"/inner", 0o755); err != nil {
+		t.Fatal(err)
 	}
 	sleeper := exec.Command("sleep", "300")
 	if err := sleeper.Start(); err != nil {
@@ -435,9 +487,14 @@ func TestStaleGroupRemoved(t *testing.T) {
 	}
 
 	newGroup(t)
-	for _, dir := range []string{stale, reused} {
+	for _, dir := range []string{stale, staleOld, reused} {
 		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("stat %s: %v; want it removed", dir, err)
+		}
+	}
+	for _, dir := range []string{live, liveOld} {
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("the group of a live owner was swept: %v", err)
 		}
 	}
 	sleeper.Wait()
@@ -472,6 +529,75 @@ func TestNewGroupConcurrent(t *testing.T) {
 	for path := range seen {
 		if _, err := os.Stat(path); err != nil {
 			t.Errorf("a live group was removed: %v", err)
+		}
+	}
+}
+
+// NewGroup takes no lock that another user can hold: with a user's flock
+// on the cgroup2 root (which anyone can open), it still returns at once.
+// Before, it waited for that lock for as long as the user liked.
+func TestNewGroupIgnoresUserLocks(t *testing.T) {
+	needsRoot(t)
+	mount, err := Cgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	flock, err := exec.LookPath("flock")
+	if err != nil {
+		t.Fatalf("needs flock (util-linux): %v", err)
+	}
+	for _, mode := range []string{"-s", "-x"} {
+		// -o: sleep does not inherit the lock, so killing flock releases it.
+		holder := exec.Command(flock, "-o", mode, mount, "sleep", "60")
+		holder.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Setpgid: true}
+		if err := holder.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitLocked(t, mount)
+		created := make(chan *Group, 1)
+		go func() {
+			g, err := NewGroup()
+			if err != nil {
+				t.Error(err)
+			}
+			created <- g
+		}()
+		var g *Group
+		select {
+		case g = <-created:
+		case <-time.After(5 * time.Second):
+			t.Errorf("flock %s on %s by uid 65534: NewGroup still waiting after 5s", mode, mount)
+		}
+		syscall.Kill(-holder.Process.Pid, syscall.SIGKILL) // flock and its sleep
+		holder.Wait()
+		if g == nil {
+			// A NewGroup that waited for the lock gets it now.
+			g = <-created
+		}
+		if g != nil {
+			g.Close()
+		}
+	}
+}
+
+// waitLocked waits (at most 10 s) until someone holds a flock on path.
+func waitLocked(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == unix.EWOULDBLOCK {
+			return
+		}
+		if err == nil {
+			unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nobody took a lock on %s", path)
 		}
 	}
 }

@@ -54,6 +54,14 @@ type Config struct {
 	// ChildStarted, when set, is called by Run with the child's pid once
 	// the child runs, before Run waits for it.
 	ChildStarted func(pid int)
+	// Watchdog, when set, is the command line of a program that calls
+	// child.RunWatchdog (sfwatch re-executing itself): Run starts it to
+	// kill and remove the group should this process die first.
+	Watchdog []string
+	// Finishing, when set, is called once the child has exited (Run) or ctx
+	// has ended (Attach), before the final drain: a sink that may block
+	// should from then on give up within a bounded time.
+	Finishing func()
 }
 
 // GroupCheckInterval is how often Attach checks that its group still exists.
@@ -81,7 +89,17 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, err
 	}
-	defer group.Close()
+	var dog *child.Watchdog
+	if cfg.Watchdog != nil {
+		if dog, err = group.StartWatchdog(cfg.Watchdog); err != nil {
+			group.Close()
+			return Outcome{}, err
+		}
+	}
+	defer func() {
+		group.Close()
+		dog.Stop() // after Close: it then finds nothing to do
+	}()
 
 	w, err := start(group, cfg, true)
 	if err != nil {
@@ -109,6 +127,9 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	// before Wait, since such a process may hold the child's output pipes
 	// open.
 	exitErr := proc.Exited()
+	if cfg.Finishing != nil {
+		cfg.Finishing()
+	}
 	killErr := w.kill(group)
 	code, waitErr := proc.Wait()
 	out, err := w.finish()
@@ -128,16 +149,18 @@ func Attach(ctx context.Context, group *child.Group, cfg Config) (Outcome, error
 	tick := time.NewTicker(GroupCheckInterval)
 	defer tick.Stop()
 	removed := false
-	for !removed {
+	for !removed && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
-			return w.finish()
 		case <-tick.C:
 			removed = group.Removed()
 		}
 	}
+	if cfg.Finishing != nil {
+		cfg.Finishing()
+	}
 	out, err := w.finish()
-	out.GroupRemoved = true
+	out.GroupRemoved = removed
 	return out, err
 }
 
