@@ -478,15 +478,10 @@ static __always_inline __u32 task_id(__u64 task, __u32 off)
 SEC("raw_tp/sched_process_fork")
 int sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 flags = 0;
-	if (!in_target_cgroup()) {
-		if (!any_followed)
-			return 0;
-		__u64 id = bpf_get_current_pid_tgid();
-		if (!followed(id >> 32) && !followed((__u32)id))
-			return 0;
-		flags = MEMBER_FOLLOWED;
-	}
+	if (!watched())
+		return 0;
+	// Forked outside the group, the child is outside it too.
+	__u32 flags = in_target_cgroup() ? 0 : MEMBER_FOLLOWED;
 	__u32 child = task_id(ctx->args[1], task_pid_off);
 	if (child)
 		bpf_map_update_elem(&members, &child, &flags, BPF_ANY);
