@@ -27,6 +27,15 @@ func TestMain(m *testing.M) {
 	if os.Getenv(workloadEnvVar) != "" {
 		os.Exit(workloadMain(os.Args[1], os.Args[2:]))
 	}
+	if dir := os.Getenv(prebuildEnvVar); dir != "" {
+		os.Exit(prebuildTestPrograms(dir))
+	}
+	if dir := os.Getenv(prebuiltEnvVar); dir != "" {
+		// A machine without Go or gcc (a kernel booted in qemu): everything
+		// was built beforehand.
+		sfwatchBin = filepath.Join(dir, "sfwatch")
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "sfwatch-test-")
 	if err != nil {
 		panic(err)
