@@ -230,6 +230,7 @@ func startSfwatch(t *testing.T, args ...string) *started {
 	s := &started{cmd: exec.Command(sfwatchBin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
 	s.cmd.Env = append(os.Environ(), workloadEnv()...)
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
+	s.cmd.WaitDelay = waitDelay
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

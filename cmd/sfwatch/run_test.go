@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -823,7 +824,10 @@ func TestRunNotRoot(t *testing.T) {
 		{"selftest"},
 		{"attach", "--pid", "1"},
 	} {
-		cmd := exec.Command(bin, args...)
+		ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.WaitDelay = waitDelay
 		cmd.Dir = dir
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		var stdout, stderr bytes.Buffer
@@ -898,8 +902,11 @@ func TestRunMillionCalls(t *testing.T) {
 		t.Skip("a million calls")
 	}
 	const n = 1000000
-	untraced := exec.Command(os.Args[0], "loop", "1", strconv.Itoa(n))
+	ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
+	defer cancel()
+	untraced := exec.CommandContext(ctx, os.Args[0], "loop", "1", strconv.Itoa(n))
 	untraced.Env = append(os.Environ(), workloadEnv()...)
+	untraced.WaitDelay = waitDelay
 	begin := time.Now()
 	if out, err := untraced.CombinedOutput(); err != nil {
 		t.Fatalf("untraced loop: %v\n%s", err, out)
@@ -1161,7 +1168,9 @@ func TestRunOutputPipeClosed(t *testing.T) {
 	pr.Close() // nobody reads: the first write fails
 	const n = 20000
 	report := filepath.Join(t.TempDir(), "report.json")
-	cmd := exec.Command(sfwatchBin, "run", "--report", report, "--", os.Args[0], "loop", "1", strconv.Itoa(n))
+	ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sfwatchBin, "run", "--report", report, "--", os.Args[0], "loop", "1", strconv.Itoa(n))
 	cmd.Env = append(os.Environ(), workloadEnv()...)
 	cmd.Stderr = pw
 	err = cmd.Run()
