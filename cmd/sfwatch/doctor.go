@@ -12,8 +12,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/child"
@@ -93,7 +91,9 @@ func runChecks() []check {
 	var uts unix.Utsname
 	unix.Uname(&uts)
 	release := unix.ByteSliceToString(uts.Release[:])
-	add("kernel", true, kernelAtLeast(release, 5, 14), release+" (5.14+ needed: cgroup.kill, CLONE_INTO_CGROUP, ring buffer)")
+	// What the programs need is probed by name below: distributions
+	// backport, so the version only informs.
+	add("kernel", true, nil, release+" (tested: docs/kernels.md)")
 
 	_, err := os.Stat("/sys/kernel/btf/vmlinux")
 	add("btf", true, err, "/sys/kernel/btf/vmlinux (needed: calls in flight live in task storage)")
@@ -113,7 +113,9 @@ func runChecks() []check {
 	mount, err := child.Cgroup2Mount()
 	add("cgroup2", true, err, mount)
 
-	add("ring buffer", true, features.HaveMapType(ebpf.RingBuf), "BPF_MAP_TYPE_RINGBUF")
+	for _, f := range loader.Features() {
+		add(f.Name, true, f.Err, f.Detail)
+	}
 
 	group, err := child.NewGroup()
 	if err != nil {
@@ -122,6 +124,11 @@ func runChecks() []check {
 	}
 	defer group.Close()
 	add("cgroup group", true, nil, group.Path)
+	var noKill error
+	if !group.HasCgroupKill() {
+		noKill = fmt.Errorf("absent (before 5.14): a run's leftover processes are killed one by one from cgroup.procs")
+	}
+	add("cgroup.kill", false, noKill, "present")
 
 	err = startSelf(group)
 	add("CLONE_INTO_CGROUP", true, err, "started a process directly inside the group")
@@ -155,17 +162,6 @@ func privileges() error {
 		}
 	}
 	return fmt.Errorf("not root and missing CAP_BPF, CAP_PERFMON or CAP_SYS_ADMIN: run with sudo")
-}
-
-func kernelAtLeast(release string, major, minor int) error {
-	var ma, mi int
-	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
-		return fmt.Errorf("kernel %q: cannot parse version", release)
-	}
-	if ma < major || ma == major && mi < minor {
-		return fmt.Errorf("kernel %s is older than %d.%d", release, major, minor)
-	}
-	return nil
 }
 
 // startSelf starts this binary (`sfwatch version`, output discarded) in

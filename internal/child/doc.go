@@ -7,7 +7,8 @@
 // so the child's first instruction, and everything it ever forks (daemons
 // that double-fork and setsid included), already runs in the group: no
 // ptrace, no moving a running pid. Group.Kill ends them all with cgroup.kill
-// (Linux 5.14+), and Group.Close removes the group. Groups left behind by a
+// (Linux 5.14+; before, by freezing the group and killing each pid in it),
+// and Group.Close removes the group. Groups left behind by a
 // crashed run are removed by the next NewGroup.
 //
 // Descriptors: everything this package opens is close-on-exec, so the child
