@@ -108,6 +108,7 @@ build() {
 		export CGO_ENABLED=0
 		go build -trimpath -o "$root/bin/sfwatch" ./cmd/sfwatch
 		cp "$root/bin/sfwatch" "$root/prebuilt/sfwatch"
+		go build -trimpath -o "$root/bin/" ./scripts/kernels/recmiss ./bench/cmd/sendfileloop
 		for pkg in "${test_pkgs[@]}"; do
 			name=${pkg#./}
 			[ "$pkg" = . ] && name=root
