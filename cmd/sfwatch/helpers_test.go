@@ -344,3 +344,13 @@ func (b *lockedBuffer) String() string {
 func (m manifestCounts) numbers() [7]uint64 {
 	return [7]uint64{m.calls, m.bytes, m.errors, m.short, m.eof, m.offsetNull, m.offsetPtr}
 }
+
+// slow stretches a bound on how long a workload takes by
+// $SFWATCH_TEST_SLOWDOWN (an integer factor): a kernel booted under qemu
+// without KVM (scripts/kernels) runs the same calls several times slower.
+func slow(d time.Duration) time.Duration {
+	if n, err := strconv.Atoi(os.Getenv("SFWATCH_TEST_SLOWDOWN")); err == nil && n > 1 {
+		return d * time.Duration(n)
+	}
+	return d
+}

@@ -268,7 +268,7 @@ func (p *pmProc) waitFor(t *testing.T, what string, timeout time.Duration, cond 
 func pmReady(t *testing.T, p *pmProc, path string) pmTotals {
 	t.Helper()
 	var tot pmTotals
-	p.waitFor(t, "the workload's "+filepath.Base(path)+" file", time.Minute, func() bool {
+	p.waitFor(t, "the workload's "+filepath.Base(path)+" file", slow(time.Minute), func() bool {
 		data, err := os.ReadFile(path)
 		return err == nil && json.Unmarshal(data, &tot) == nil
 	})

@@ -360,15 +360,15 @@ func (g *Group) HasCgroupKill() bool {
 var forceKillFallback bool
 
 func kill(path string) error {
-	err := fs.ErrNotExist
-	if !forceKillFallback {
-		err = os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0)
-	}
-	fallback := errors.Is(err, fs.ErrNotExist)
-	if err != nil && !fallback {
-		return fmt.Errorf("killing cgroup %s: %w", path, err)
-	}
-	if fallback {
+	// Stat, not the write's error: writing a file that cgroupfs does not
+	// have fails with EACCES (it cannot be created), as a real denial does.
+	_, err := os.Stat(filepath.Join(path, "cgroup.kill"))
+	fallback := forceKillFallback || errors.Is(err, fs.ErrNotExist)
+	if !fallback {
+		if err := os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0); err != nil {
+			return fmt.Errorf("killing cgroup %s: %w", path, err)
+		}
+	} else {
 		// Frozen, the group neither forks nor reaps, so a pid read from
 		// cgroup.procs is not reused before the SIGKILL reaches it; SIGKILL
 		// still ends a frozen task. Best effort: the loop catches stragglers.

@@ -11,6 +11,9 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
+mkdir -p /dev/pts
+mount -t devpts -o ptmxmode=0666 devpts /dev/pts # the terminal tests
+[ -e /dev/ptmx ] || ln -s pts/ptmx /dev/ptmx
 mkdir -p /sys/fs/cgroup /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tracefs tracefs /sys/kernel/tracing
@@ -60,6 +63,8 @@ step recursion 300 /bin/recmiss -- /bin/sfwatch run --quiet -- /bin/sendfileloop
 # Tests run in their package's directory, as go test runs them. nginx is
 # not in the initramfs: the tests that need it skip, and say so.
 export SFWATCH_REQUIRE_PRIVILEGED=1 SFWATCH_TEST_PREBUILT=/prebuilt SFWATCH_ALLOW_MISSING=nginx
+# TCG runs a workload several times slower than this machine does.
+export SFWATCH_TEST_SLOWDOWN=5
 for t in /tests/*.test; do
 	pkg=$(basename "$t" .test | tr + /) # cmd+sfwatch.test: cmd/sfwatch
 	[ "$pkg" = root ] && pkg=.

@@ -101,8 +101,9 @@ build() {
 	rm -rf "$root" && mkdir -p "$root"/{bin,tests,prebuilt,proc,sys,dev,tmp,etc,src}
 	cp "$(command -v busybox)" "$root/bin/busybox"
 	install -m 755 "$repo/scripts/kernels/init.sh" "$root/init"
-	echo 'root:x:0:0:root:/:/bin/sh' >"$root/etc/passwd"
-	echo 'root:x:0:' >"$root/etc/group"
+	# The tests run commands as nobody (--user, Spec.User).
+	printf '%s\n' 'root:x:0:0:root:/:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/sh' >"$root/etc/passwd"
+	printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$root/etc/group"
 	(
 		cd "$repo"
 		export CGO_ENABLED=0
@@ -125,48 +126,55 @@ build() {
 boot() {
 	# Every test binary's bound, plus boot and the selftest and doctor.
 	local bound=$((${#test_pkgs[@]} * (test_timeout + 90) + 600))
-	timeout -k 10 "$bound" qemu-system-x86_64 -accel tcg,thread=single -cpu max -smp 2 -m 1G \
+	# --foreground: qemu stays in our process group, so a Ctrl-C ends it too.
+	timeout --foreground -k 10 "$bound" qemu-system-x86_64 -accel tcg,thread=single -cpu max -smp 2 -m 1G \
 		-nographic -no-reboot -nic none -kernel "$1" -initrd "$work/initramfs.cpio" \
 		-append "console=ttyS0 quiet loglevel=3 panic=-1 sfwatch.timeout=$test_timeout ${KERNELS_RUN:+sfwatch.run=$KERNELS_RUN}" \
 		</dev/null >"$2" 2>&1
 }
 
-setup_apt
-mkdir -p "$cache/logs"
-work=$(mktemp -d "$cache/work.XXXXXX") # the initramfs, ~100 MB: one per run
-trap 'rm -rf "$work"' EXIT
-echo "kernels: building sfwatch and the test binaries" >&2
-build "$work"
+# In a function, read whole before it runs: editing this file while it
+# runs (an hour, for many kernels) does not break the run.
+main() {
+	setup_apt
+	mkdir -p "$cache/logs"
+	work=$(mktemp -d "$cache/work.XXXXXX") # the initramfs, ~100 MB: one per run
+	trap 'rm -rf "$work"' EXIT
+	echo "kernels: building sfwatch and the test binaries" >&2
+	build "$work"
 
-declare -a rows
-failed=0
-for spec in "$@"; do
-	pkg=$(resolve "$spec") || true
-	[ -n "$pkg" ] || die "no linux-image-*-cloud-amd64 package matches $spec"
-	version=$(apt-cache show --no-all-versions "$pkg" | awk '/^Version:/ {print $2; exit}')
-	vmlinuz=$(fetch "$pkg")
-	[ -n "$vmlinuz" ] || die "$pkg: no boot/vmlinuz-* in it or its linux-binary-* package"
-	log=$cache/logs/${pkg#linux-image-}.log
-	echo "kernels: booting $pkg ($version), log in $log" >&2
-	t0=$(date +%s)
-	qrc=0
-	boot "$vmlinuz" "$log" || qrc=$?
-	secs=$(($(date +%s) - t0))
-	tr -d '\r' <"$log" >"$log.tmp" && mv "$log.tmp" "$log"
-	read -r pass fail skip < <(awk '/^SFWATCH-KERNELS step=/ {
-		for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-		p += v["pass"]; f += v["fail"]; s += v["skip"]
-		if (v["rc"] != 0 && v["fail"] == 0) f++ # a step that failed without a test failing
-	} END { print p + 0, f + 0, s + 0 }' "$log")
-	result=pass
-	grep -q '^SFWATCH-KERNELS done' "$log" || { result="FAIL (no result: qemu exit $qrc)"; }
-	[ "$fail" = 0 ] || result=FAIL
-	[ "$result" = pass ] || failed=1
-	skips=$(grep '^SFWATCH-KERNELS skipped=' "$log" | awk '{print $3}' | sort -u | paste -sd, - || true)
-	rows+=("$(printf '%-28s %-18s %5s %5s %5s %6ss  %s%s' "${pkg#linux-image-}" "$version" "$pass" "$fail" "$skip" "$secs" "$result" "${skips:+ (skipped: $skips)}")")
-	grep '^SFWATCH-KERNELS failed=' "$log" | sed "s/^SFWATCH-KERNELS failed=/  ${pkg#linux-image-}: /" >&2 || true
-done
+	declare -a rows
+	failed=0
+	for spec in "$@"; do
+		pkg=$(resolve "$spec") || true
+		[ -n "$pkg" ] || die "no linux-image-*-cloud-amd64 package matches $spec"
+		version=$(apt-cache show --no-all-versions "$pkg" | awk '/^Version:/ {print $2; exit}')
+		vmlinuz=$(fetch "$pkg")
+		[ -n "$vmlinuz" ] || die "$pkg: no boot/vmlinuz-* in it or its linux-binary-* package"
+		log=$cache/logs/${pkg#linux-image-}.log
+		echo "kernels: booting $pkg ($version), log in $log" >&2
+		t0=$(date +%s)
+		qrc=0
+		boot "$vmlinuz" "$log" || qrc=$?
+		secs=$(($(date +%s) - t0))
+		tr -d '\r' <"$log" >"$log.tmp" && mv "$log.tmp" "$log"
+		read -r pass fail skip < <(awk '/^SFWATCH-KERNELS step=/ {
+			for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+			p += v["pass"]; f += v["fail"]; s += v["skip"]
+			if (v["rc"] != 0 && v["fail"] == 0) f++ # a step that failed without a test failing
+		} END { print p + 0, f + 0, s + 0 }' "$log")
+		result=pass
+		grep -aq '^SFWATCH-KERNELS done' "$log" || { result="FAIL (no result: qemu exit $qrc)"; }
+		[ "$fail" = 0 ] || result=FAIL
+		[ "$result" = pass ] || failed=1
+		skips=$(grep -a '^SFWATCH-KERNELS skipped=' "$log" | awk '{print $3}' | sort -u | paste -sd, - || true)
+		rows+=("$(printf '%-28s %-18s %5s %5s %5s %6ss  %s%s' "${pkg#linux-image-}" "$version" "$pass" "$fail" "$skip" "$secs" "$result" "${skips:+ (skipped: $skips)}")")
+		grep -a '^SFWATCH-KERNELS failed=' "$log" | sed "s/^SFWATCH-KERNELS failed=/  ${pkg#linux-image-}: /" >&2 || true
+	done
 
-printf '%-28s %-18s %5s %5s %5s %7s  %s\n' KERNEL PACKAGE PASS FAIL SKIP TIME RESULT
-printf '%s\n' "${rows[@]}"
-exit $failed
+	printf '%-28s %-18s %5s %5s %5s %7s  %s\n' KERNEL PACKAGE PASS FAIL SKIP TIME RESULT
+	printf '%s\n' "${rows[@]}"
+	exit $failed
+}
+main "$@"
+exit
