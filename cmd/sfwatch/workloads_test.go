@@ -40,6 +40,15 @@ var workloads = map[string]func(args []string) error{
 	"nonblock":       nonblockWorkload,
 }
 
+// init keeps a workload's main goroutine on the main thread, locked before
+// main runs: its calls then come from tid == pid, which TestRunGrandchild
+// asserts. Unlocked, Go may move it, as it did on a slow guest.
+func init() {
+	if os.Getenv(workloadEnvVar) != "" {
+		runtime.LockOSThread()
+	}
+}
+
 func workloadMain(name string, args []string) int {
 	if name == "exit" {
 		code, _ := strconv.Atoi(args[0])
