@@ -80,6 +80,7 @@ resolve() {
 
 # fetch PKG: prints the path of its vmlinuz, downloading and extracting the
 # package (and, from 6.19 on, the linux-binary-* that holds the image) once.
+# Prints nothing when there is no image.
 fetch() {
 	local pkg=$1 dir=$cache/kernels/$1 p
 	if [ ! -d "$dir" ]; then
@@ -92,7 +93,8 @@ fetch() {
 		done
 		mv "$dir.tmp" "$dir"
 	fi
-	ls "$dir"/boot/vmlinuz-* 2>/dev/null | head -1
+	# boot/vmlinuz-VERSION until 6.18; usr/lib/modules/VERSION/vmlinuz after.
+	find "$dir/boot" "$dir/usr/lib/modules" -name 'vmlinuz*' -type f 2>/dev/null | head -1 || true
 }
 
 # build DIR: the initramfs tree, then DIR/initramfs.cpio.
