@@ -15,6 +15,8 @@
 
 struct task_struct; // only handed from one helper to another
 
+#define TARGET_PATH_MAX 256 // longest group path whose escapes are told apart exactly
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 // Set from Go before load (spec.Variables[...].Set); the verifier then
@@ -23,6 +25,22 @@ volatile const __u64 target_cgroup_id = 0; // cgroup v2 id (inode) of the watche
 volatile const __u32 target_level = 0;     // its depth below the cgroup2 root
 volatile const __u32 sample_every = 1;     // emit one event per N calls; totals stay exact
 volatile const __u64 wakeup_bytes = 0;     // wake the reader only past this much unread data
+
+// Following processes that leave the group (run): the group's path as the
+// kernel prints it (from the cgroup2 root, no trailing slash; "" for the
+// root), and where the running kernel keeps pid and tgid in struct
+// task_struct, read from its BTF at load time: the follow programs are raw
+// tracepoints (closing a perf tracepoint event waits for grace periods,
+// 40 ms each, one after another), and theirs are the kernel's own
+// arguments, task pointers.
+volatile const char target_path[TARGET_PATH_MAX] = {};
+volatile const __u32 target_path_len = 0;
+volatile const __u32 task_pid_off = 0;
+volatile const __u32 task_tgid_off = 0;
+
+// Set once a task of the run has left the group: from then on a call from
+// outside the group looks its task up in members. Only ever goes 0 -> 1.
+__u32 any_followed = 0;
 
 // Producer position of the last forced wakeup, shared by every CPU. Racy on
 // purpose: a lost update costs one wakeup more, never one less.
@@ -112,6 +130,7 @@ enum counter {
 	COUNTER_DURATION_NS, // sum of call durations, the histogram's sum
 	COUNTER_SAMPLE_TICK, // per-CPU position in the sampling cycle, not a total
 	COUNTER_RESTARTS,    // interrupted by a signal and restarted by the kernel: not calls
+	COUNTER_ESCAPED,     // tasks of the run moved out of its group (followed since)
 	COUNTER_MAX,
 };
 
@@ -122,6 +141,7 @@ enum inflight_state {
 	INFLIGHT_IDLE,
 	INFLIGHT_ACTIVE,      // between entry and exit
 	INFLIGHT_INTERRUPTED, // exited with ERESTART*: restart or EINTR not yet known
+	INFLIGHT_RESTARTING,  // a handler with SA_RESTART decided: the next entry is the restart
 };
 
 // Arguments of a call between entry and exit, per thread.
@@ -185,14 +205,52 @@ struct {
 	__type(value, __u64);
 } latency_log2 SEC(".maps");
 
+enum member_flag {
+	MEMBER_FOLLOWED = 1, // moved out of the group: its calls are still the run's
+};
+
+// The run's tasks by thread id: every task forked by one of them, and the
+// command itself (seen at its exec, inside the group). Looked up only when
+// a task moves to another group (cgroup_attach_task), and for calls from
+// outside the group once some task left. A hash: thread ids are sparse;
+// deleted at each thread's exit. Sized for the threads a run has alive at
+// once; a fork beyond it is not tracked, so its task could leave unseen.
+// No preallocation: most runs have a handful of tasks.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32); // enum member_flag
+} members SEC(".maps");
+
 // Keep the enums and the event in BTF so bpf2go can generate Go types.
 const struct event *unused_event __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
 const enum event_flag *unused_event_flag __attribute__((unused));
+const enum member_flag *unused_member_flag __attribute__((unused));
 
 static __always_inline int in_target_cgroup(void)
 {
 	return bpf_get_current_ancestor_cgroup_id(target_level) == target_cgroup_id;
+}
+
+static __always_inline int followed(__u32 id)
+{
+	__u32 *flags = bpf_map_lookup_elem(&members, &id);
+	return flags && (*flags & MEMBER_FOLLOWED);
+}
+
+// watched: the current task is the run's: inside the group, or a task of
+// the run that left it (by process, or one thread of a threaded group).
+static __always_inline int watched(void)
+{
+	if (in_target_cgroup())
+		return 1;
+	if (!any_followed)
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	return followed(id >> 32) || followed((__u32)id);
 }
 
 static __always_inline void add(__u32 idx, __u64 n)
@@ -220,7 +278,7 @@ int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
 {
 	// The cgroup test comes first so that calls of every other process cost
 	// one helper call and no map work.
-	if (!in_target_cgroup())
+	if (!watched())
 		return 0;
 
 	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
@@ -229,7 +287,7 @@ int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
 		return 0; // out of memory: the exit counts the call as unpaired
 	// The last call was interrupted and no handler turned it into EINTR
 	// (see signal_deliver): this entry is the kernel restarting it.
-	if (in->state == INFLIGHT_INTERRUPTED)
+	if (in->state == INFLIGHT_INTERRUPTED || in->state == INFLIGHT_RESTARTING)
 		add(COUNTER_RESTARTS, 1);
 
 	__u64 offset_ptr = ctx->offset;
@@ -335,7 +393,7 @@ static __always_inline int finish_call(struct inflight *call, __s64 ret, __u64 d
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
 int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 {
-	if (!in_target_cgroup())
+	if (!watched())
 		return 0;
 
 	__u64 now = bpf_ktime_get_ns();
@@ -369,10 +427,17 @@ int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 // ERESTART*, decides between restart and EINTR, arch handle_signal) or
 // applies its default action. It settles an interrupted sendfile the way
 // the kernel is about to.
+//
+// Several signals can be delivered on one return to user space (one burst,
+// or a stop and what came while stopped). Only the first that runs a
+// handler decides: it rewrites the syscall's return register (EINTR, or
+// the syscall number again for a restart), and the handlers after it find
+// no ERESTART* code left to act on. So the first decision is final, and a
+// restart decided here is remembered as such until the next entry.
 SEC("raw_tp/signal_deliver")
 int signal_deliver(struct bpf_raw_tracepoint_args *ctx)
 {
-	if (!in_target_cgroup())
+	if (!watched())
 		return 0;
 	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
 	if (!in || in->state != INFLIGHT_INTERRUPTED)
@@ -388,8 +453,128 @@ int signal_deliver(struct bpf_raw_tracepoint_args *ctx)
 	__s64 code = in->restart_code;
 	int eintr = code == -ERESTARTNOHAND || code == -ERESTART_RESTARTBLOCK ||
 		    (code == -ERESTARTSYS && !(ka.sa_flags & SA_RESTART));
-	if (!eintr)
-		return 0; // restarted after the handler: the next entry counts it
+	if (!eintr) {
+		// Restarted after the handler: the next entry counts it.
+		in->state = INFLIGHT_RESTARTING;
+		return 0;
+	}
 	in->state = INFLIGHT_IDLE;
 	return finish_call(in, -EINTR, in->duration_ns);
+}
+
+// The programs below follow the run's tasks: they are attached for run,
+// which promises every descendant of the command, wherever it goes.
+
+static __always_inline __u32 task_id(__u64 task, __u32 off)
+{
+	__s32 id = 0;
+	bpf_probe_read_kernel(&id, sizeof(id), (void *)(task + off));
+	return id;
+}
+
+// A task of the run (inside the group, or followed outside it) forked:
+// the child is the run's too, and followed if its parent is.
+// trace_sched_process_fork(struct task_struct *parent, struct task_struct *child)
+SEC("raw_tp/sched_process_fork")
+int sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 flags = 0;
+	if (!in_target_cgroup()) {
+		if (!any_followed)
+			return 0;
+		__u64 id = bpf_get_current_pid_tgid();
+		if (!followed(id >> 32) && !followed((__u32)id))
+			return 0;
+		flags = MEMBER_FOLLOWED;
+	}
+	__u32 child = task_id(ctx->args[1], task_pid_off);
+	if (child)
+		bpf_map_update_elem(&members, &child, &flags, BPF_ANY);
+	return 0;
+}
+
+// A task inside the group execs: the command itself, started directly in
+// the group by a parent outside it, is a member from before its first
+// instruction.
+SEC("raw_tp/sched_process_exec")
+int sched_process_exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	if (!in_target_cgroup())
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 flags = 0;
+	bpf_map_update_elem(&members, &tid, &flags, BPF_NOEXIST);
+	return 0;
+}
+
+// A thread of the run exits: forget it, so that its id, once reused, is
+// nobody's.
+SEC("raw_tp/sched_process_exit")
+int sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	if (!watched())
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&members, &tid);
+	return 0;
+}
+
+// path_in_target tells whether a group path, as the kernel prints it, is
+// the group or below it.
+static __always_inline int path_in_target(__u64 kernel_path)
+{
+	char path[TARGET_PATH_MAX + 1] = {};
+	if (bpf_probe_read_kernel_str(path, sizeof(path), (void *)kernel_path) < 0)
+		return 0;
+	__u32 n = target_path_len;
+	if (n > TARGET_PATH_MAX)
+		return 0;
+	for (__u32 i = 0; i < TARGET_PATH_MAX; i++) {
+		if (i >= n)
+			break;
+		if (path[i] != target_path[i])
+			return 0;
+	}
+	char next = path[n];
+	return next == 0 || next == '/';
+}
+
+// A task is moved to another group. For one of the run's, moved out of the
+// group, this is an escape: counted once, and followed from now on. Moved
+// back in (or within), it is simply inside again.
+// trace_cgroup_attach_task(struct cgroup *dst_cgrp, const char *path,
+// struct task_struct *task, bool threadgroup); for a whole process, task
+// is its leader, whose id is the pid.
+SEC("raw_tp/cgroup_attach_task")
+int cgroup_attach_task(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 task = ctx->args[2];
+	__u32 tid = task_id(task, task_pid_off);
+	__u32 *flags = bpf_map_lookup_elem(&members, &tid);
+	if (!flags)
+		return 0;
+	int inside;
+	int moved_self = task == bpf_get_current_task() ||
+			 (ctx->args[3] && task_id(task, task_tgid_off) == bpf_get_current_pid_tgid() >> 32);
+	if (moved_self)
+		// It moved itself (the usual escape; for a whole process, from
+		// any of its threads): the cgroup2 group it is in now is what
+		// the filter tests, exact. A move in a cgroup v1 hierarchy
+		// leaves it inside.
+		inside = in_target_cgroup();
+	else
+		// Moved by another process: tell by the destination's path.
+		// The tracepoint fires for v1 hierarchies too, whose paths
+		// may look like an escape (README: Limits).
+		inside = path_in_target(ctx->args[1]);
+	if (inside) {
+		*flags &= ~MEMBER_FOLLOWED;
+		return 0;
+	}
+	if (!(*flags & MEMBER_FOLLOWED)) {
+		*flags |= MEMBER_FOLLOWED;
+		add(COUNTER_ESCAPED, 1);
+	}
+	any_followed = 1;
+	return 0;
 }

@@ -309,16 +309,66 @@ func TestAttachUsage(t *testing.T) {
 		}
 	}
 	needRoot(t)
+	mount, err := child.Cgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	escape := mount + "/a/../../../etc"
 	for _, tc := range []struct {
 		args []string
-		want string
+		code int
+		want []string
 	}{
-		{[]string{"attach", "--cgroup", "/no-such-group-" + strconv.Itoa(os.Getpid())}, "no such group"},
-		{[]string{"attach", "--pid", "999999999"}, "pid 999999999: no such process"},
+		{[]string{"attach", "--cgroup", "/no-such-group-" + strconv.Itoa(os.Getpid())}, exitFailed, []string{"no such group"}},
+		{[]string{"attach", "--pid", "999999999"}, exitFailed, []string{"pid 999999999: no such process"}},
+		// The path as typed, not the one it would have been taken for.
+		{[]string{"attach", "--cgroup", escape}, exitFailed, []string{"opening cgroup " + escape + ": ", "leaves the cgroup2 mount " + mount}},
+		// The root group is the whole machine: only on purpose.
+		{[]string{"attach", "--pid", "1"}, exitUsage, []string{"pid 1 is in the root cgroup", "--cgroup /"}},
+		{[]string{"attach", "--pid", "2"}, exitUsage, []string{"pid 2 is in the root cgroup", "--cgroup /"}},
 	} {
 		r := sfwatch(t, nil, tc.args...)
-		if r.code != exitFailed || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, tc.want) {
-			t.Errorf("%v: exit %d, want %d, with one line saying %q; stderr:\n%s", tc.args, r.code, exitFailed, tc.want, r.stderr)
+		if r.code != tc.code || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, want %d, with one line; stderr:\n%s", tc.args, r.code, tc.code, r.stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("%v: stderr does not say %q:\n%s", tc.args, w, r.stderr)
+			}
 		}
 	}
+}
+
+// TestAttachGroupRemoved: when the watched group is removed, attach says
+// so in one line, reports and exits 0 within a few seconds.
+func TestAttachGroupRemoved(t *testing.T) {
+	needRoot(t)
+	_, group := pmGroup(t)
+	report := filepath.Join(t.TempDir(), "r.json")
+	addr := pmAddr(t)
+	p := pmStart(t, "attach", "--cgroup", group, "--metrics-addr", addr, "--report", report)
+	p.waitFor(t, "the watching notice", 30*time.Second, func() bool {
+		return strings.Contains(p.stderr.String(), "sfwatch: watching cgroup "+group)
+	})
+	if up := pmScrape(t, nil, "http://"+addr+"/metrics").value(t, "sfwatch_child_up"); up != 1 {
+		t.Errorf("sfwatch_child_up = %d while the group exists, want 1", up)
+	}
+	if err := os.Remove(group); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("attach still running 15 s after its group was removed; stderr:\n%s", p.stderr.String())
+	}
+	r := p.stop(t, syscall.SIGTERM) // already exited: collects the result
+	t.Logf("exited %v after the group was removed", time.Since(removed).Round(10*time.Millisecond))
+	out := lines(r.stderr)
+	if r.code != 0 || len(out) < 2 || out[len(out)-2] != "sfwatch: cgroup "+group+" was removed: stopped watching" ||
+		out[len(out)-1] != accountingLine(0, 0, 0) {
+		t.Errorf("exit %d, stderr:\n%s\nwant 0, the removal line, then the accounting line", r.code, r.stderr)
+	}
+	readReport(t, report)
+	pmAssertPortFree(t, addr)
 }

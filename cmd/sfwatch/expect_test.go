@@ -365,7 +365,7 @@ func TestExpectForcedLoss(t *testing.T) {
 	j := readJUnit(t, junit)
 	if j.Tests != 1+len(exact) || j.Failures != 0 || j.Skipped != 1 || j.Cases[0].Skipped == nil {
 		t.Errorf("junit: tests %d failures %d skipped %d, want %d 0 1", j.Tests, j.Failures, j.Skipped, 1+len(exact))
-	} else if msg := j.Cases[0].Skipped.Message; msg != fmt.Sprintf("inconclusive: %d events lost, 0 sampled out", *s.Lost) {
+	} else if msg := j.Cases[0].Skipped.Message; msg != fmt.Sprintf("inconclusive (events were lost or sampled out): %d events lost, 0 sampled out, 0 program runs skipped", *s.Lost) {
 		t.Errorf("junit skipped message %q", msg)
 	}
 

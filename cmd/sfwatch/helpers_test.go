@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sfwatch/sfwatch/internal/loader"
 )
 
 // testComm is the command name the kernel gives this test binary when a
@@ -173,16 +175,20 @@ type reportDoc struct {
 		Lost       *uint64 `json:"lost"`
 		SampledOut *uint64 `json:"sampled_out"`
 		Restarts   *uint64 `json:"restarts"`
+		Skipped    *uint64 `json:"skipped"`
+		Escaped    *uint64 `json:"escaped"`
 		P50Ns      *int64  `json:"latency_p50_ns"`
 		P99Ns      *int64  `json:"latency_p99_ns"`
 		MaxNs      *int64  `json:"latency_max_ns"`
 	} `json:"summary"`
 	ErrorsByErrno    map[string]uint64 `json:"errors_by_errno"`
 	ViolationsByRule map[string]uint64 `json:"violations_by_rule"`
+	SkippedByProgram map[string]uint64 `json:"skipped_by_program"`
 	Expectations     []struct {
 		Expr      string            `json:"expr"`
 		OK        *bool             `json:"ok"`
 		Actual    *uint64           `json:"actual"`
+		Why       string            `json:"why"`
 		Offending []json.RawMessage `json:"offending"`
 	} `json:"expectations"`
 	FirstViolations []json.RawMessage `json:"first_violations"`
@@ -206,6 +212,7 @@ func readReport(t *testing.T, path string) reportDoc {
 		"calls": s.Calls, "bytes": s.Bytes, "errors": s.Errors, "short": s.Short, "eof": s.EOF,
 		"offset_null": s.OffsetNull, "offset_ptr": s.OffsetPtr, "violations": s.Violations,
 		"events": s.Events, "lost": s.Lost, "sampled_out": s.SampledOut, "restarts": s.Restarts,
+		"skipped": s.Skipped, "escaped": s.Escaped,
 	} {
 		if p == nil {
 			t.Fatalf("report: summary.%s missing\n%s", name, data)
@@ -213,6 +220,18 @@ func readReport(t *testing.T, path string) reportDoc {
 	}
 	if s.P50Ns == nil || s.P99Ns == nil || s.MaxNs == nil || r.ExitCode == nil {
 		t.Fatalf("report: latency or exit_code missing\n%s", data)
+	}
+	// Every program's skips are there, and add up to summary.skipped.
+	var skipped uint64
+	for _, tp := range loader.Tracepoints() {
+		n, ok := r.SkippedByProgram[filepath.Base(tp)]
+		if !ok {
+			t.Fatalf("report: skipped_by_program lacks %s\n%s", filepath.Base(tp), data)
+		}
+		skipped += n
+	}
+	if len(r.SkippedByProgram) != len(loader.Tracepoints()) || skipped != *s.Skipped {
+		t.Fatalf("report: skipped_by_program %v does not match the programs or summary.skipped %d", r.SkippedByProgram, *s.Skipped)
 	}
 	return r
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -23,6 +22,7 @@ type report struct {
 	Summary       reportSummary     `json:"summary"`
 	ErrorsByErrno map[string]uint64 `json:"errors_by_errno"`
 	Violations    map[string]uint64 `json:"violations_by_rule"`
+	Skipped       map[string]uint64 `json:"skipped_by_program"`
 	Expectations  []reportExpect    `json:"expectations"`
 	// FirstViolations are the first events that broke a contract rule.
 	FirstViolations []json.RawMessage `json:"first_violations"`
@@ -41,15 +41,21 @@ type reportSummary struct {
 	Lost       uint64 `json:"lost"`
 	SampledOut uint64 `json:"sampled_out"`
 	Restarts   uint64 `json:"restarts"`
-	P50Ns      int64  `json:"latency_p50_ns"`
-	P99Ns      int64  `json:"latency_p99_ns"`
-	MaxNs      int64  `json:"latency_max_ns"`
+	// Skipped: program runs the kernel skipped; not zero, the counts
+	// are lower bounds and kernel-counted expectations inconclusive.
+	Skipped uint64 `json:"skipped"`
+	// Escaped: tasks of the run that moved out of its group (followed).
+	Escaped uint64 `json:"escaped"`
+	P50Ns   int64  `json:"latency_p50_ns"`
+	P99Ns   int64  `json:"latency_p99_ns"`
+	MaxNs   int64  `json:"latency_max_ns"`
 }
 
 type reportExpect struct {
 	Expr   string `json:"expr"`
 	OK     *bool  `json:"ok"` // null: inconclusive
 	Actual uint64 `json:"actual"`
+	Why    string `json:"why,omitempty"` // why it is inconclusive
 	// Offending are the first events behind a failed expectation.
 	Offending []json.RawMessage `json:"offending,omitempty"`
 	lines     string            // the same events as strace-style lines, for JUnit
@@ -67,15 +73,17 @@ func newReport(argv []string, o session.Outcome, outcomes []events.Outcome, offe
 			Calls: s.Calls, Bytes: s.Bytes, Errors: s.Errors, Short: s.Short, EOF: s.EOF,
 			OffsetNull: s.OffsetNull, OffsetPtr: s.OffsetPtr, Violations: s.Violations,
 			Events: s.Events, Lost: s.Lost, SampledOut: s.SampledOut, Restarts: s.Restarts,
+			Skipped: s.Skipped, Escaped: s.Escaped,
 			P50Ns: int64(s.P50), P99Ns: int64(s.P99), MaxNs: int64(s.Max),
 		},
 		ErrorsByErrno:   s.ErrorsByErrno,
 		Violations:      s.ViolationsByRule,
+		Skipped:         s.SkippedByProgram,
 		Expectations:    []reportExpect{},
 		FirstViolations: eventsJSON(s.FirstViolations),
 	}
 	for i, x := range outcomes {
-		re := reportExpect{Expr: x.Expr, OK: x.OK, Actual: x.Actual}
+		re := reportExpect{Expr: x.Expr, OK: x.OK, Actual: x.Actual, Why: x.Why}
 		if x.OK != nil && !*x.OK {
 			re.Offending = eventsJSON(offending.kept[i])
 			re.lines = eventsText(offending.kept[i])
@@ -105,8 +113,8 @@ func writeJSONReport(path string, r *report) error {
 	if err := enc.Encode(r); err != nil {
 		return fmt.Errorf("encoding report: %w", err)
 	}
-	if err := os.WriteFile(path, data.Bytes(), 0o644); err != nil {
-		return fmt.Errorf("writing report: %w", err)
+	if err := writeWhole(path, data.Bytes()); err != nil {
+		return fmt.Errorf("writing report %s: %w", path, err)
 	}
 	return nil
 }
@@ -146,7 +154,8 @@ func writeJUnit(path string, r *report) error {
 		switch {
 		case x.OK == nil:
 			suite.Skipped++
-			c.Skipped = &junitMessage{Message: fmt.Sprintf("inconclusive: %d events lost, %d sampled out", r.Summary.Lost, r.Summary.SampledOut)}
+			c.Skipped = &junitMessage{Message: fmt.Sprintf("inconclusive (%s): %d events lost, %d sampled out, %d program runs skipped",
+				x.Why, r.Summary.Lost, r.Summary.SampledOut, r.Summary.Skipped)}
 		case !*x.OK:
 			suite.Failures++
 			c.Failure = &junitMessage{Message: fmt.Sprintf("%s: actual %d", x.Expr, x.Actual), Text: x.lines}
@@ -157,8 +166,8 @@ func writeJUnit(path string, r *report) error {
 	if err != nil {
 		return fmt.Errorf("encoding junit: %w", err)
 	}
-	if err := os.WriteFile(path, append([]byte(xml.Header), append(data, '\n')...), 0o644); err != nil {
-		return fmt.Errorf("writing junit: %w", err)
+	if err := writeWhole(path, append([]byte(xml.Header), append(data, '\n')...)); err != nil {
+		return fmt.Errorf("writing junit %s: %w", path, err)
 	}
 	return nil
 }

@@ -798,10 +798,10 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// TestRunNotRoot: without root, run says so in one line and exits 125.
-func TestRunNotRoot(t *testing.T) {
-	needRoot(t) // to switch to nobody
-	t.Parallel()
+// sfwatchForNobody copies the sfwatch binary into a directory that nobody
+// (uid 65534) can reach and run it from.
+func sfwatchForNobody(t *testing.T) (bin, dir string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "sfwatch-nobody-")
 	if err != nil {
 		t.Fatal(err)
@@ -810,7 +810,7 @@ func TestRunNotRoot(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "sfwatch")
+	bin = filepath.Join(dir, "sfwatch")
 	data, err := os.ReadFile(sfwatchBin)
 	if err != nil {
 		t.Fatal(err)
@@ -818,6 +818,14 @@ func TestRunNotRoot(t *testing.T) {
 	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return bin, dir
+}
+
+// TestRunNotRoot: without root, run says so in one line and exits 125.
+func TestRunNotRoot(t *testing.T) {
+	needRoot(t) // to switch to nobody
+	t.Parallel()
+	bin, dir := sfwatchForNobody(t)
 	for _, args := range [][]string{
 		{"run", "--", "true"},
 		{"run", "-c", "--expect", "calls>=1", "--", "true"},

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,7 +31,7 @@ const watchFlagsUsage = `  -o FILE              write events (and the -c table, 
   --sample N           the kernel emits one event per N calls (counted per CPU);
                        totals and metrics stay exact
   --expect EXPR        check KEY OP N at the end, e.g. calls>=1, offset_ptr==0, errors==0;
-                       KEY: calls bytes errors short eof offset_null offset_ptr violations lost;
+                       KEY: calls bytes errors short eof offset_null offset_ptr violations lost escaped;
                        OP: == != >= <= > <. Repeatable.
   --report FILE        write a JSON report (summary, errors, expectations, exit code)
   --junit FILE         write a JUnit XML file, one test case per --expect
@@ -40,7 +39,7 @@ const watchFlagsUsage = `  -o FILE              write events (and the -c table, 
   --metrics-addr ADDR  serve them on ADDR instead (e.g. :9464 for every interface)
   --web-config FILE    TLS and basic auth for the metrics server (exporter-toolkit
                        format); a file that cannot be used is bad usage (exit 2)
-  --ringbuf-size N     ring buffer bytes, a power of two (default 8388608)
+  --ringbuf-size N     ring buffer bytes, a power of two up to 1073741824 (default 8388608)
 `
 
 const exitCodesUsage = `
@@ -64,7 +63,8 @@ const attachUsage = `Usage: sfwatch attach (--cgroup PATH | --pid PID) [flags]
 Watches the sendfile(2) calls of an existing cgroup v2 group (a service, a
 container) until SIGINT or SIGTERM. Nothing in the group is started or
 signalled. PATH is absolute or relative to the cgroup2 mount; --pid watches
-the group that process is in.
+the group that process is in (not the root group: use --cgroup / for that).
+When the group is removed, attach reports and exits 0.
 
 Flags:
 ` + watchFlagsUsage + `
@@ -86,6 +86,7 @@ type watchFlags struct {
 	metrics     bool
 	metricsAddr string
 	webConfig   string
+	webWhat     string // what webConfig sets, from checkWebConfig
 	ringBufSize int
 }
 
@@ -119,15 +120,14 @@ func (f *watchFlags) check(command string) error {
 	if f.sample == 0 || f.sample > 1<<31 {
 		return usageError("%s: --sample %d: want N >= 1 (one event per N calls)", command, f.sample)
 	}
-	// Files are written at the end: a directory that is not there would
+	// Files are written at the end: a place they cannot go would
 	// otherwise fail the run only after the child has run.
-	for _, file := range []struct{ flag, path string }{{"-o", f.output}, {"--report", f.report}, {"--junit", f.junit}} {
-		if file.path == "" {
-			continue
-		}
-		dir := filepath.Dir(file.path)
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return usageError("%s: %s %s: directory %s does not exist; create it or pick another path", command, file.flag, file.path, dir)
+	if err := checkOutputs(command, []outputFile{{"-o", f.output}, {"--report", f.report}, {"--junit", f.junit}}); err != nil {
+		return err
+	}
+	if f.metricsAddr != "" {
+		if err := checkListenAddr(f.metricsAddr); err != nil {
+			return usageError("%s: --metrics-addr %s: %v; want HOST:PORT, e.g. 127.0.0.1:9464 or :9464", command, f.metricsAddr, err)
 		}
 	}
 	if f.webConfig != "" && f.listenAddr() == "" {
@@ -136,7 +136,8 @@ func (f *watchFlags) check(command string) error {
 	// A bad web config is bad usage, found before anything listens or
 	// starts (exit 2), not a failure halfway through.
 	if f.webConfig != "" {
-		if err := checkWebConfig(f.webConfig); err != nil {
+		var err error
+		if f.webWhat, err = checkWebConfig(f.webConfig); err != nil {
 			return usageError("%s: --web-config %s: %v", command, f.webConfig, err)
 		}
 	}
@@ -230,7 +231,7 @@ func runCommand(ctx context.Context, args []string) error {
 	if len(argv) == 0 {
 		return usageError("run: missing command; usage: sfwatch run [flags] -- CMD [ARGS...]")
 	}
-	if err := requireRoot("run"); err != nil {
+	if err := requirePrivileges("run"); err != nil {
 		return err
 	}
 	if err := loader.CheckKernel(); err != nil {
@@ -242,6 +243,9 @@ func runCommand(ctx context.Context, args []string) error {
 	// leaves nothing behind.
 	if err := child.Resolve(cmd); err != nil {
 		return err
+	}
+	if err := child.CheckUser(user); err != nil {
+		return usageError("run: %v; give an existing user name or a numeric uid", err)
 	}
 	return watch(&f, argv, func(cfg session.Config) (session.Outcome, error) {
 		cfg.User = user
@@ -298,7 +302,7 @@ func attachCommand(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return usageError("attach: unexpected argument %q; to start a command use 'sfwatch run -- CMD'", fs.Arg(0))
 	}
-	if err := requireRoot("attach"); err != nil {
+	if err := requirePrivileges("attach"); err != nil {
 		return err
 	}
 	if err := loader.CheckKernel(); err != nil {
@@ -315,6 +319,10 @@ func attachCommand(ctx context.Context, args []string) error {
 		return err
 	}
 	defer group.Close()
+	if pid != 0 && group.Level == 0 {
+		// pid 1, a kernel thread: its group holds every other one.
+		return usageError("attach: pid %d is in the root cgroup, and watching it would watch the whole machine; to mean that, use --cgroup /", pid)
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -333,7 +341,11 @@ func attachCommand(ctx context.Context, args []string) error {
 			// The programs are attached: from here on every call is seen.
 			fmt.Fprintf(os.Stderr, "sfwatch: watching %s until SIGINT or SIGTERM\n", what)
 		}
-		return session.Attach(ctx, group, cfg)
+		out, err := session.Attach(ctx, group, cfg)
+		if out.GroupRemoved {
+			fmt.Fprintf(os.Stderr, "sfwatch: cgroup %s was removed: stopped watching\n", group.Path)
+		}
+		return out, err
 	})
 }
 
@@ -352,7 +364,7 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 	var srv *metricsServer
 	if addr := f.listenAddr(); addr != "" {
 		var err error
-		if srv, err = startMetrics(addr, f.webConfig); err != nil {
+		if srv, err = startMetrics(addr, f.webConfig, f.webWhat); err != nil {
 			return err
 		}
 		defer srv.Close()
@@ -445,15 +457,17 @@ func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, of
 	}
 	fmt.Fprintln(os.Stderr, events.AccountingLine(s))
 
+	// A report that cannot be written (a full disk) is said, and the
+	// other one is still written: the exit code stays the command's.
 	rep := newReport(target, o, outcomes, offending)
 	if f.report != "" {
 		if err := writeJSONReport(f.report, rep); err != nil {
-			return err
+			fmt.Fprintf(os.Stderr, "sfwatch: %v\n", err)
 		}
 	}
 	if f.junit != "" {
 		if err := writeJUnit(f.junit, rep); err != nil {
-			return err
+			fmt.Fprintf(os.Stderr, "sfwatch: %v\n", err)
 		}
 	}
 	return &exitError{code: exitCode(o.ExitCode, outcomes)}
@@ -478,18 +492,11 @@ func describeOutcome(o events.Outcome) string {
 	verdict := "ok"
 	switch {
 	case o.OK == nil:
-		verdict = "INCONCLUSIVE (events were lost or sampled out)"
+		verdict = "INCONCLUSIVE (" + o.Why + ")"
 	case !*o.OK:
 		verdict = "FAILED"
 	}
 	return fmt.Sprintf("sfwatch: expect %s: %s (%s = %d)", o.Expr, verdict, o.Key, o.Actual)
-}
-
-func requireRoot(command string) error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("%s needs root to load BPF programs and create cgroups: run it with sudo", command)
-	}
-	return nil
 }
 
 // streamSink writes one line per event, buffered, flushed when idle.

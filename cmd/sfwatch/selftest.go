@@ -45,7 +45,7 @@ func selftestCommand(ctx context.Context, args []string) error {
 	if len(args) > 0 {
 		return usageError("selftest takes no arguments")
 	}
-	if err := requireRoot("selftest"); err != nil {
+	if err := requirePrivileges("selftest"); err != nil {
 		return err
 	}
 	self, err := os.Executable()

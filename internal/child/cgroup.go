@@ -88,6 +88,7 @@ func unescapeMountinfo(s string) string {
 // Level (what the BPF side compares at) would come out too small.
 type Group struct {
 	Path  string // absolute path under the cgroup2 mount
+	Rel   string // path below the mount, as the kernel prints it: "/", "/sfwatch-1-1"
 	ID    uint64 // cgroup id == inode number of the directory (what bpf_get_current_ancestor_cgroup_id returns)
 	Level uint32 // depth below the cgroup2 root (root = 0, <mount>/a = 1, <mount>/a/b = 2)
 
@@ -132,7 +133,7 @@ func NewGroup() (*Group, error) {
 		if err != nil {
 			return nil, fmt.Errorf("creating cgroup %s: %w", path, err)
 		}
-		g, err := openGroup(mount, name, true)
+		g, err := openGroup(mount, name, true, path)
 		if err != nil {
 			os.Remove(path)
 			return nil, err
@@ -220,21 +221,36 @@ func holdsOpen(pid int, path string) bool {
 // OpenGroup opens an existing group (for `sfwatch attach --cgroup PATH`). PATH
 // is absolute under the cgroup2 mount, or relative to it; an absolute path
 // outside the mount is taken as /proc/PID/cgroup shows it
-// (/system.slice/x.service), so relative to the mount too. The group is not
-// owned: Close never kills or removes it.
+// (/system.slice/x.service), so relative to the mount too. A path that ".."
+// takes out of the mount is refused. Errors name PATH as given. The group is
+// not owned: Close never kills or removes it.
 func OpenGroup(path string) (*Group, error) {
 	mount, err := Cgroup2Mount()
 	if err != nil {
 		return nil, err
 	}
-	rel := filepath.Join(".", path)
+	rel, err := groupRel(mount, path)
+	if err != nil {
+		return nil, fmt.Errorf("opening cgroup %s: %w", path, err)
+	}
+	return openGroup(mount, rel, false, path)
+}
+
+// groupRel returns the path of the group that path names, relative to the
+// cgroup2 mount.
+func groupRel(mount, path string) (string, error) {
 	if r, err := filepath.Rel(mount, path); filepath.IsAbs(path) && err == nil && filepath.IsLocal(r) {
-		rel = r
+		return r, nil
 	}
+	outside := fmt.Errorf("leaves the cgroup2 mount %s; give a path below it", mount)
+	if strings.HasPrefix(path, mount+"/") {
+		return "", outside // under the mount as typed, above it once ".." is applied
+	}
+	rel := filepath.Join(".", path)
 	if !filepath.IsLocal(rel) {
-		return nil, fmt.Errorf("opening cgroup %s: outside the cgroup2 mount %s", path, mount)
+		return "", outside
 	}
-	return openGroup(mount, rel, false)
+	return rel, nil
 }
 
 // GroupOfPID opens the cgroup v2 group that process pid is in, from the
@@ -255,21 +271,22 @@ func GroupOfPID(pid int) (*Group, error) {
 	return nil, fmt.Errorf("finding the cgroup of pid %d: no cgroup v2 line (0::) in /proc/%d/cgroup", pid, pid)
 }
 
-// openGroup opens the group at rel, a local path below mount.
-func openGroup(mount, rel string, owned bool) (*Group, error) {
+// openGroup opens the group at rel, a local path below mount; errors name
+// it as given, given.
+func openGroup(mount, rel string, owned bool, given string) (*Group, error) {
 	path := filepath.Join(mount, rel)
 	// os.OpenFile adds O_CLOEXEC: the descriptor never reaches a child.
 	dir, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("opening cgroup %s: no such group (a process's own is the 0:: line of /proc/PID/cgroup)", path)
+		return nil, fmt.Errorf("opening cgroup %s: no such group (a process's own is the 0:: line of /proc/PID/cgroup)", given)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("opening cgroup %s: %w", path, err)
+		return nil, fmt.Errorf("opening cgroup %s: %w", given, errors.Unwrap(err))
 	}
 	fi, err := dir.Stat()
 	if err != nil {
 		dir.Close()
-		return nil, fmt.Errorf("opening cgroup %s: %w", path, err)
+		return nil, fmt.Errorf("opening cgroup %s: %w", given, err)
 	}
 	var level uint32
 	if rel = filepath.Clean(rel); rel != "." {
@@ -277,6 +294,7 @@ func openGroup(mount, rel string, owned bool) (*Group, error) {
 	}
 	return &Group{
 		Path:  path,
+		Rel:   filepath.Join("/", rel),
 		ID:    fi.Sys().(*syscall.Stat_t).Ino,
 		Level: level,
 		owned: owned,
@@ -316,6 +334,16 @@ func appendProcs(pids *[]int, path string) error {
 		*pids = append(*pids, pid)
 	}
 	return nil
+}
+
+// Removed reports whether the group's directory is gone (or another group
+// now has its path): rmdir of an empty group, for one that attach watches.
+func (g *Group) Removed() bool {
+	fi, err := os.Stat(g.Path)
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino != g.ID
 }
 
 // Kill kills every process in the group and below it (cgroup.kill: SIGKILL,

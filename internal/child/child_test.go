@@ -779,3 +779,35 @@ func atois(t *testing.T, ss []string) []int {
 	}
 	return ns
 }
+
+// TestGroupRel: a group path is below the cgroup2 mount, absolute or
+// relative to it, or as /proc/PID/cgroup shows it; ".." that leaves the
+// mount is refused.
+func TestGroupRel(t *testing.T) {
+	const mount = "/sys/fs/cgroup"
+	for path, want := range map[string]string{
+		"/sys/fs/cgroup":                     ".",
+		"/sys/fs/cgroup/a/b":                 "a/b",
+		"/sys/fs/cgroup/a/../b":              "b",
+		"/system.slice/x.service":            "system.slice/x.service",
+		"/":                                  ".",
+		"a/b":                                "a/b",
+		"/sys/fs/cgroup/a/../..":             "",
+		"/sys/fs/cgroup/../../../etc":        "",
+		"/sys/fs/cgroup/a/../../cgroup-evil": "",
+		"/../etc":                            "",
+		"../etc":                             "",
+		"a/../../etc":                        "",
+	} {
+		got, err := groupRel(mount, path)
+		if want == "" {
+			if err == nil || !strings.Contains(err.Error(), "leaves the cgroup2 mount /sys/fs/cgroup") {
+				t.Errorf("groupRel(%q) = %q, %v; want an error saying it leaves the mount", path, got, err)
+			}
+			continue
+		}
+		if err != nil || got != want {
+			t.Errorf("groupRel(%q) = %q, %v; want %q", path, got, err, want)
+		}
+	}
+}

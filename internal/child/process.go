@@ -259,6 +259,13 @@ func classify(name string, err error) error {
 }
 
 // credential returns who the child runs as, nil for ourselves.
+// CheckUser says why Start could not run a child as user (see
+// Spec.User), or nil: to find an unknown --user before anything starts.
+func CheckUser(user string) error {
+	_, err := credential(user)
+	return err
+}
+
 func credential(name string) (*syscall.Credential, error) {
 	if name != "" {
 		u, err := lookupUser(name)

@@ -19,9 +19,16 @@ type Totals struct {
 	// call. Not calls, not errors. An interruption that returned EINTR to
 	// the program is a call, and an error.
 	Restarts uint64
+	// Escaped counts the run's tasks that moved out of its group; their
+	// calls are still counted (the BPF side follows them).
+	Escaped uint64
 	// ErrorsByErrno counts failed calls by errno; codes below -4095 are
 	// counted in Errors only.
 	ErrorsByErrno map[syscall.Errno]uint64
+	// Skipped counts, by program, the times the kernel did not run it
+	// (loader.Snapshot.Skipped): calls that may be missing from every
+	// other total.
+	Skipped map[string]uint64
 }
 
 // MaxFirstViolations is how many violating events a Summary keeps.
@@ -69,7 +76,13 @@ type Summary struct {
 	// Exact, counted in the kernel.
 	Calls, Bytes, Errors, Short, EOF, OffsetNull, OffsetPtr uint64
 	Lost, SampledOut, Unpaired, Restarts                    uint64
+	Escaped                                                 uint64            // tasks of the run that left its group, followed
 	ErrorsByErrno                                           map[string]uint64 // errno name -> failed calls
+	// Skipped is how many times the kernel did not run a program of
+	// sfwatch's (SkippedByProgram, by program). Not zero, the totals above
+	// are lower bounds: a skipped entry or exit is a call counted nowhere.
+	Skipped          uint64
+	SkippedByProgram map[string]uint64
 
 	// Per-event: exact only when Complete.
 	Events           uint64            // delivered to user space
@@ -83,7 +96,7 @@ type Summary struct {
 
 // Complete reports whether every call was delivered as an event, so that
 // the per-event facts (violations, latency) are exact rather than a sample.
-func (s Summary) Complete() bool { return s.Lost == 0 && s.SampledOut == 0 }
+func (s Summary) Complete() bool { return s.Lost == 0 && s.SampledOut == 0 && s.Skipped == 0 }
 
 // Summary merges the kernel's totals with the per-event facts.
 func (a *Aggregator) Summary(t Totals) Summary {
@@ -91,7 +104,9 @@ func (a *Aggregator) Summary(t Totals) Summary {
 		Calls: t.Calls, Bytes: t.Bytes, Errors: t.Errors, Short: t.Short, EOF: t.EOF,
 		OffsetNull: t.OffsetNull, OffsetPtr: t.OffsetPtr,
 		Lost: t.Lost, SampledOut: t.SampledOut, Unpaired: t.Unpaired, Restarts: t.Restarts,
-		ErrorsByErrno: make(map[string]uint64, len(t.ErrorsByErrno)),
+		Escaped:          t.Escaped,
+		ErrorsByErrno:    make(map[string]uint64, len(t.ErrorsByErrno)),
+		SkippedByProgram: make(map[string]uint64, len(t.Skipped)),
 
 		Events:           a.events,
 		EventsByClass:    make(map[string]uint64, numClasses),
@@ -107,6 +122,10 @@ func (a *Aggregator) Summary(t Totals) Summary {
 		if n != 0 {
 			s.ErrorsByErrno[ErrnoName(errno)] += n
 		}
+	}
+	for prog, n := range t.Skipped {
+		s.SkippedByProgram[prog] = n
+		s.Skipped += n
 	}
 	for c, n := range a.byClass {
 		if n != 0 {

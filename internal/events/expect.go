@@ -34,6 +34,7 @@ var expectKeys = []struct {
 	{"offset_ptr", false, func(s Summary) uint64 { return s.OffsetPtr }, func(e *Event, _ Verdict) bool { return !e.OffsetNull() }},
 	{"violations", true, func(s Summary) uint64 { return s.Violations }, func(_ *Event, v Verdict) bool { return v.Violations != 0 }},
 	{"lost", false, func(s Summary) uint64 { return s.Lost }, func(*Event, Verdict) bool { return false }},
+	{"escaped", false, func(s Summary) uint64 { return s.Escaped }, func(*Event, Verdict) bool { return false }},
 }
 
 // expectOps are the comparisons, two-character ones first so that ">="
@@ -113,13 +114,22 @@ func (x Expectation) Counts(e *Event, v Verdict) bool {
 // Outcome is an evaluated expectation.
 type Outcome struct {
 	Expectation
-	OK     *bool // nil: inconclusive, the events needed were lost or sampled out
+	OK     *bool // nil: inconclusive, for the reason in Why
 	Actual uint64
+	Why    string // why it is inconclusive
 }
 
+// Why an expectation is inconclusive.
+const (
+	WhyIncomplete = "events were lost or sampled out"
+	WhySkipped    = "the kernel skipped a program: calls may be missing"
+)
+
 // Evaluate tests x against s. The kernel's counts are exact, so those
-// expectations always conclude; violations needs every event and is
-// inconclusive when !s.Complete(). An Expectation not made by
+// expectations conclude, unless the kernel skipped a program: then every
+// count is a lower bound, and only a lower bound that already holds
+// (calls>=1 with calls counted) concludes. violations needs every event
+// and is inconclusive when !s.Complete(). An Expectation not made by
 // ParseExpectation fails.
 func (x Expectation) Evaluate(s Summary) Outcome {
 	out := Outcome{Expectation: x}
@@ -129,12 +139,22 @@ func (x Expectation) Evaluate(s Summary) Outcome {
 	}
 	out.Actual = expectKeys[k].value(s)
 	if expectKeys[k].perEvent && !s.Complete() {
+		out.Why = WhyIncomplete
+		if s.Lost == 0 && s.SampledOut == 0 {
+			out.Why = WhySkipped
+		}
 		return out
 	}
 	for _, o := range expectOps {
-		if o.op == x.Op {
-			return out.conclude(o.test(out.Actual, x.N))
+		if o.op != x.Op {
+			continue
 		}
+		ok := o.test(out.Actual, x.N)
+		if s.Skipped != 0 && !(ok && (o.op == ">=" || o.op == ">")) {
+			out.Why = WhySkipped
+			return out
+		}
+		return out.conclude(ok)
 	}
 	return out.conclude(false)
 }

@@ -42,6 +42,17 @@ func WriteTable(w io.Writer, s Summary) error {
 	if s.Restarts != 0 {
 		rows = append(rows, countRow(s.Restarts, "interrupted by a signal, restarted (not counted)"))
 	}
+	if s.Escaped != 0 {
+		rows = append(rows, countRow(s.Escaped, "tasks that left the group (followed; their calls counted)"))
+	}
+	if s.Skipped != 0 {
+		rows = append(rows, countRow(s.Skipped, "program runs the kernel skipped (counts above are lower bounds)"))
+		for _, kv := range sortedCounts(s.SkippedByProgram) {
+			if kv.n != 0 {
+				rows = append(rows, countRow(kv.n, "  "+kv.name))
+			}
+		}
+	}
 
 	rows = append(rows,
 		tableRow{title: "events (one per call, checked against the contract):"},
@@ -125,7 +136,7 @@ func errnoMessage(name string) string {
 //
 //	sfwatch: 1000000 calls counted in the kernel, 1000000 events delivered, 0 lost
 //
-// followed by the sampled-out and unpaired counts when there are any, and by
+// followed by the sampled-out, unpaired, escaped and skipped counts when there are any, and by
 // a discrepancy, should the events not add up to the calls.
 func AccountingLine(s Summary) string {
 	b := fmt.Appendf(nil, "sfwatch: %d calls counted in the kernel, %d events delivered, %d lost", s.Calls, s.Events, s.Lost)
@@ -134,6 +145,12 @@ func AccountingLine(s Summary) string {
 	}
 	if s.Unpaired != 0 {
 		b = fmt.Appendf(b, ", %d unpaired (in flight when tracing began)", s.Unpaired)
+	}
+	if s.Escaped != 0 {
+		b = fmt.Appendf(b, ", %d left the group (followed)", s.Escaped)
+	}
+	if s.Skipped != 0 {
+		b = fmt.Appendf(b, ", %d program runs skipped by the kernel (calls may be missing; see 'sfwatch doctor')", s.Skipped)
 	}
 	if d := int64(s.Calls) - int64(s.Events+s.Lost+s.SampledOut); d != 0 {
 		b = fmt.Appendf(b, ", %d unaccounted for", d)

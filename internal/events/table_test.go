@@ -53,21 +53,27 @@ func TestWriteTable(t *testing.T) {
 			t.Errorf("table lacks %q", want)
 		}
 	}
-	for _, absent := range []string{"sampled out", "unpaired", "unreadable", "restarted"} {
+	for _, absent := range []string{"sampled out", "unpaired", "unreadable", "restarted", "skipped", "left the group"} {
 		if strings.Contains(out, absent) {
 			t.Errorf("table mentions %q, which is zero", absent)
 		}
 	}
 
-	s := Summary{SampledOut: 7, Unpaired: 1, OffsetUnknown: 4, Restarts: 9}
+	s := Summary{SampledOut: 7, Unpaired: 1, OffsetUnknown: 4, Restarts: 9, Escaped: 6,
+		Skipped: 5, SkippedByProgram: map[string]uint64{"sys_enter_sendfile64": 3, "sys_exit_sendfile64": 2, "signal_deliver": 0}}
 	b.Reset()
 	if err := WriteTable(&b, s); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"7  sampled out", "1  unpaired", "4  offset unreadable", "9  interrupted by a signal, restarted (not counted)", "0  violations (among delivered events only)"} {
+	for _, want := range []string{"7  sampled out", "1  unpaired", "4  offset unreadable", "9  interrupted by a signal, restarted (not counted)", "0  violations (among delivered events only)",
+		"5  program runs the kernel skipped (counts above are lower bounds)\n", "3    sys_enter_sendfile64\n", "2    sys_exit_sendfile64\n",
+		"6  tasks that left the group (followed; their calls counted)\n"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
+	}
+	if strings.Contains(b.String(), "signal_deliver") {
+		t.Errorf("table lists a program that was never skipped:\n%s", b.String())
 	}
 	if strings.Contains(b.String(), "errors by errno") {
 		t.Errorf("table has an errno section without errors:\n%s", b.String())
@@ -100,6 +106,10 @@ func TestAccountingLine(t *testing.T) {
 			"sfwatch: 5 calls counted in the kernel, 5 events delivered, 0 lost, 1 unpaired (in flight when tracing began)"},
 		{Summary{Calls: 5, Events: 3},
 			"sfwatch: 5 calls counted in the kernel, 3 events delivered, 0 lost, 2 unaccounted for"},
+		{Summary{Calls: 5, Events: 5, Escaped: 2},
+			"sfwatch: 5 calls counted in the kernel, 5 events delivered, 0 lost, 2 left the group (followed)"},
+		{Summary{Calls: 5, Events: 5, Skipped: 7},
+			"sfwatch: 5 calls counted in the kernel, 5 events delivered, 0 lost, 7 program runs skipped by the kernel (calls may be missing; see 'sfwatch doctor')"},
 	} {
 		if got := AccountingLine(tc.s); got != tc.want {
 			t.Errorf("got  %q\nwant %q", got, tc.want)

@@ -7,7 +7,9 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -29,6 +31,12 @@ type Config struct {
 	CgroupLevel uint32 // its depth below the cgroup2 root
 	RingBufSize int    // bytes; a power of two and a multiple of the page size; 0 = DefaultRingBufSize
 	SampleEvery uint32 // emit one event per N calls; 0 or 1 = every call
+	// Follow keeps watching the tasks that leave the group (run: the
+	// command and its descendants, wherever they go) and counts them as
+	// escaped. CgroupPath is then the group's path below the cgroup2
+	// mount, "/sfwatch-1-1".
+	Follow     bool
+	CgroupPath string
 }
 
 // Tracer is the loaded and attached BPF side. Close detaches everything;
@@ -42,16 +50,25 @@ type Tracer struct {
 // tracepoints are attached in this order: what settles a call before what
 // starts one, so that no call is ever entered without its exit (and, when a
 // signal interrupts it, its settling) being watched.
+//
+// The follow programs come first: the command's exec, and every fork and
+// move of its tasks, are seen before its first sendfile can be.
 var tracepoints = []struct {
 	group, name string
 	// raw attaches as a raw tracepoint: signal_deliver's link then closes
 	// without the grace periods a perf tracepoint event waits for.
-	raw  bool
-	prog func(*SfwatchObjects) *ebpf.Program
+	raw bool
+	// follow programs are attached only with Config.Follow.
+	follow bool
+	prog   func(*SfwatchObjects) *ebpf.Program
 }{
-	{"signal", "signal_deliver", true, func(o *SfwatchObjects) *ebpf.Program { return o.SignalDeliver }},
-	{"syscalls", "sys_exit_sendfile64", false, func(o *SfwatchObjects) *ebpf.Program { return o.SysExitSendfile64 }},
-	{"syscalls", "sys_enter_sendfile64", false, func(o *SfwatchObjects) *ebpf.Program { return o.SysEnterSendfile64 }},
+	{"sched", "sched_process_exit", true, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessExit }},
+	{"cgroup", "cgroup_attach_task", true, true, func(o *SfwatchObjects) *ebpf.Program { return o.CgroupAttachTask }},
+	{"sched", "sched_process_fork", true, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessFork }},
+	{"sched", "sched_process_exec", true, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessExec }},
+	{"signal", "signal_deliver", true, false, func(o *SfwatchObjects) *ebpf.Program { return o.SignalDeliver }},
+	{"syscalls", "sys_exit_sendfile64", false, false, func(o *SfwatchObjects) *ebpf.Program { return o.SysExitSendfile64 }},
+	{"syscalls", "sys_enter_sendfile64", false, false, func(o *SfwatchObjects) *ebpf.Program { return o.SysEnterSendfile64 }},
 }
 
 // Tracepoints names, as "group/name", every tracepoint Open attaches to, in
@@ -64,11 +81,17 @@ func Tracepoints() []string {
 	return names
 }
 
+// MaxRingBufSize is the largest ring buffer sfwatch asks for. The kernel
+// maps the data pages twice, so the buffer costs twice its size in memory
+// (2 GiB here); 128 times the default, it holds minutes of a tight loop.
+// Sizes from 4 GiB on do not fit the map's 32-bit size at all.
+const MaxRingBufSize = 1 << 30
+
 // ValidateRingBufSize says why size cannot be a ring buffer size, or nil.
 func ValidateRingBufSize(size int) error {
 	page := os.Getpagesize()
-	if size < page || size&(size-1) != 0 {
-		return fmt.Errorf("ring buffer size %d: want a power of two of at least %d bytes, e.g. %d", size, page, DefaultRingBufSize)
+	if size < page || size > MaxRingBufSize || size&(size-1) != 0 {
+		return fmt.Errorf("ring buffer size %d: want a power of two from %d to %d bytes (1 GiB: it costs twice its size in memory), e.g. %d", size, page, MaxRingBufSize, DefaultRingBufSize)
 	}
 	return nil
 }
@@ -106,6 +129,13 @@ func Open(cfg Config) (*Tracer, error) {
 		// that it drains on its own timer (see Reader).
 		"wakeup_bytes": uint64(cfg.RingBufSize / 8),
 	}
+	if cfg.Follow {
+		follow, err := followConsts(cfg.CgroupPath)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(consts, follow)
+	}
 	for name, v := range consts {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
@@ -121,6 +151,9 @@ func Open(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("loading BPF programs: %w", err)
 	}
 	for _, tp := range tracepoints {
+		if tp.follow && !cfg.Follow {
+			continue
+		}
 		var l link.Link
 		if tp.raw {
 			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog(&t.objs)})
@@ -139,6 +172,47 @@ func Open(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
 	}
 	return t, nil
+}
+
+// followConsts are the constants of the follow programs: the group's path
+// as the kernel prints it, and where task_struct keeps pid and tgid.
+func followConsts(cgroupPath string) (map[string]any, error) {
+	path := strings.TrimSuffix(cgroupPath, "/")
+	var buf [256]byte // TARGET_PATH_MAX in bpf/sfwatch.c
+	if len(path) > len(buf) {
+		return nil, fmt.Errorf("following tasks of group %s: its path is longer than %d bytes", cgroupPath, len(buf))
+	}
+	copy(buf[:], path)
+	pid, tgid, err := taskIDOffsets()
+	if err != nil {
+		return nil, fmt.Errorf("finding pid and tgid in struct task_struct: %w", err)
+	}
+	return map[string]any{
+		"target_path":     buf,
+		"target_path_len": uint32(len(path)),
+		"task_pid_off":    pid,
+		"task_tgid_off":   tgid,
+	}, nil
+}
+
+// Followed lists the tasks of the run that left its group and are
+// followed since (by thread id; a process's is its pid): what a cleanup
+// must kill besides the group.
+func (t *Tracer) Followed() ([]int, error) {
+	var (
+		tid, flags uint32
+		ids        []int
+	)
+	it := t.objs.Members.Iterate()
+	for it.Next(&tid, &flags) {
+		if flags&uint32(SfwatchMemberFlagMEMBER_FOLLOWED) != 0 {
+			ids = append(ids, int(tid))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading followed tasks: %w", err)
+	}
+	return ids, nil
 }
 
 // Close detaches the programs and frees every map. Idempotent.
@@ -209,6 +283,15 @@ type Snapshot struct {
 	Counters    Counters
 	ErrnoCounts map[syscall.Errno]uint64 // failed calls by errno; only non-zero entries
 	LatencyLog2 [64]uint64               // bucket i: durations in [2^(i-1), 2^i) ns
+	// Skipped counts, by program (its tracepoint's name, every one of
+	// Tracepoints), the times the kernel did not run it: its recursion
+	// misses. The kernel runs one tracing program at a time per CPU, and
+	// from Linux 7.2 syscall tracepoints run BPF preemptibly, so a thread
+	// preempted inside a program makes the same program skip for every
+	// other thread on that CPU. A skipped entry or exit is a call missing
+	// from every total, and a skip cannot be tied to a process: any thread
+	// on the machine that hit the tracepoint may have been skipped.
+	Skipped map[string]uint64
 }
 
 // Snapshot reads and sums the per-CPU maps. The counts are exact whatever
@@ -230,6 +313,16 @@ func (t *Tracer) Snapshot() (Snapshot, error) {
 		if n != 0 {
 			s.ErrnoCounts[syscall.Errno(errno)] = n
 		}
+	}
+	s.Skipped = make(map[string]uint64, len(tracepoints))
+	for _, tp := range tracepoints {
+		// Program info carries recursion misses since Linux 5.12 (zero
+		// before), whether or not BPF statistics are enabled.
+		stats, err := tp.prog(&t.objs).Stats()
+		if err != nil {
+			return s, fmt.Errorf("reading skips of %s: %w", tp.name, err)
+		}
+		s.Skipped[tp.name] = stats.RecursionMisses
 	}
 	return s, nil
 }

@@ -34,12 +34,12 @@ func ownCgroup(t *testing.T) (uint64, uint32) {
 }
 
 func TestValidateRingBufSize(t *testing.T) {
-	for _, size := range []int{0, 1000, 4097, 3 << 20} {
+	for _, size := range []int{0, 1000, 4097, 3 << 20, 2 * MaxRingBufSize, 1 << 32, 1 << 40} {
 		if ValidateRingBufSize(size) == nil {
 			t.Errorf("ValidateRingBufSize(%d) = nil, want an error", size)
 		}
 	}
-	for _, size := range []int{4096, 1 << 20, DefaultRingBufSize} {
+	for _, size := range []int{4096, 1 << 20, DefaultRingBufSize, MaxRingBufSize} {
 		if err := ValidateRingBufSize(size); err != nil {
 			t.Errorf("ValidateRingBufSize(%d) = %v", size, err)
 		}

@@ -29,7 +29,8 @@ const (
 	SfwatchCounterCOUNTER_DURATION_NS SfwatchCounter = 10
 	SfwatchCounterCOUNTER_SAMPLE_TICK SfwatchCounter = 11
 	SfwatchCounterCOUNTER_RESTARTS    SfwatchCounter = 12
-	SfwatchCounterCOUNTER_MAX         SfwatchCounter = 13
+	SfwatchCounterCOUNTER_ESCAPED     SfwatchCounter = 13
+	SfwatchCounterCOUNTER_MAX         SfwatchCounter = 14
 )
 
 type SfwatchEvent struct {
@@ -71,6 +72,12 @@ type SfwatchInflight struct {
 	RestartCode  int64
 }
 
+type SfwatchMemberFlag uint32
+
+const (
+	SfwatchMemberFlagMEMBER_FOLLOWED SfwatchMemberFlag = 1
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -80,16 +87,27 @@ const (
 	SfwatchMapEvents              = "events"
 	SfwatchMapInflight            = "inflight"
 	SfwatchMapLatencyLog2         = "latency_log2"
+	SfwatchMapMembers             = "members"
+	SfwatchProgCgroupAttachTask   = "cgroup_attach_task"
+	SfwatchProgSchedProcessExec   = "sched_process_exec"
+	SfwatchProgSchedProcessExit   = "sched_process_exit"
+	SfwatchProgSchedProcessFork   = "sched_process_fork"
 	SfwatchProgSignalDeliver      = "signal_deliver"
 	SfwatchProgSysEnterSendfile64 = "sys_enter_sendfile64"
 	SfwatchProgSysExitSendfile64  = "sys_exit_sendfile64"
+	SfwatchVarAnyFollowed         = "any_followed"
 	SfwatchVarLastWakeupPos       = "last_wakeup_pos"
 	SfwatchVarSampleEvery         = "sample_every"
 	SfwatchVarTargetCgroupId      = "target_cgroup_id"
 	SfwatchVarTargetLevel         = "target_level"
+	SfwatchVarTargetPath          = "target_path"
+	SfwatchVarTargetPathLen       = "target_path_len"
+	SfwatchVarTaskPidOff          = "task_pid_off"
+	SfwatchVarTaskTgidOff         = "task_tgid_off"
 	SfwatchVarUnusedCounter       = "unused_counter"
 	SfwatchVarUnusedEvent         = "unused_event"
 	SfwatchVarUnusedEventFlag     = "unused_event_flag"
+	SfwatchVarUnusedMemberFlag    = "unused_member_flag"
 	SfwatchVarWakeupBytes         = "wakeup_bytes"
 )
 
@@ -135,6 +153,10 @@ type SfwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SfwatchProgramSpecs struct {
+	CgroupAttachTask   *ebpf.ProgramSpec `ebpf:"cgroup_attach_task"`
+	SchedProcessExec   *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
+	SchedProcessExit   *ebpf.ProgramSpec `ebpf:"sched_process_exit"`
+	SchedProcessFork   *ebpf.ProgramSpec `ebpf:"sched_process_fork"`
 	SignalDeliver      *ebpf.ProgramSpec `ebpf:"signal_deliver"`
 	SysEnterSendfile64 *ebpf.ProgramSpec `ebpf:"sys_enter_sendfile64"`
 	SysExitSendfile64  *ebpf.ProgramSpec `ebpf:"sys_exit_sendfile64"`
@@ -149,20 +171,27 @@ type SfwatchMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Inflight    *ebpf.MapSpec `ebpf:"inflight"`
 	LatencyLog2 *ebpf.MapSpec `ebpf:"latency_log2"`
+	Members     *ebpf.MapSpec `ebpf:"members"`
 }
 
 // SfwatchVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SfwatchVariableSpecs struct {
-	LastWakeupPos   *ebpf.VariableSpec `ebpf:"last_wakeup_pos"`
-	SampleEvery     *ebpf.VariableSpec `ebpf:"sample_every"`
-	TargetCgroupId  *ebpf.VariableSpec `ebpf:"target_cgroup_id"`
-	TargetLevel     *ebpf.VariableSpec `ebpf:"target_level"`
-	UnusedCounter   *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlag *ebpf.VariableSpec `ebpf:"unused_event_flag"`
-	WakeupBytes     *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	AnyFollowed      *ebpf.VariableSpec `ebpf:"any_followed"`
+	LastWakeupPos    *ebpf.VariableSpec `ebpf:"last_wakeup_pos"`
+	SampleEvery      *ebpf.VariableSpec `ebpf:"sample_every"`
+	TargetCgroupId   *ebpf.VariableSpec `ebpf:"target_cgroup_id"`
+	TargetLevel      *ebpf.VariableSpec `ebpf:"target_level"`
+	TargetPath       *ebpf.VariableSpec `ebpf:"target_path"`
+	TargetPathLen    *ebpf.VariableSpec `ebpf:"target_path_len"`
+	TaskPidOff       *ebpf.VariableSpec `ebpf:"task_pid_off"`
+	TaskTgidOff      *ebpf.VariableSpec `ebpf:"task_tgid_off"`
+	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
+	UnusedMemberFlag *ebpf.VariableSpec `ebpf:"unused_member_flag"`
+	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // SfwatchObjects contains all objects after they have been loaded into the kernel.
@@ -190,6 +219,7 @@ type SfwatchMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	Inflight    *ebpf.Map `ebpf:"inflight"`
 	LatencyLog2 *ebpf.Map `ebpf:"latency_log2"`
+	Members     *ebpf.Map `ebpf:"members"`
 }
 
 func (m *SfwatchMaps) Close() error {
@@ -199,6 +229,7 @@ func (m *SfwatchMaps) Close() error {
 		m.Events,
 		m.Inflight,
 		m.LatencyLog2,
+		m.Members,
 	)
 }
 
@@ -206,20 +237,30 @@ func (m *SfwatchMaps) Close() error {
 //
 // It can be passed to LoadSfwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SfwatchVariables struct {
-	LastWakeupPos   *ebpf.Variable `ebpf:"last_wakeup_pos"`
-	SampleEvery     *ebpf.Variable `ebpf:"sample_every"`
-	TargetCgroupId  *ebpf.Variable `ebpf:"target_cgroup_id"`
-	TargetLevel     *ebpf.Variable `ebpf:"target_level"`
-	UnusedCounter   *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlag *ebpf.Variable `ebpf:"unused_event_flag"`
-	WakeupBytes     *ebpf.Variable `ebpf:"wakeup_bytes"`
+	AnyFollowed      *ebpf.Variable `ebpf:"any_followed"`
+	LastWakeupPos    *ebpf.Variable `ebpf:"last_wakeup_pos"`
+	SampleEvery      *ebpf.Variable `ebpf:"sample_every"`
+	TargetCgroupId   *ebpf.Variable `ebpf:"target_cgroup_id"`
+	TargetLevel      *ebpf.Variable `ebpf:"target_level"`
+	TargetPath       *ebpf.Variable `ebpf:"target_path"`
+	TargetPathLen    *ebpf.Variable `ebpf:"target_path_len"`
+	TaskPidOff       *ebpf.Variable `ebpf:"task_pid_off"`
+	TaskTgidOff      *ebpf.Variable `ebpf:"task_tgid_off"`
+	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
+	UnusedMemberFlag *ebpf.Variable `ebpf:"unused_member_flag"`
+	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // SfwatchPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadSfwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SfwatchPrograms struct {
+	CgroupAttachTask   *ebpf.Program `ebpf:"cgroup_attach_task"`
+	SchedProcessExec   *ebpf.Program `ebpf:"sched_process_exec"`
+	SchedProcessExit   *ebpf.Program `ebpf:"sched_process_exit"`
+	SchedProcessFork   *ebpf.Program `ebpf:"sched_process_fork"`
 	SignalDeliver      *ebpf.Program `ebpf:"signal_deliver"`
 	SysEnterSendfile64 *ebpf.Program `ebpf:"sys_enter_sendfile64"`
 	SysExitSendfile64  *ebpf.Program `ebpf:"sys_exit_sendfile64"`
@@ -227,6 +268,10 @@ type SfwatchPrograms struct {
 
 func (p *SfwatchPrograms) Close() error {
 	return _SfwatchClose(
+		p.CgroupAttachTask,
+		p.SchedProcessExec,
+		p.SchedProcessExit,
+		p.SchedProcessFork,
 		p.SignalDeliver,
 		p.SysEnterSendfile64,
 		p.SysExitSendfile64,

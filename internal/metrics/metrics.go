@@ -55,6 +55,10 @@ var (
 		"sendfile calls interrupted by a signal before any byte moved and restarted by the kernel (SA_RESTART); not in calls. Those that returned EINTR are calls with errno EINTR.", nil, nil)
 	deliveredDesc = prometheus.NewDesc(namespace+"_events_delivered_total",
 		"Events delivered to user space and validated.", nil, nil)
+	escapedDesc = prometheus.NewDesc(namespace+"_tasks_escaped_total",
+		"Tasks of the run that moved out of its group; sfwatch follows them, and their calls are counted.", nil, nil)
+	skippedDesc = prometheus.NewDesc(namespace+"_programs_skipped_total",
+		"Times the kernel did not run one of sfwatch's programs (its recursion misses); not zero, calls may be missing from every sendfile total.", []string{"program"}, nil)
 )
 
 // Exporter is a prometheus.Collector and a session sink.
@@ -134,7 +138,7 @@ func (x *Exporter) Registry() *prometheus.Registry { return x.registry }
 
 // Describe is part of prometheus.Collector.
 func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{callsDesc, bytesDesc, durationDesc, offsetDesc, lostDesc, sampledDesc, restartsDesc, violationsDesc, deliveredDesc} {
+	for _, d := range []*prometheus.Desc{callsDesc, bytesDesc, durationDesc, offsetDesc, lostDesc, sampledDesc, restartsDesc, violationsDesc, deliveredDesc, skippedDesc, escapedDesc} {
 		ch <- d
 	}
 }
@@ -174,6 +178,10 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	counter(lostDesc, c.Get(loader.SfwatchCounterCOUNTER_LOST))
 	counter(sampledDesc, c.Get(loader.SfwatchCounterCOUNTER_SAMPLED_OUT))
 	counter(restartsDesc, c.Get(loader.SfwatchCounterCOUNTER_RESTARTS))
+	counter(escapedDesc, c.Get(loader.SfwatchCounterCOUNTER_ESCAPED))
+	for prog, n := range s.Skipped {
+		counter(skippedDesc, n, prog)
+	}
 
 	// The count is the histogram's own total, not the calls counter: the
 	// two maps are read one after the other while calls go on, and a

@@ -58,6 +58,7 @@ func snapshot() loader.Snapshot {
 	c[loader.SfwatchCounterCOUNTER_DURATION_NS] = 2_500_000_000 // 2.5 s
 	c[loader.SfwatchCounterCOUNTER_SAMPLE_TICK] = 99
 	c[loader.SfwatchCounterCOUNTER_RESTARTS] = 17
+	c[loader.SfwatchCounterCOUNTER_ESCAPED] = 29
 	s.ErrnoCounts = map[syscall.Errno]uint64{syscall.EBADF: 4, syscall.EPIPE: 2, syscall.EINTR: 1}
 	// 1000 durations: 100 of 0 ns, 200 in [512, 1024) ns (bucket 10), 300
 	// in [2^19, 2^20) (bucket 20), 390 in bucket 34, 10 above 2^34 ns
@@ -67,6 +68,7 @@ func snapshot() loader.Snapshot {
 	s.LatencyLog2[20] = 300
 	s.LatencyLog2[34] = 390
 	s.LatencyLog2[40] = 10
+	s.Skipped = map[string]uint64{"sys_enter_sendfile64": 19, "sys_exit_sendfile64": 23, "signal_deliver": 0}
 	return s
 }
 
@@ -127,12 +129,16 @@ func TestEveryFamilyAndValue(t *testing.T) {
 			"errno=EPIPE,result=error": 2,
 			"errno=EINTR,result=error": 1,
 		},
-		"sfwatch_sendfile_bytes_total":      {"": 3_950_000},
-		"sfwatch_sendfile_offset_total":     {"kind=null": 600, "kind=pointer": 400},
-		"sfwatch_events_lost_total":         {"": 11},
-		"sfwatch_events_sampled_out_total":  {"": 13},
-		"sfwatch_sendfile_restarts_total":   {"": 17},
-		"sfwatch_events_delivered_total":    {"": 3},
+		"sfwatch_sendfile_bytes_total":     {"": 3_950_000},
+		"sfwatch_sendfile_offset_total":    {"kind=null": 600, "kind=pointer": 400},
+		"sfwatch_events_lost_total":        {"": 11},
+		"sfwatch_events_sampled_out_total": {"": 13},
+		"sfwatch_sendfile_restarts_total":  {"": 17},
+		"sfwatch_events_delivered_total":   {"": 3},
+		"sfwatch_tasks_escaped_total":      {"": 29},
+		"sfwatch_programs_skipped_total": {
+			"program=sys_enter_sendfile64": 19, "program=sys_exit_sendfile64": 23, "program=signal_deliver": 0,
+		},
 		"sfwatch_sendfile_violations_total": {"rule=ret_over_count": 2, "rule=offset_not_advanced": 1},
 		"sfwatch_child_up":                  {"": 1},
 		"sfwatch_build_info":                {"goversion=" + goVersion(t, fams) + ",version=v1.2.3": 1},
@@ -165,6 +171,8 @@ func TestEveryFamilyAndValue(t *testing.T) {
 		"sfwatch_events_lost_total":         dto.MetricType_COUNTER,
 		"sfwatch_events_delivered_total":    dto.MetricType_COUNTER,
 		"sfwatch_events_sampled_out_total":  dto.MetricType_COUNTER,
+		"sfwatch_programs_skipped_total":    dto.MetricType_COUNTER,
+		"sfwatch_tasks_escaped_total":       dto.MetricType_COUNTER,
 		"sfwatch_sendfile_duration_seconds": dto.MetricType_HISTOGRAM,
 		"sfwatch_child_up":                  dto.MetricType_GAUGE,
 		"sfwatch_build_info":                dto.MetricType_GAUGE,

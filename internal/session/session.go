@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -55,12 +56,17 @@ type Config struct {
 	ChildStarted func(pid int)
 }
 
+// GroupCheckInterval is how often Attach checks that its group still exists.
+const GroupCheckInterval = time.Second
+
 // Outcome is what a finished session reports.
 type Outcome struct {
 	ExitCode int // the child's, as a shell reports it
-	Summary  events.Summary
-	Start    time.Time
-	End      time.Time
+	// GroupRemoved says that Attach ended because its group was removed.
+	GroupRemoved bool
+	Summary      events.Summary
+	Start        time.Time
+	End          time.Time
 }
 
 // Run starts cmd in a new cgroup under tracing, waits for it to exit (or
@@ -81,7 +87,7 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	}
 	defer group.Close()
 
-	w, err := start(group, cfg)
+	w, err := start(group, cfg, true)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -99,30 +105,44 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	if cfg.ChildStarted != nil {
 		cfg.ChildStarted(proc.Pid())
 	}
-	stop := context.AfterFunc(ctx, func() { group.Kill() })
+	stop := context.AfterFunc(ctx, func() { w.kill(group) })
 	defer stop()
 
 	// Whatever the child left running in the group (daemonized
-	// grandchildren) ends with it, before Wait, since such a process may
-	// hold the child's output pipes open.
+	// grandchildren), or outside it (tasks that left), ends with it,
+	// before Wait, since such a process may hold the child's output pipes
+	// open.
 	exitErr := proc.Exited()
-	killErr := group.Kill()
+	killErr := w.kill(group)
 	code, waitErr := proc.Wait()
 	out, err := w.finish()
 	out.ExitCode = code
 	return out, errors.Join(exitErr, killErr, waitErr, err)
 }
 
-// Attach watches an existing group until ctx ends. Nothing in the group is
-// started, signalled or killed.
+// Attach watches an existing group until ctx ends or the group is removed
+// (checked every GroupCheckInterval). Nothing in the group is started,
+// signalled or killed.
 func Attach(ctx context.Context, group *child.Group, cfg Config) (Outcome, error) {
-	w, err := start(group, cfg)
+	w, err := start(group, cfg, false)
 	if err != nil {
 		return Outcome{}, err
 	}
 	defer w.close()
-	<-ctx.Done()
-	return w.finish()
+	tick := time.NewTicker(GroupCheckInterval)
+	defer tick.Stop()
+	removed := false
+	for !removed {
+		select {
+		case <-ctx.Done():
+			return w.finish()
+		case <-tick.C:
+			removed = group.Removed()
+		}
+	}
+	out, err := w.finish()
+	out.GroupRemoved = true
+	return out, err
 }
 
 // watch is the BPF side and its consumer for one group.
@@ -137,12 +157,16 @@ type watch struct {
 	stopping func() // Config.Stopping
 }
 
-func start(group *child.Group, cfg Config) (*watch, error) {
+// start loads and attaches the programs for group; follow keeps watching
+// the tasks that leave it (run).
+func start(group *child.Group, cfg Config, follow bool) (*watch, error) {
 	tracer, err := loader.Open(loader.Config{
 		CgroupID:    group.ID,
 		CgroupLevel: group.Level,
 		RingBufSize: cfg.RingBufSize,
 		SampleEvery: cfg.SampleEvery,
+		Follow:      follow,
+		CgroupPath:  group.Rel,
 	})
 	if err != nil {
 		return nil, err
@@ -228,6 +252,37 @@ func (w *watch) finish() (Outcome, error) {
 	return out, nil
 }
 
+// killTimeout bounds how long kill keeps at the run's tasks outside its
+// group, which may fork as they are killed.
+const killTimeout = 2 * time.Second
+
+// kill ends every task of the run: the group's, and those that left it
+// (followed by the BPF side, which also tracks what they fork while this
+// runs). The group is killed first, so nothing in it forks a new escape.
+func (w *watch) kill(group *child.Group) error {
+	err := group.Kill()
+	for deadline := time.Now().Add(killTimeout); ; {
+		ids, ferr := w.tracer.Followed()
+		if ferr != nil {
+			return errors.Join(err, ferr)
+		}
+		alive := 0
+		for _, id := range ids {
+			// ESRCH: gone, and its exit not yet seen by the BPF side.
+			if syscall.Kill(id, syscall.SIGKILL) == nil {
+				alive++
+			}
+		}
+		if alive == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return errors.Join(err, fmt.Errorf("killing the run's tasks that left its group: %d still alive after %v", alive, killTimeout))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (w *watch) close() {
 	w.once.Do(func() {
 		if w.stopping != nil {
@@ -252,7 +307,9 @@ func totals(s loader.Snapshot) events.Totals {
 		SampledOut:    c.Get(loader.SfwatchCounterCOUNTER_SAMPLED_OUT),
 		Unpaired:      c.Get(loader.SfwatchCounterCOUNTER_UNPAIRED),
 		Restarts:      c.Get(loader.SfwatchCounterCOUNTER_RESTARTS),
+		Escaped:       c.Get(loader.SfwatchCounterCOUNTER_ESCAPED),
 		ErrorsByErrno: s.ErrnoCounts,
+		Skipped:       s.Skipped,
 	}
 }
 

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestPrivilegeDecision(t *testing.T) {
+	all := uint64(1)<<unix.CAP_BPF | 1<<unix.CAP_PERFMON | 1<<unix.CAP_SYS_ADMIN | 1<<unix.CAP_DAC_OVERRIDE
+	for _, tc := range []struct {
+		euid    int
+		eff     uint64
+		ok      string
+		missing string // in the error
+	}{
+		{0, ^uint64(0), "root", ""},
+		{0, all, "root", ""},
+		{1000, all, "uid 1000 with CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_DAC_OVERRIDE", ""},
+		{1000, all &^ (1 << unix.CAP_DAC_OVERRIDE), "", "uid 1000 lacks CAP_DAC_OVERRIDE:"},
+		{1000, 1 << unix.CAP_BPF, "", "uid 1000 lacks CAP_PERFMON, CAP_SYS_ADMIN, CAP_DAC_OVERRIDE:"},
+		{65534, 0, "", "uid 65534 lacks CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_DAC_OVERRIDE:"},
+		{0, all &^ (1 << unix.CAP_BPF), "", "root lacks CAP_BPF:"}, // a container's root
+	} {
+		got, err := privilegeDecision(tc.euid, tc.eff)
+		if tc.missing == "" {
+			if err != nil || got != tc.ok {
+				t.Errorf("uid %d caps %#x: %q, %v; want %q", tc.euid, tc.eff, got, err, tc.ok)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.missing) || !strings.HasPrefix(err.Error(), "needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_DAC_OVERRIDE)") {
+			t.Errorf("uid %d caps %#x: %q, %v; want an error saying %q", tc.euid, tc.eff, got, err, tc.missing)
+		}
+	}
+}
+
+// TestPrivilegesAgree: doctor and run decide alike for a non-root user:
+// with the four capabilities (ambient, across exec) both go ahead and run
+// traces; with one missing, both name it and run creates nothing.
+func TestPrivilegesAgree(t *testing.T) {
+	needRoot(t)
+	bin, dir := sfwatchForNobody(t)
+	four := []uintptr{unix.CAP_BPF, unix.CAP_PERFMON, unix.CAP_SYS_ADMIN, unix.CAP_DAC_OVERRIDE}
+	asNobody := func(caps []uintptr, args ...string) result {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, AmbientCaps: caps}
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		cmd.Run()
+		r := result{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode(), pid: cmd.Process.Pid}
+		assertNothingLeft(t, r.pid)
+		return r
+	}
+	privilegesLine := func(doctor string) string {
+		for _, line := range strings.Split(doctor, "\n") {
+			if strings.HasPrefix(line, "privileges ") {
+				return line
+			}
+		}
+		return ""
+	}
+
+	d := asNobody(four, "doctor")
+	if line := privilegesLine(d.stdout); d.code != 0 || !strings.Contains(line, " ok ") || !strings.Contains(line, "uid 65534 with CAP_BPF") {
+		t.Errorf("doctor with the four capabilities: exit %d, privileges line %q; want 0 and ok for uid 65534\n%s%s", d.code, line, d.stdout, d.stderr)
+	}
+	r := asNobody(four, "run", "-c", "--", "true")
+	if r.code != 0 || !strings.HasSuffix(r.stderr, accountingLine(0, 0, 0)+"\n") {
+		t.Errorf("run with the four capabilities: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+
+	three := four[:3] // no CAP_DAC_OVERRIDE: the group's mkdir would fail
+	d = asNobody(three, "doctor")
+	if line := privilegesLine(d.stdout); d.code != 1 || !strings.Contains(line, "MISSING") || !strings.Contains(line, "lacks CAP_DAC_OVERRIDE") {
+		t.Errorf("doctor without CAP_DAC_OVERRIDE: exit %d, privileges line %q; want 1 and MISSING naming it", d.code, line)
+	}
+	r = asNobody(three, "run", "--", "true")
+	if r.code != exitFailed || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "run needs root") || !strings.Contains(r.stderr, "lacks CAP_DAC_OVERRIDE: run it with sudo") {
+		t.Errorf("run without CAP_DAC_OVERRIDE: exit %d, stderr %q; want 125 and one line naming it", r.code, r.stderr)
+	}
+}
