@@ -413,8 +413,9 @@ func procState(pid int) string {
 // testPrograms are the C programs in testdata and their gcc flags. They are
 // static so that a copy built here runs on a machine without gcc or libc.
 var testPrograms = map[string][]string{
-	"first": {"-nostdlib", "-static"},
-	"eintr": {"-static"},
+	"first":   {"-nostdlib", "-static"},
+	"eintr":   {"-static"},
+	"signals": {"-static"},
 }
 
 // prebuildEnvVar names a directory: TestMain builds the testPrograms into
@@ -431,6 +432,9 @@ func buildTestProgram(t *testing.T, name string) string {
 	t.Helper()
 	if runtime.GOARCH != "amd64" {
 		t.Skipf("testdata/%s.c is x86-64 only", name)
+	}
+	if _, ok := testPrograms[name]; !ok {
+		t.Fatalf("testdata/%s.c is not in testPrograms: a prebuilt set would lack it", name)
 	}
 	if dir := os.Getenv(prebuiltEnvVar); dir != "" {
 		return filepath.Join(dir, name)
