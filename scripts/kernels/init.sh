@@ -65,13 +65,18 @@ step recursion 300 /bin/recmiss -- /bin/sfwatch run --quiet -- /bin/sendfileloop
 export SFWATCH_REQUIRE_PRIVILEGED=1 SFWATCH_TEST_PREBUILT=/prebuilt SFWATCH_ALLOW_MISSING=nginx
 # TCG runs a workload several times slower than this machine does.
 export SFWATCH_TEST_SLOWDOWN=5
+# Not run here: a latency bound that emulation cannot meet, whatever the
+# kernel (a valid scrape within 1 s while bcrypt checks a flood of wrong
+# passwords). The table names it.
+NOT_RUN='^TestMetricsWrongPasswordFlood$'
+echo "SFWATCH-KERNELS notrun=$NOT_RUN"
 for t in /tests/*.test; do
 	pkg=$(basename "$t" .test | tr + /) # cmd+sfwatch.test: cmd/sfwatch
 	[ "$pkg" = root ] && pkg=.
 	cd "/src/$pkg" || continue
 	# -test.timeout panics with every goroutine's stack; the outer KILL
 	# bound is for a binary wedged past that.
-	step "$pkg" $((TEST_TIMEOUT + 60)) "$t" -test.v -test.count=1 -test.timeout="${TEST_TIMEOUT}s" ${TEST_RUN:+-test.run="$TEST_RUN"}
+	step "$pkg" $((TEST_TIMEOUT + 60)) "$t" -test.v -test.count=1 -test.timeout="${TEST_TIMEOUT}s" -test.skip="$NOT_RUN" ${TEST_RUN:+-test.run="$TEST_RUN"}
 	cd /
 done
 
