@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -248,6 +249,7 @@ func startSfwatch(t *testing.T, args ...string) *started {
 	s := &started{cmd: exec.Command(sfwatchBin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
 	s.cmd.Env = append(os.Environ(), workloadEnv()...)
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
+	s.cmd.WaitDelay = waitDelay
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -321,14 +323,17 @@ func freePort(t *testing.T) int {
 }
 
 // needTool finds a program the test needs; without it the test is skipped,
-// unless SFWATCH_REQUIRE_PRIVILEGED is set (CI), where it fails.
+// unless SFWATCH_REQUIRE_PRIVILEGED is set (CI), where it fails, except for
+// a tool named in SFWATCH_ALLOW_MISSING (comma-separated: a booted kernel's
+// initramfs has no nginx), which skips even then.
 func needTool(t *testing.T, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err == nil {
 		return path
 	}
-	if os.Getenv("SFWATCH_REQUIRE_PRIVILEGED") != "" {
+	allowed := slices.Contains(strings.Split(os.Getenv("SFWATCH_ALLOW_MISSING"), ","), name)
+	if os.Getenv("SFWATCH_REQUIRE_PRIVILEGED") != "" && !allowed {
 		t.Fatalf("needs %s, and SFWATCH_REQUIRE_PRIVILEGED is set", name)
 	}
 	t.Skipf("needs %s: %v", name, err)
@@ -357,4 +362,14 @@ func (b *lockedBuffer) String() string {
 // numbers are the counts without the by-errno map, to compare with ==.
 func (m manifestCounts) numbers() [7]uint64 {
 	return [7]uint64{m.calls, m.bytes, m.errors, m.short, m.eof, m.offsetNull, m.offsetPtr}
+}
+
+// slow stretches a bound on how long a workload takes by
+// $SFWATCH_TEST_SLOWDOWN (an integer factor): a kernel booted under qemu
+// without KVM (scripts/kernels) runs the same calls several times slower.
+func slow(d time.Duration) time.Duration {
+	if n, err := strconv.Atoi(os.Getenv("SFWATCH_TEST_SLOWDOWN")); err == nil && n > 1 {
+		return d * time.Duration(n)
+	}
+	return d
 }

@@ -27,6 +27,15 @@ func TestMain(m *testing.M) {
 	if os.Getenv(workloadEnvVar) != "" {
 		os.Exit(workloadMain(os.Args[1], os.Args[2:]))
 	}
+	if dir := os.Getenv(prebuildEnvVar); dir != "" {
+		os.Exit(prebuildTestPrograms(dir))
+	}
+	if dir := os.Getenv(prebuiltEnvVar); dir != "" {
+		// A machine without Go or gcc (a kernel booted in qemu): everything
+		// was built beforehand.
+		sfwatchBin = filepath.Join(dir, "sfwatch")
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "sfwatch-test-")
 	if err != nil {
 		panic(err)
@@ -65,6 +74,11 @@ type result struct {
 // sfwatchTimeout bounds one sfwatch run of the tests.
 const sfwatchTimeout = 3 * time.Minute
 
+// waitDelay is every test command's exec.Cmd.WaitDelay: how long Wait goes
+// on copying output after the process exited (or was killed) before it
+// closes the pipes that an orphan still holds.
+const waitDelay = 10 * time.Second
+
 // sfwatch runs the binary with args and env additions, and checks that it
 // left nothing behind.
 func sfwatch(t *testing.T, env []string, args ...string) result {
@@ -75,6 +89,9 @@ func sfwatch(t *testing.T, env []string, args ...string) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sfwatchBin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	// A process that sfwatch left behind may hold the output pipes open:
+	// Run then returns this long after sfwatch exits, rather than never.
+	cmd.WaitDelay = waitDelay
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -204,6 +204,7 @@ func pmStart(t *testing.T, args ...string) *pmProc {
 	p := &pmProc{cmd: exec.Command(sfwatchBin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), pmEnv...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	p.cmd.WaitDelay = waitDelay
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +271,7 @@ func (p *pmProc) waitFor(t *testing.T, what string, timeout time.Duration, cond 
 func pmReady(t *testing.T, p *pmProc, path string) pmTotals {
 	t.Helper()
 	var tot pmTotals
-	p.waitFor(t, "the workload's "+filepath.Base(path)+" file", time.Minute, func() bool {
+	p.waitFor(t, "the workload's "+filepath.Base(path)+" file", slow(time.Minute), func() bool {
 		data, err := os.ReadFile(path)
 		return err == nil && json.Unmarshal(data, &tot) == nil
 	})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -409,27 +410,67 @@ func procState(pid int) string {
 	return s[i+2 : i+3]
 }
 
-// buildTestProgram compiles testdata/NAME.c, an x86-64 program, with gcc
-// into a temporary directory and returns its path.
-func buildTestProgram(t *testing.T, name string, cflags ...string) string {
+// testPrograms are the C programs in testdata and their gcc flags. They are
+// static so that a copy built here runs on a machine without gcc or libc.
+var testPrograms = map[string][]string{
+	"first":   {"-nostdlib", "-static"},
+	"eintr":   {"-static"},
+	"signals": {"-static"},
+}
+
+// prebuildEnvVar names a directory: TestMain builds the testPrograms into
+// it and exits (scripts/kernels, for guests without gcc). prebuiltEnvVar
+// names a directory that holds them and sfwatch, used instead of building.
+const (
+	prebuildEnvVar = "SFWATCH_TEST_PREBUILD"
+	prebuiltEnvVar = "SFWATCH_TEST_PREBUILT"
+)
+
+// buildTestProgram returns testdata/NAME.c, an x86-64 program, built with
+// gcc into a temporary directory, or taken from $SFWATCH_TEST_PREBUILT.
+func buildTestProgram(t *testing.T, name string) string {
 	t.Helper()
 	if runtime.GOARCH != "amd64" {
 		t.Skipf("testdata/%s.c is x86-64 only", name)
 	}
-	gcc := needTool(t, "gcc")
+	if _, ok := testPrograms[name]; !ok {
+		t.Fatalf("testdata/%s.c is not in testPrograms: a prebuilt set would lack it", name)
+	}
+	if dir := os.Getenv(prebuiltEnvVar); dir != "" {
+		return filepath.Join(dir, name)
+	}
 	bin := filepath.Join(t.TempDir(), name)
-	args := append(append([]string{"-O2", "-Wall"}, cflags...), "-o", bin, "testdata/"+name+".c")
-	if out, err := exec.Command(gcc, args...).CombinedOutput(); err != nil {
-		t.Fatalf("gcc %s: %v\n%s", strings.Join(args, " "), err, out)
+	if err := compileTestProgram(needTool(t, "gcc"), name, bin); err != nil {
+		t.Fatal(err)
 	}
 	return bin
+}
+
+func compileTestProgram(gcc, name, bin string) error {
+	args := append(append([]string{"-O2", "-Wall"}, testPrograms[name]...), "-o", bin, "testdata/"+name+".c")
+	if out, err := exec.Command(gcc, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("gcc %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// prebuildTestPrograms builds every testPrograms entry into dir; it returns
+// an exit code.
+func prebuildTestPrograms(dir string) int {
+	for name := range testPrograms {
+		if err := compileTestProgram("gcc", name, filepath.Join(dir, name)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	return 0
 }
 
 // TestRunFirstSyscall: the child is traced from its first instruction, so
 // a sendfile that is its very first system call is always seen.
 func TestRunFirstSyscall(t *testing.T) {
 	needRoot(t)
-	bin := buildTestProgram(t, "first", "-nostdlib", "-static")
+	bin := buildTestProgram(t, "first")
 	t.Parallel()
 	for i := range 30 {
 		r := sfwatch(t, nil, "run", "--format", "json", "--", bin)
@@ -795,7 +836,10 @@ func TestRunNotRoot(t *testing.T) {
 		{"selftest"},
 		{"attach", "--pid", "1"},
 	} {
-		cmd := exec.Command(bin, args...)
+		ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.WaitDelay = waitDelay
 		cmd.Dir = dir
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		var stdout, stderr bytes.Buffer
@@ -870,8 +914,11 @@ func TestRunMillionCalls(t *testing.T) {
 		t.Skip("a million calls")
 	}
 	const n = 1000000
-	untraced := exec.Command(os.Args[0], "loop", "1", strconv.Itoa(n))
+	ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
+	defer cancel()
+	untraced := exec.CommandContext(ctx, os.Args[0], "loop", "1", strconv.Itoa(n))
 	untraced.Env = append(os.Environ(), workloadEnv()...)
+	untraced.WaitDelay = waitDelay
 	begin := time.Now()
 	if out, err := untraced.CombinedOutput(); err != nil {
 		t.Fatalf("untraced loop: %v\n%s", err, out)
@@ -1133,7 +1180,9 @@ func TestRunOutputPipeClosed(t *testing.T) {
 	pr.Close() // nobody reads: the first write fails
 	const n = 20000
 	report := filepath.Join(t.TempDir(), "report.json")
-	cmd := exec.Command(sfwatchBin, "run", "--report", report, "--", os.Args[0], "loop", "1", strconv.Itoa(n))
+	ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sfwatchBin, "run", "--report", report, "--", os.Args[0], "loop", "1", strconv.Itoa(n))
 	cmd.Env = append(os.Environ(), workloadEnv()...)
 	cmd.Stderr = pw
 	err = cmd.Run()

@@ -238,6 +238,9 @@ func runCommand(ctx context.Context, args []string) error {
 	if err := requirePrivileges("run"); err != nil {
 		return err
 	}
+	if err := loader.CheckKernel(); err != nil {
+		return err
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	// Before -o is created and the metrics port bound: a typo in CMD
@@ -307,6 +310,9 @@ func attachCommand(ctx context.Context, args []string) error {
 		return usageError("attach: unexpected argument %q; to start a command use 'sfwatch run -- CMD'", fs.Arg(0))
 	}
 	if err := requirePrivileges("attach"); err != nil {
+		return err
+	}
+	if err := loader.CheckKernel(); err != nil {
 		return err
 	}
 	var group *child.Group

@@ -40,6 +40,15 @@ var workloads = map[string]func(args []string) error{
 	"nonblock":       nonblockWorkload,
 }
 
+// init keeps a workload's main goroutine on the main thread, locked before
+// main runs: its calls then come from tid == pid, which TestRunGrandchild
+// asserts. Unlocked, Go may move it, as it did on a slow guest.
+func init() {
+	if os.Getenv(workloadEnvVar) != "" {
+		runtime.LockOSThread()
+	}
+}
+
 func workloadMain(name string, args []string) int {
 	if name == "exit" {
 		code, _ := strconv.Atoi(args[0])
@@ -367,7 +376,7 @@ func loopTotals(threads, n int, alternate bool) loopCounts {
 	return loopCounts{per.calls * th, per.bytes * th, per.eof * th, per.offsetNull * th, per.offsetPtr * th}
 }
 
-// restartWorkload makes one sendfile that blocks on a full socket, has a
+// restartWorkload makes one sendfile that blocks on a full pipe, has a
 // thread-directed signal interrupt it SIGNALS times before any byte moves
 // (each an ERESTARTSYS exit, restarted by the kernel: Go's handlers have
 // SA_RESTART), then lets it complete by reading the other end. It prints
@@ -379,22 +388,23 @@ func restartWorkload(args []string) error {
 		return err
 	}
 	defer f.Close()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
+	// A pipe, not a socket: before 6.5 a sendfile to a full unix socket
+	// does not block (it appends to the reader's last buffer). A full pipe
+	// blocks it on every kernel.
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return err
 	}
+	fds := [2]int{p[1], p[0]} // fds[0] is written to, fds[1] read from
 	defer unix.Close(fds[0])
 	defer unix.Close(fds[1])
-	// Fill the sending side: the call then blocks before moving a byte.
+	// Fill the pipe: the call then blocks before moving a byte.
 	unix.SetNonblock(fds[0], true)
 	chunk := make([]byte, 64<<10)
-	filled := 0
 	for {
-		n, err := unix.Write(fds[0], chunk)
-		if err != nil {
+		if _, err := unix.Write(fds[0], chunk); err != nil {
 			break
 		}
-		filled += n
 	}
 	unix.SetNonblock(fds[0], false)
 

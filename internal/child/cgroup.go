@@ -353,7 +353,8 @@ func (g *Group) Removed() bool {
 
 // Kill kills every process in the group and below it (cgroup.kill: SIGKILL,
 // including processes forked meanwhile) and waits, at most killTimeout, until
-// the group is empty.
+// the group is empty. Without cgroup.kill (before Linux 5.14) it freezes the
+// group and sends SIGKILL to each pid in it until it is empty.
 func (g *Group) Kill() error {
 	return kill(g.Path)
 }
@@ -378,9 +379,31 @@ func killAndRemove(path string) error {
 	return removeTree(path)
 }
 
+// HasCgroupKill reports whether the kernel has cgroup.kill (Linux 5.14+);
+// without it, Kill signals each process itself.
+func (g *Group) HasCgroupKill() bool {
+	_, err := os.Stat(filepath.Join(g.Path, "cgroup.kill"))
+	return err == nil && !forceKillFallback
+}
+
+// forceKillFallback makes kill act as on a kernel without cgroup.kill: a
+// test sets it to exercise that path here.
+var forceKillFallback bool
+
 func kill(path string) error {
-	if err := os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0); err != nil {
-		return fmt.Errorf("killing cgroup %s: %w", path, err)
+	// Stat, not the write's error: writing a file that cgroupfs does not
+	// have fails with EACCES (it cannot be created), as a real denial does.
+	_, err := os.Stat(filepath.Join(path, "cgroup.kill"))
+	fallback := forceKillFallback || errors.Is(err, fs.ErrNotExist)
+	if !fallback {
+		if err := os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0); err != nil {
+			return fmt.Errorf("killing cgroup %s: %w", path, err)
+		}
+	} else {
+		// Frozen, the group neither forks nor reaps, so a pid read from
+		// cgroup.procs is not reused before the SIGKILL reaches it; SIGKILL
+		// still ends a frozen task. Best effort: the loop catches stragglers.
+		os.WriteFile(filepath.Join(path, "cgroup.freeze"), []byte("1"), 0)
 	}
 	deadline := time.Now().Add(killTimeout)
 	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
@@ -388,10 +411,27 @@ func kill(path string) error {
 		if err != nil || !busy {
 			return err
 		}
+		if fallback {
+			killProcs(path)
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("killing cgroup %s: still populated after %v", path, killTimeout)
 		}
 		time.Sleep(delay)
+	}
+}
+
+// killProcs sends SIGKILL to every process in the group and below it.
+func killProcs(path string) {
+	var pids []int
+	filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			appendProcs(&pids, p) // a group gone meanwhile has no one left to kill
+		}
+		return nil
+	})
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 

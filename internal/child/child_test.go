@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -436,6 +437,39 @@ func TestDaemonKilledByClose(t *testing.T) {
 	}
 	if left := ourGroups(); len(left) > 0 {
 		t.Errorf("groups left: %v", left)
+	}
+}
+
+// Without cgroup.kill (kernels before 5.14, forced here), Close still kills
+// the child, its forks and a daemon, and removes the group.
+func TestCloseWithoutCgroupKill(t *testing.T) {
+	forceKillFallback = true
+	defer func() { forceKillFallback = false }()
+	g := newGroup(t)
+	if g.HasCgroupKill() {
+		t.Fatal("HasCgroupKill with the fallback forced")
+	}
+	p, err := Start(Spec{Cmd: exec.Command("sh", "-c", `setsid sh -c "sleep 300" & sleep 300 & exec sleep 300`), Group: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Wait()
+	var pids []int
+	for deadline := time.Now().Add(10 * time.Second); len(pids) < 3; time.Sleep(10 * time.Millisecond) {
+		if pids, err = g.Procs(); err != nil || time.Now().After(deadline) {
+			t.Fatalf("Procs = %v, %v; want 3 sleeps", pids, err)
+		}
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(g.Path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("group %s still exists after Close: %v", g.Path, err)
+	}
+	for _, pid := range pids {
+		if !gone(pid) {
+			t.Errorf("pid %d still runs after Close", pid)
+		}
 	}
 }
 

@@ -7,9 +7,10 @@
 // so the child's first instruction, and everything it ever forks (daemons
 // that double-fork and setsid included), already runs in the group: no
 // ptrace, no moving a running pid. Group.Kill ends them all with cgroup.kill
-// (Linux 5.14+), and Group.Close removes the group. Group.StartWatchdog
-// starts a helper that does both should the owner die first; groups left
-// behind all the same are removed by the next NewGroup.
+// (Linux 5.14+; before, by freezing the group and killing each pid in it),
+// and Group.Close removes the group. Group.StartWatchdog starts a helper
+// that does both should the owner die first; groups left behind all the
+// same are removed by the next NewGroup.
 //
 // Descriptors: everything this package opens is close-on-exec, so the child
 // gets only Stdin, Stdout, Stderr and ExtraFiles, plus whatever sfwatch itself

@@ -85,6 +85,10 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	if err := child.Resolve(cmd); err != nil {
 		return Outcome{}, err
 	}
+	// Nor is a group created on a kernel the programs cannot load on.
+	if err := loader.CheckKernel(); err != nil {
+		return Outcome{}, err
+	}
 	group, err := child.NewGroup()
 	if err != nil {
 		return Outcome{}, err

@@ -1,8 +1,10 @@
-// eintr: two sendfile calls blocked on a full socket and interrupted by
+// eintr: two sendfile calls blocked on a full pipe and interrupted by
 // SIGUSR1, the first under a handler without SA_RESTART (the program gets
 // EINTR), the second with SA_RESTART (the kernel restarts it and it
 // completes). Go's runtime sets SA_RESTART on every handler, so the first
 // case needs C. Prints "fds OUT IN", then "A RET ERRNO" and "B RET ERRNO".
+// A pipe, not a socket: before 6.5 a sendfile to a full unix socket does not
+// block (it appends to the reader's last buffer); to a full pipe it does.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -10,7 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/sendfile.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,16 +40,17 @@ static void interrupt_in_sendfile(pid_t pid)
 
 int main(void)
 {
-	int sv[2], sync[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || pipe(sync))
+	int pv[2], sync[2];
+	if (pipe(pv) || pipe(sync))
 		return 2;
+	int sv[2] = {pv[1], pv[0]}; // sv[0] is written to, sv[1] read from
 	int in = open("/proc/self/exe", O_RDONLY); // any file of 4 KiB or more
 	if (in < 0)
 		return 2;
 	printf("fds %d %d\n", sv[0], in);
 	fflush(stdout);
 
-	// Fill the sending side: a sendfile to it blocks before moving a byte.
+	// Fill the pipe: a sendfile to it blocks before moving a byte.
 	static char chunk[65536];
 	long filled = 0;
 	ssize_t n;
