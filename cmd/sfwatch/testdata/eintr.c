@@ -15,21 +15,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void on_usr1(int sig) { (void)sig; }
+#include "proc.h"
 
-// in_sendfile: /proc/PID/syscall starts with the number of the system call
-// the task is in (40, sendfile, on x86-64).
-static int in_sendfile(pid_t pid)
-{
-	char path[64], buf[64] = {0};
-	snprintf(path, sizeof path, "/proc/%d/syscall", pid);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	return n > 3 && strncmp(buf, "40 ", 3) == 0;
-}
+static void on_usr1(int sig) { (void)sig; }
 
 static void interrupt_in_sendfile(pid_t pid)
 {

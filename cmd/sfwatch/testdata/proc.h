@@ -7,7 +7,7 @@
 
 // proc_read reads /proc/PID/FILE into buf (NUL-terminated); its length, or
 // -1.
-static ssize_t proc_read(pid_t pid, const char *file, char *buf, size_t size)
+static inline ssize_t proc_read(pid_t pid, const char *file, char *buf, size_t size)
 {
 	char path[64];
 	snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
@@ -22,14 +22,14 @@ static ssize_t proc_read(pid_t pid, const char *file, char *buf, size_t size)
 
 // in_sendfile: /proc/PID/syscall starts with the number of the system
 // call the task is blocked in (40, sendfile, on x86-64).
-static int in_sendfile(pid_t pid)
+static inline int in_sendfile(pid_t pid)
 {
 	char buf[64];
 	return proc_read(pid, "syscall", buf, sizeof buf) > 3 && strncmp(buf, "40 ", 3) == 0;
 }
 
 // stopped: the task's state in /proc/PID/stat is T.
-static int stopped(pid_t pid)
+static inline int stopped(pid_t pid)
 {
 	char buf[256];
 	char *paren = proc_read(pid, "stat", buf, sizeof buf) > 0 ? strrchr(buf, ')') : NULL;
