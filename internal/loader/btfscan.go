@@ -1,9 +1,11 @@
 package loader
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 )
 
@@ -16,13 +18,16 @@ const kernelBTFPath = "/sys/kernel/btf/vmlinux"
 //
 // Why not cilium/ebpf's btf package: it builds a Go value for every type
 // it decodes, 48 ms here for LoadKernelSpec and one lookup, on every run.
-// The two offsets need one linear pass over the type section (a few ms).
+// The two offsets need one streamed pass over the string section and one
+// over the type section: a few ms, and 64 KiB of memory rather than the
+// file's 5 MiB.
 func taskIDOffsets() (pid, tgid uint32, err error) {
-	data, err := os.ReadFile(kernelBTFPath)
+	f, err := os.Open(kernelBTFPath)
 	if err != nil {
 		return 0, 0, fmt.Errorf("reading kernel BTF: %w", err)
 	}
-	offs, err := structMemberOffsets(data, "task_struct", "pid", "tgid")
+	defer f.Close()
+	offs, err := structMemberOffsets(f, "task_struct", "pid", "tgid")
 	if err != nil {
 		return 0, 0, fmt.Errorf("%s: %w", kernelBTFPath, err)
 	}
@@ -43,38 +48,39 @@ const (
 	btfKindEnum64   = 19
 )
 
-// structMemberOffsets finds, in raw BTF data, the first struct named name
-// that has a size (not a forward declaration), and returns the byte
-// offsets of the named members, in order.
-func structMemberOffsets(data []byte, name string, members ...string) ([]uint32, error) {
-	le := binary.LittleEndian
-	if len(data) < 24 || le.Uint16(data) != 0xeb9f {
+// structMemberOffsets finds, in raw little-endian BTF, the first struct
+// named name that has the named members, and returns their byte offsets,
+// in order.
+func structMemberOffsets(r io.ReaderAt, name string, members ...string) ([]uint32, error) {
+	var hdr [24]byte
+	if _, err := r.ReadAt(hdr[:], 0); err != nil || binary.LittleEndian.Uint16(hdr[:]) != 0xeb9f {
 		return nil, errors.New("not little-endian BTF")
 	}
-	hdrLen := le.Uint32(data[4:])
-	typeOff, typeLen := le.Uint32(data[8:]), le.Uint32(data[12:])
-	strOff, strLen := le.Uint32(data[16:]), le.Uint32(data[20:])
-	if uint64(hdrLen)+uint64(typeOff)+uint64(typeLen) > uint64(len(data)) ||
-		uint64(hdrLen)+uint64(strOff)+uint64(strLen) > uint64(len(data)) {
-		return nil, errors.New("BTF sections out of bounds")
+	le := binary.LittleEndian
+	hdrLen := int64(le.Uint32(hdr[4:]))
+	typeOff, typeLen := hdrLen+int64(le.Uint32(hdr[8:])), int64(le.Uint32(hdr[12:]))
+	strOff, strLen := hdrLen+int64(le.Uint32(hdr[16:])), int64(le.Uint32(hdr[20:]))
+
+	// Where each name we look for starts in the string section: a type
+	// or member names a string by its offset there.
+	wanted := append([]string{name}, members...)
+	strOffsets, err := findStrings(io.NewSectionReader(r, strOff, strLen), wanted)
+	if err != nil {
+		return nil, err
 	}
-	types := data[hdrLen+typeOff : hdrLen+typeOff+typeLen]
-	strs := data[hdrLen+strOff : hdrLen+strOff+strLen]
-	str := func(off uint32) string {
-		if off >= uint32(len(strs)) {
-			return ""
-		}
-		end := off
-		for end < uint32(len(strs)) && strs[end] != 0 {
-			end++
-		}
-		return string(strs[off:end])
+	nameOff, ok := strOffsets[name]
+	if !ok {
+		return nil, fmt.Errorf("no struct %s", name)
 	}
 
-	for p := 0; p+12 <= len(types); {
-		nameOff, info := le.Uint32(types[p:]), le.Uint32(types[p+4:])
+	types := bufio.NewReaderSize(io.NewSectionReader(r, typeOff, typeLen), 64<<10)
+	var t [12]byte
+	for {
+		if _, err := io.ReadFull(types, t[:]); err != nil {
+			return nil, fmt.Errorf("no struct %s", name)
+		}
+		info := le.Uint32(t[4:])
 		kind, vlen, kflag := (info>>24)&0x1f, int(info&0xffff), info>>31
-		p += 12
 		var extra int
 		switch kind {
 		case btfKindInt, btfKindVar, btfKindDeclTag:
@@ -86,37 +92,70 @@ func structMemberOffsets(data []byte, name string, members ...string) ([]uint32,
 		case btfKindEnum, btfKindFuncProt:
 			extra = 8 * vlen
 		}
-		if p+extra > len(types) {
-			break
-		}
-		if kind == btfKindStruct && hasName(strs, nameOff, name) {
-			found := make(map[string]uint32, vlen)
-			for i := range vlen {
-				m := types[p+12*i:]
-				bits := le.Uint32(m[8:])
-				if kflag != 0 {
-					bits &= 0xffffff // bitfield members: low 24 bits are the offset
-				}
-				found[str(le.Uint32(m))] = bits / 8
+		if kind != btfKindStruct || le.Uint32(t[:]) != nameOff {
+			if _, err := types.Discard(extra); err != nil {
+				return nil, fmt.Errorf("no struct %s", name)
 			}
-			out := make([]uint32, len(members))
-			for i, member := range members {
-				off, ok := found[member]
-				if !ok {
-					return nil, fmt.Errorf("struct %s has no member %s", name, member)
-				}
-				out[i] = off
-			}
-			return out, nil
+			continue
 		}
-		p += extra
+		found := make(map[uint32]uint32, vlen) // member name offset -> byte offset
+		var m [12]byte
+		for range vlen {
+			if _, err := io.ReadFull(types, m[:]); err != nil {
+				return nil, fmt.Errorf("struct %s: %w", name, err)
+			}
+			bits := le.Uint32(m[8:])
+			if kflag != 0 {
+				bits &= 0xffffff // bitfield members: low 24 bits are the offset
+			}
+			found[le.Uint32(m[:])] = bits / 8
+		}
+		out := make([]uint32, len(members))
+		for i, member := range members {
+			off, ok := found[strOffsets[member]]
+			if _, named := strOffsets[member]; !named || !ok {
+				return nil, fmt.Errorf("struct %s has no member %s", name, member)
+			}
+			out[i] = off
+		}
+		return out, nil
 	}
-	return nil, fmt.Errorf("no struct %s", name)
 }
 
-// hasName tells whether the string at off in strs is name, without
-// building a string for each of the kernel's many thousand structs.
-func hasName(strs []byte, off uint32, name string) bool {
-	end := uint64(off) + uint64(len(name))
-	return end < uint64(len(strs)) && string(strs[off:end]) == name && strs[end] == 0
+// findStrings streams a BTF string section (NUL-terminated strings one
+// after the other) and returns where each wanted string starts.
+func findStrings(r io.Reader, wanted []string) (map[string]uint32, error) {
+	want := make(map[string]bool, len(wanted))
+	for _, w := range wanted {
+		want[w] = true
+	}
+	found := make(map[string]uint32, len(wanted))
+	br := bufio.NewReaderSize(r, 64<<10)
+	var off uint32
+	for len(found) < len(want) {
+		s, err := br.ReadSlice(0)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// Longer than any name we want: skip the rest of it.
+			n := uint32(len(s))
+			for errors.Is(err, bufio.ErrBufferFull) {
+				s, err = br.ReadSlice(0)
+				n += uint32(len(s))
+			}
+			off += n
+			continue
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading BTF strings: %w", err)
+		}
+		if str := string(s[:len(s)-1]); want[str] {
+			if _, dup := found[str]; !dup {
+				found[str] = off
+			}
+		}
+		off += uint32(len(s))
+	}
+	return found, nil
 }

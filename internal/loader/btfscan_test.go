@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"bytes"
 	"os"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestTaskIDOffsets(t *testing.T) {
 
 func TestStructMemberOffsetsErrors(t *testing.T) {
 	for _, data := range [][]byte{nil, make([]byte, 24), {0x9f, 0xeb, 1, 0, 24, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}} {
-		if _, err := structMemberOffsets(data, "task_struct", "pid"); err == nil {
+		if _, err := structMemberOffsets(bytes.NewReader(data), "task_struct", "pid"); err == nil {
 			t.Errorf("no error for %x", data)
 		}
 	}
