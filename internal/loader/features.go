@@ -21,36 +21,54 @@ type Feature struct {
 
 // probes are what bpf/sfwatch.c uses that older kernels lack: on 5.10,
 // loading fails with only "map create: invalid argument".
+//
+// slow marks a probe that costs more than a run can spend on it every time
+// (the task storage map: 25 ms here, against well under 1 ms for the
+// others): CheckKernel leaves it out, and Open runs it only to explain a
+// failed load. No kernel has bpf_task_storage_get without task storage.
 var probes = []struct {
 	name, detail string
+	slow         bool
 	probe        func() error
 }{
-	{"ring buffer", "BPF_MAP_TYPE_RINGBUF (events)", func() error { return features.HaveMapType(ebpf.RingBuf) }},
-	{"task storage", "BPF_MAP_TYPE_TASK_STORAGE (calls in flight)", func() error { return features.HaveMapType(ebpf.TaskStorage) }},
-	{"bpf_task_storage_get", "helper, in tracepoint programs", func() error { return features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskStorageGet) }},
-	{"bpf_get_current_task_btf", "helper, in tracepoint programs", func() error { return features.HaveProgramHelper(ebpf.TracePoint, asm.FnGetCurrentTaskBtf) }},
-	{"bpf_get_current_ancestor_cgroup_id", "helper, in tracepoint programs (the cgroup filter)", func() error {
+	{"ring buffer", "BPF_MAP_TYPE_RINGBUF (events)", false, func() error { return features.HaveMapType(ebpf.RingBuf) }},
+	{"task storage", "BPF_MAP_TYPE_TASK_STORAGE (calls in flight)", true, func() error { return features.HaveMapType(ebpf.TaskStorage) }},
+	{"bpf_task_storage_get", "helper, in tracepoint programs", false, func() error {
+		return features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskStorageGet)
+	}},
+	{"bpf_get_current_task_btf", "helper, in tracepoint programs", false, func() error {
+		return features.HaveProgramHelper(ebpf.TracePoint, asm.FnGetCurrentTaskBtf)
+	}},
+	{"bpf_get_current_ancestor_cgroup_id", "helper, in tracepoint programs (the cgroup filter)", false, func() error {
 		return features.HaveProgramHelper(ebpf.TracePoint, asm.FnGetCurrentAncestorCgroupId)
 	}},
 }
 
 // Features probes every feature the programs need (the results are cached
 // by cilium/ebpf).
-func Features() []Feature {
-	fs := make([]Feature, len(probes))
-	for i, p := range probes {
-		fs[i] = Feature{Name: p.name, Detail: p.detail, Err: p.probe()}
+func Features() []Feature { return probe(true) }
+
+func probe(slow bool) []Feature {
+	var fs []Feature
+	for _, p := range probes {
+		if p.slow && !slow {
+			continue
+		}
+		fs = append(fs, Feature{Name: p.name, Detail: p.detail, Err: p.probe()})
 	}
 	return fs
 }
 
-// CheckKernel returns nil when the kernel has every feature the programs
+// CheckKernel returns nil when the kernel has the features the programs
 // need, else one line naming what is missing and the kernel: run and attach
-// call it before they create anything.
-func CheckKernel() error {
+// call it before they create anything. It leaves out the slow probes.
+func CheckKernel() error { return checkFeatures(probe(false)) }
+
+// checkFeatures says which of fs are missing, in one line.
+func checkFeatures(fs []Feature) error {
 	var missing []string
 	var other []error
-	for _, f := range Features() {
+	for _, f := range fs {
 		switch {
 		case errors.Is(f.Err, ebpf.ErrNotSupported):
 			missing = append(missing, f.Name)

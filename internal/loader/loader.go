@@ -144,6 +144,10 @@ func Open(cfg Config) (*Tracer, error) {
 
 	t := &Tracer{}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+		// A missing feature says more than "map create: invalid argument".
+		if ferr := checkFeatures(Features()); ferr != nil {
+			return nil, ferr
+		}
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("loading BPF programs: %+v", ve)
