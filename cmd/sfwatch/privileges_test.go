@@ -51,12 +51,20 @@ func TestPrivilegesAgree(t *testing.T) {
 	asNobody := func(caps []uintptr, args ...string) result {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Dir = dir
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, AmbientCaps: caps}
 		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		cmd.Run()
+		cmd, err := startRetryingBusy(func() *exec.Cmd {
+			cmd := exec.CommandContext(ctx, bin, args...)
+			cmd.Dir = dir
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, AmbientCaps: caps}
+			stdout.Reset()
+			stderr.Reset()
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			return cmd
+		})
+		if err != nil {
+			t.Fatalf("starting %v as nobody: %v", args, err)
+		}
+		cmd.Wait()
 		r := result{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode(), pid: cmd.Process.Pid}
 		assertNothingLeft(t, r.pid)
 		return r

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -825,6 +826,21 @@ func sfwatchForNobody(t *testing.T) (bin, dir string) {
 	return bin, dir
 }
 
+// startRetryingBusy starts the command newCmd makes, whose binary the test
+// has just written: a fork by a parallel test between that write and its
+// close holds the file open for writing until its exec, and exec fails
+// with ETXTBSY meanwhile. A Cmd starts once, so each try makes a new one.
+func startRetryingBusy(newCmd func() *exec.Cmd) (*exec.Cmd, error) {
+	for i := 0; ; i++ {
+		cmd := newCmd()
+		err := cmd.Start()
+		if !errors.Is(err, syscall.ETXTBSY) || i == 50 {
+			return cmd, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestRunNotRoot: without root, run says so in one line and exits 125.
 func TestRunNotRoot(t *testing.T) {
 	needRoot(t) // to switch to nobody
@@ -838,13 +854,21 @@ func TestRunNotRoot(t *testing.T) {
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.WaitDelay = waitDelay
-		cmd.Dir = dir
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		cmd.Run()
+		cmd, err := startRetryingBusy(func() *exec.Cmd {
+			cmd := exec.CommandContext(ctx, bin, args...)
+			cmd.WaitDelay = waitDelay
+			cmd.Dir = dir
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+			stdout.Reset()
+			stderr.Reset()
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			return cmd
+		})
+		if err != nil {
+			t.Fatalf("starting %v as nobody: %v", args, err)
+		}
+		cmd.Wait()
 		code := cmd.ProcessState.ExitCode()
 		line := stderr.String()
 		if code != exitFailed || stdout.Len() != 0 || strings.Count(line, "\n") != 1 ||
