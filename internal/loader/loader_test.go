@@ -153,7 +153,7 @@ func TestAttachMode(t *testing.T) {
 		{"amd64", "7.1.9", true, false},
 		{"amd64", "7.2.13+deb14-cloud-amd64", true, true},
 		{"amd64", "7.3.4+deb13-cloud-amd64", false, false}, // no kprobes
-		{"arm64", "7.3.4", true, false},                     // x86-64 registers only
+		{"arm64", "7.3.4", true, false},                    // x86-64 registers only
 		{"amd64", "8.0.1", true, true},
 		{"amd64", "garbage", true, false},
 	} {
