@@ -266,6 +266,12 @@ func Open(cfg Config) (*Tracer, error) {
 		t.Close()
 		return nil, fmt.Errorf("loading BPF maps: %w", err)
 	}
+	// What is left are the data sections (.bss, .rodata): the programs
+	// hold them, Go never reads them, so their descriptors go.
+	for name, m := range t.coll.Maps {
+		m.Close()
+		delete(t.coll.Maps, name)
+	}
 	for _, p := range progs {
 		if p.follow && !cfg.Follow {
 			continue
