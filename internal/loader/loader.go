@@ -436,7 +436,10 @@ type Snapshot struct {
 	// maxactive in flight at once. A skipped entry or exit is a call
 	// missing from every total, and a skip cannot be tied to a process:
 	// any thread on the machine that hit the program may have been
-	// skipped.
+	// skipped. In kprobe mode a Snapshot taken while the programs run (a
+	// metrics scrape) can itself cause skips: each of its map reads holds
+	// the CPU's BPF-active flag, which kprobes share, and a reader
+	// preempted inside one makes the kprobes on that CPU skip.
 	Skipped map[string]uint64
 }
 
@@ -479,6 +482,22 @@ func (t *Tracer) Snapshot() (Snapshot, error) {
 		}
 	}
 	return s, nil
+}
+
+// Lost is the events lost so far (COUNTER_LOST), for a notice while the
+// programs run. One map read rather than Snapshot's 4,000-odd: each read
+// holds the CPU's BPF-active flag, and a kprobe that fires on that CPU
+// while the reading thread is preempted there is skipped (kprobe mode).
+func (t *Tracer) Lost() (uint64, error) {
+	var perCPU []uint64
+	if err := t.objs.Counters.Lookup(uint32(SfwatchCounterCOUNTER_LOST), &perCPU); err != nil {
+		return 0, fmt.Errorf("reading lost events: %w", err)
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
 }
 
 // kretprobeMissed is what the kretprobe's link missed: exits beyond
