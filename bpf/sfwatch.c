@@ -190,9 +190,13 @@ struct {
 } counters SEC(".maps");
 
 // Failed calls by errno (index = -ret, 1..4095: every value the kernel can
-// return as an error). Per-CPU array for the same reason as counters.
+// return as an error). A shared array, added to atomically (errors are the
+// rare path), that Go reads through memory: reading 4,096 per-CPU slots
+// through the bpf syscall holds the CPU's BPF-active flag 4,096 times, and
+// a kprobe that fires on the CPU of a reader preempted in one is skipped.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, MAX_ERRNO);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -325,7 +329,7 @@ static __always_inline int finish_call(struct inflight *call, __s64 ret, __u64 d
 		if (errno < MAX_ERRNO) {
 			__u64 *n = bpf_map_lookup_elem(&errno_counts, &errno);
 			if (n)
-				*n += 1;
+				__sync_fetch_and_add(n, 1);
 		}
 	}
 	add(COUNTER_DURATION_NS, duration);

@@ -5,6 +5,7 @@
 package loader
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -453,13 +454,18 @@ func (t *Tracer) Snapshot() (Snapshot, error) {
 	if err := sumPerCPU(t.objs.LatencyLog2, s.LatencyLog2[:]); err != nil {
 		return s, fmt.Errorf("reading latency histogram: %w", err)
 	}
-	errnos := make([]uint64, t.objs.ErrnoCounts.MaxEntries())
-	if err := sumPerCPU(t.objs.ErrnoCounts, errnos); err != nil {
+	// Through memory, no syscall: see errno_counts in bpf/sfwatch.c.
+	mem, err := t.objs.ErrnoCounts.Memory()
+	if err != nil {
+		return s, fmt.Errorf("reading errno counts: %w", err)
+	}
+	errnos := make([]byte, 8*t.objs.ErrnoCounts.MaxEntries())
+	if _, err := mem.ReadAt(errnos, 0); err != nil {
 		return s, fmt.Errorf("reading errno counts: %w", err)
 	}
 	s.ErrnoCounts = make(map[syscall.Errno]uint64)
-	for errno, n := range errnos {
-		if n != 0 {
+	for errno := range len(errnos) / 8 {
+		if n := binary.NativeEndian.Uint64(errnos[errno*8:]); n != 0 {
 			s.ErrnoCounts[syscall.Errno(errno)] = n
 		}
 	}
