@@ -4,8 +4,10 @@
 // sfwatch's kernel side: one event per sendfile(2) call made inside one
 // cgroup v2 subtree, plus exact totals that do not depend on the event stream.
 //
-// sys_enter_sendfile64 remembers the arguments (and *offset) per thread;
-// sys_exit_sendfile64 pairs them with the return value, counts, and emits.
+// At a sendfile64's entry the arguments (and *offset) are remembered per
+// thread; its exit pairs them with the return value, counts, and emits.
+// Entry and exit are the syscall tracepoints, or on Linux 7.2+ a kprobe
+// pair (see the programs).
 // A call that a signal interrupts is settled by signal_deliver, which sees
 // whether the kernel restarts it or returns EINTR to the program.
 
@@ -188,9 +190,13 @@ struct {
 } counters SEC(".maps");
 
 // Failed calls by errno (index = -ret, 1..4095: every value the kernel can
-// return as an error). Per-CPU array for the same reason as counters.
+// return as an error). A shared array, added to atomically (errors are the
+// rare path), that Go reads through memory: reading 4,096 per-CPU slots
+// through the bpf syscall holds the CPU's BPF-active flag 4,096 times, and
+// a kprobe that fires on the CPU of a reader preempted in one is skipped.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, MAX_ERRNO);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -273,14 +279,11 @@ static __always_inline __u32 log2_bucket(__u64 v)
 	return b + (__u32)v; // 0 -> 0, 1 -> 1, 2..3 -> 2, ...
 }
 
-SEC("tracepoint/syscalls/sys_enter_sendfile64")
-int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
+// enter_call remembers a call's arguments, as the syscall received them, for
+// its exit. Shared by the entry programs below, which call it for watched
+// tasks only.
+static __always_inline int enter_call(__u64 out_fd, __u64 in_fd, __u64 offset_ptr, __u64 count)
 {
-	// The cgroup test comes first so that calls of every other process cost
-	// one helper call and no map work.
-	if (!watched())
-		return 0;
-
 	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
 						   BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!in)
@@ -290,13 +293,12 @@ int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
 	if (in->state == INFLIGHT_INTERRUPTED || in->state == INFLIGHT_RESTARTING)
 		add(COUNTER_RESTARTS, 1);
 
-	__u64 offset_ptr = ctx->offset;
 	in->start_ns = bpf_ktime_get_ns();
 	in->offset_ptr = offset_ptr;
 	in->offset_before = 0;
-	in->count = ctx->count;
-	in->out_fd = (__s32)ctx->out_fd;
-	in->in_fd = (__s32)ctx->in_fd;
+	in->count = count;
+	in->out_fd = (__s32)out_fd;
+	in->in_fd = (__s32)in_fd;
 	in->flags = 0;
 	if (offset_ptr &&
 	    bpf_probe_read_user(&in->offset_before, sizeof(in->offset_before),
@@ -327,7 +329,7 @@ static __always_inline int finish_call(struct inflight *call, __s64 ret, __u64 d
 		if (errno < MAX_ERRNO) {
 			__u64 *n = bpf_map_lookup_elem(&errno_counts, &errno);
 			if (n)
-				*n += 1;
+				__sync_fetch_and_add(n, 1);
 		}
 	}
 	add(COUNTER_DURATION_NS, duration);
@@ -390,12 +392,11 @@ static __always_inline int finish_call(struct inflight *call, __s64 ret, __u64 d
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_sendfile64")
-int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
+// exit_call pairs a call's return value with its entry, counts it and emits
+// it. Shared by the exit programs below, which call it for watched tasks
+// only.
+static __always_inline int exit_call(__s64 ret)
 {
-	if (!watched())
-		return 0;
-
 	__u64 now = bpf_ktime_get_ns();
 	// No create here: a thread whose entry was not seen has no slot, or
 	// an inactive one.
@@ -405,7 +406,6 @@ int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 		return 0;
 	}
 	// Only this thread writes its slot, so it is read in place.
-	__s64 ret = ctx->ret;
 	__u64 duration = now - in->start_ns;
 	// A signal came before any byte moved. The program never sees these
 	// codes: the kernel restarts the same sendfile (the next entry counts
@@ -420,6 +420,69 @@ int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 	}
 	in->state = INFLIGHT_IDLE;
 	return finish_call(in, ret, duration);
+}
+
+// The entry and exit are attached one of two ways (the loader chooses).
+// Each program tests the cgroup first, so that calls of every other process
+// cost one helper call and no map work.
+//
+// The syscall tracepoints: what sfwatch uses wherever the kernel runs their
+// BPF programs with preemption disabled (before Linux 7.2), and on every
+// architecture.
+SEC("tracepoint/syscalls/sys_enter_sendfile64")
+int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
+{
+	if (!watched())
+		return 0;
+	return enter_call(ctx->out_fd, ctx->in_fd, ctx->offset, ctx->count);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendfile64")
+int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
+{
+	if (!watched())
+		return 0;
+	return exit_call(ctx->ret);
+}
+
+// A kprobe and a kretprobe on the syscall's x86-64 entry point: from Linux
+// 7.2 the syscall tracepoints run BPF preemptibly, and a thread preempted
+// inside a program makes the kernel skip that program for every other
+// thread on the CPU, 1-20% of the calls under contention. Kprobes run BPF
+// with preemption disabled: never skipped in the measurements
+// (docs/kernels.md, scripts/kernels/recexp). Their limit: the kretprobe
+// holds at most maxactive calls in flight; exits beyond it are missed, and
+// the loader counts them as this program's skips.
+//
+// __x64_sys_sendfile64(const struct pt_regs *regs): the syscall's
+// arguments are in the user registers regs points at, read at the x86-64
+// struct pt_regs offsets (arch/x86/include/asm/ptrace.h, unchanged since
+// 4.17 brought the wrappers).
+struct x86_pt_regs {
+	__u64 r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax;
+};
+
+SEC("kprobe/__x64_sys_sendfile64")
+int sys_enter_sendfile64_kprobe(struct x86_pt_regs *ctx)
+{
+	if (!watched())
+		return 0;
+	struct x86_pt_regs user;
+	if (bpf_probe_read_kernel(&user, sizeof(user), (void *)ctx->di))
+		return 0; // cannot happen: regs is on the task's kernel stack
+	// sendfile64(int out_fd, int in_fd, loff_t *offset, size_t count):
+	// di, si, dx, then r10 (the syscall ABI's fourth register).
+	return enter_call(user.di, user.si, user.dx, user.r10);
+}
+
+// The kretprobe's registers are the kernel's at the wrapper's return: ax
+// holds what the syscall returns.
+SEC("kretprobe/__x64_sys_sendfile64")
+int sys_exit_sendfile64_kretprobe(struct x86_pt_regs *ctx)
+{
+	if (!watched())
+		return 0;
+	return exit_call((__s64)ctx->ax);
 }
 
 // signal_deliver runs in the thread that takes a signal, just before the

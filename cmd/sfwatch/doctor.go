@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"strings"
 	"text/tabwriter"
 
 	"golang.org/x/sys/unix"
@@ -97,9 +99,16 @@ func runChecks() []check {
 		detail += " (was not mounted: mounted it now, as sfwatch run would)"
 	}
 	add("tracefs", true, err, detail)
+	mode := loader.AttachMode()
+	add("attach mode", false, nil, mode.Why)
 	for _, tp := range loader.Tracepoints() {
 		_, err := os.Stat(loader.TracefsPath + "/events/" + tp)
 		add("tracepoint "+path.Base(tp), true, err, tp)
+	}
+	if mode.Kprobes {
+		// Not checked by run, which would pay 25-75 ms every time: a
+		// missing symbol makes it fail at attach.
+		add("kprobe "+loader.KprobeSymbol, true, kallsymsHas(loader.KprobeSymbol), "in /proc/kallsyms (the kprobe pair's function)")
 	}
 
 	mount, err := child.Cgroup2Mount()
@@ -129,17 +138,41 @@ func runChecks() []check {
 	if err == nil {
 		tracer.Close()
 	}
-	add("BPF programs", true, err, "loaded, attached to every tracepoint above (as run does), detached")
+	add("BPF programs", true, err, "loaded, attached (as run does), detached")
 
 	// From 7.2 the kernel runs BPF on syscall tracepoints preemptibly and
 	// skips a program on a CPU where it is already running (preempted).
-	if kernelAtLeast(release, 7, 2) == nil {
+	if mode.Kprobes {
+		checks = append(checks, check{Name: "program skips", OK: false, Required: false,
+			Detail: "the kretprobe holds at most max(10, 2 x CPUs) sendfile calls in flight at once: exits beyond that are missed, and counted as skipped (accounting line, report, sfwatch_programs_skipped_total)"})
+	} else if kernelAtLeast(release, 7, 2) == nil {
 		checks = append(checks, check{Name: "program skips", OK: false, Required: false,
 			Detail: "Linux 7.2+ may skip a program while another thread is preempted inside it: such calls are missing from the totals; sfwatch counts the skips and says so (accounting line, report, sfwatch_programs_skipped_total)"})
 	}
 	checks = append(checks, check{Name: "32-bit processes", OK: false, Required: false,
 		Detail: "compat (32-bit) tasks do not hit these tracepoints on x86-64: their calls are not seen"})
 	return checks
+}
+
+// kallsymsHas says whether the kernel has the function sym.
+func kallsymsHas(sym string) error {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "ffffffff816d7760 T __x64_sys_sendfile64"
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 3 && fields[2] == sym {
+			return nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return fmt.Errorf("%s is not in /proc/kallsyms: sfwatch run cannot attach its kprobe pair", sym)
 }
 
 func kernelAtLeast(release string, major, minor int) error {

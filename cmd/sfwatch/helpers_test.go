@@ -223,14 +223,14 @@ func readReport(t *testing.T, path string) reportDoc {
 	}
 	// Every program's skips are there, and add up to summary.skipped.
 	var skipped uint64
-	for _, tp := range loader.Tracepoints() {
-		n, ok := r.SkippedByProgram[filepath.Base(tp)]
+	for _, prog := range loader.Programs() {
+		n, ok := r.SkippedByProgram[prog]
 		if !ok {
-			t.Fatalf("report: skipped_by_program lacks %s\n%s", filepath.Base(tp), data)
+			t.Fatalf("report: skipped_by_program lacks %s\n%s", prog, data)
 		}
 		skipped += n
 	}
-	if len(r.SkippedByProgram) != len(loader.Tracepoints()) || skipped != *s.Skipped {
+	if len(r.SkippedByProgram) != len(loader.Programs()) || skipped != *s.Skipped {
 		t.Fatalf("report: skipped_by_program %v does not match the programs or summary.skipped %d", r.SkippedByProgram, *s.Skipped)
 	}
 	return r

@@ -56,10 +56,7 @@ func startLossNotice(w io.Writer, interval time.Duration, t *loader.Tracer) (sto
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		n.run(func() (uint64, error) {
-			s, err := t.Snapshot()
-			return s.Counters.Get(loader.SfwatchCounterCOUNTER_LOST), err
-		}, ticker.C, done)
+		n.run(t.Lost, ticker.C, done)
 	})
 	return func() {
 		ticker.Stop()

@@ -26,7 +26,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -494,9 +493,9 @@ func checkSelfMetrics(t *testing.T, m pmMetrics) {
 		}
 	}
 	// Every program's skips are exported, whatever their count.
-	for _, tp := range loader.Tracepoints() {
-		if _, ok := m.get("sfwatch_programs_skipped_total", "program", path.Base(tp)); !ok {
-			t.Errorf("sfwatch_programs_skipped_total{program=%q} missing", path.Base(tp))
+	for _, prog := range loader.Programs() {
+		if _, ok := m.get("sfwatch_programs_skipped_total", "program", prog); !ok {
+			t.Errorf("sfwatch_programs_skipped_total{program=%q} missing", prog)
 		}
 	}
 	// No family is registered twice or outside the two namespaces.

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/loader"
 )
 
 // The seed's test matched this against `strace -f` output.
@@ -1013,8 +1014,14 @@ func TestDoctor(t *testing.T) {
 			t.Errorf("required check %q failed: %s", c.Check, c.Detail)
 		}
 	}
-	for _, name := range []string{"privileges", "kernel", "tracefs", "tracepoint sys_enter_sendfile64", "tracepoint sys_exit_sendfile64", "tracepoint signal_deliver",
-		"cgroup2", "ring buffer", "cgroup group", "CLONE_INTO_CGROUP", "BPF programs"} {
+	want := []string{"privileges", "kernel", "tracefs", "attach mode", "tracepoint signal_deliver",
+		"cgroup2", "ring buffer", "cgroup group", "CLONE_INTO_CGROUP", "BPF programs"}
+	if loader.AttachMode().Kprobes {
+		want = append(want, "kprobe "+loader.KprobeSymbol)
+	} else {
+		want = append(want, "tracepoint sys_enter_sendfile64", "tracepoint sys_exit_sendfile64")
+	}
+	for _, name := range want {
 		if !seen[name] {
 			t.Errorf("doctor --json has no check %q", name)
 		}

@@ -5,10 +5,13 @@
 package loader
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,41 +45,142 @@ type Config struct {
 // Tracer is the loaded and attached BPF side. Close detaches everything;
 // nothing is pinned, so a crash leaves nothing behind either.
 type Tracer struct {
-	objs   SfwatchObjects
+	objs   SfwatchMaps
+	coll   *ebpf.Collection // the programs of programs(), and the data maps
 	links  []link.Link
 	reader *ring
+	// kretprobe is the kretprobe's link in kprobe mode: its missed count
+	// (exits beyond maxactive) is added to the program's skips.
+	kretprobe  link.Link
+	lastMissed uint64 // its missed count, read as it was detached
 }
 
-// tracepoints are attached in this order: what settles a call before what
+type attachKind int
+
+const (
+	rawTracepoint attachKind = iota // the kernel's own arguments; closes without perf's grace periods
+	tracepoint                      // a perf tracepoint event
+	kprobe
+	kretprobe
+)
+
+// program is one BPF program and where it is attached.
+type program struct {
+	name string // the BPF program's name, and its key in Snapshot.Skipped
+	kind attachKind
+	// group and target: the tracepoint (group/target), or, for a kprobe,
+	// the kernel function (target).
+	group, target string
+	// follow programs are attached only with Config.Follow.
+	follow bool
+}
+
+// The programs are attached in this order: what settles a call before what
 // starts one, so that no call is ever entered without its exit (and, when a
 // signal interrupts it, its settling) being watched.
 //
 // The follow programs come first: the command's exec, and every fork and
 // move of its tasks, are seen before its first sendfile can be.
-var tracepoints = []struct {
-	group, name string
-	// raw attaches as a raw tracepoint: signal_deliver's link then closes
-	// without the grace periods a perf tracepoint event waits for.
-	raw bool
-	// follow programs are attached only with Config.Follow.
-	follow bool
-	prog   func(*SfwatchObjects) *ebpf.Program
-}{
-	{"sched", "sched_process_exit", true, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessExit }},
-	{"cgroup", "cgroup_attach_task", true, true, func(o *SfwatchObjects) *ebpf.Program { return o.CgroupAttachTask }},
-	{"sched", "sched_process_fork", true, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessFork }},
-	{"sched", "sched_process_exec", true, true, func(o *SfwatchObjects) *ebpf.Program { return o.SchedProcessExec }},
-	{"signal", "signal_deliver", true, false, func(o *SfwatchObjects) *ebpf.Program { return o.SignalDeliver }},
-	{"syscalls", "sys_exit_sendfile64", false, false, func(o *SfwatchObjects) *ebpf.Program { return o.SysExitSendfile64 }},
-	{"syscalls", "sys_enter_sendfile64", false, false, func(o *SfwatchObjects) *ebpf.Program { return o.SysEnterSendfile64 }},
+var commonPrograms = []program{
+	{"sched_process_exit", rawTracepoint, "sched", "sched_process_exit", true},
+	{"cgroup_attach_task", rawTracepoint, "cgroup", "cgroup_attach_task", true},
+	{"sched_process_fork", rawTracepoint, "sched", "sched_process_fork", true},
+	{"sched_process_exec", rawTracepoint, "sched", "sched_process_exec", true},
+	// signal_deliver is a raw tracepoint: its link then closes without
+	// the grace periods a perf tracepoint event waits for.
+	{"signal_deliver", rawTracepoint, "signal", "signal_deliver", false},
 }
 
-// Tracepoints names, as "group/name", every tracepoint Open attaches to, in
-// the order it attaches them.
+// The sendfile entry and exit, exit first: the syscall tracepoints, or
+// (kprobe mode, see attachMode) a kprobe pair on the syscall's x86-64 entry
+// point.
+var (
+	tracepointPrograms = []program{
+		{"sys_exit_sendfile64", tracepoint, "syscalls", "sys_exit_sendfile64", false},
+		{"sys_enter_sendfile64", tracepoint, "syscalls", "sys_enter_sendfile64", false},
+	}
+	kprobePrograms = []program{
+		{"sys_exit_sendfile64_kretprobe", kretprobe, "", KprobeSymbol, false},
+		{"sys_enter_sendfile64_kprobe", kprobe, "", KprobeSymbol, false},
+	}
+)
+
+// KprobeSymbol is the kernel function the kprobe pair is attached to.
+const KprobeSymbol = "__x64_sys_sendfile64"
+
+// programs lists what this kernel gets, in attach order.
+func programs() []program {
+	if AttachMode().Kprobes {
+		return append(slices.Clip(commonPrograms), kprobePrograms...)
+	}
+	return append(slices.Clip(commonPrograms), tracepointPrograms...)
+}
+
+// Mode is how the sendfile entry and exit are attached on this kernel.
+type Mode struct {
+	Kprobes bool   // a kprobe pair on KprobeSymbol, not the syscall tracepoints
+	Why     string // one line
+}
+
+// AttachMode decides, once, how to attach the sendfile entry and exit.
+//
+// From Linux 7.2 syscall tracepoints are faultable, and run BPF
+// preemptibly: a thread preempted inside a program makes the kernel skip
+// the program for every other thread on that CPU (1-20% of the calls of a
+// busy server, docs/kernels.md). A kprobe pair runs with preemption
+// disabled and was never skipped there, so it is used where the kernel
+// has kprobes; everywhere else the tracepoints, which have no maxactive
+// bound. The version decides: the kernel symbol that would tell
+// (/proc/kallsyms) costs 25-75 ms to find, every run.
+var AttachMode = sync.OnceValue(func() Mode {
+	return attachMode(runtime.GOARCH, kernelRelease(), statOK(kprobePMU))
+})
+
+// kprobePMU is there when the kernel can create kprobes as perf events,
+// which is how cilium/ebpf attaches them (kprobe_events in tracefs is its
+// fallback).
+const kprobePMU = "/sys/bus/event_source/devices/kprobe"
+
+func statOK(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+func attachMode(arch, release string, havePMU bool) Mode {
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return Mode{false, fmt.Sprintf("syscall tracepoints (kernel version %q not understood)", release)}
+	}
+	if major < 7 || major == 7 && minor < 2 {
+		return Mode{false, fmt.Sprintf("syscall tracepoints: Linux %d.%d runs their BPF with preemption disabled (the kprobe pair is for 7.2+)", major, minor)}
+	}
+	if arch != "amd64" {
+		return Mode{false, fmt.Sprintf("syscall tracepoints, which Linux 7.2+ may skip (the kprobe pair reads x86-64 registers; this is %s)", arch)}
+	}
+	if !havePMU {
+		return Mode{false, "syscall tracepoints, which Linux 7.2+ may skip (no kprobes: " + kprobePMU + " is absent)"}
+	}
+	return Mode{true, fmt.Sprintf("kprobe and kretprobe on %s: Linux %d.%d runs syscall tracepoint programs preemptibly and may skip them; kprobes run non-preemptibly", KprobeSymbol, major, minor)}
+}
+
+// Tracepoints names, as "group/name", the tracepoints Open attaches to on
+// this kernel, in the order it attaches them (with Config.Follow).
 func Tracepoints() []string {
-	names := make([]string, len(tracepoints))
-	for i, tp := range tracepoints {
-		names[i] = tp.group + "/" + tp.name
+	var names []string
+	for _, p := range programs() {
+		if p.kind == rawTracepoint || p.kind == tracepoint {
+			names = append(names, p.group+"/"+p.target)
+		}
+	}
+	return names
+}
+
+// Programs names every program Open loads on this kernel: the keys of
+// Snapshot.Skipped.
+func Programs() []string {
+	var names []string
+	for _, p := range programs() {
+		names = append(names, p.name)
 	}
 	return names
 }
@@ -142,8 +246,17 @@ func Open(cfg Config) (*Tracer, error) {
 		}
 	}
 
+	// Only this kernel's programs are loaded (and verified): the others
+	// are dropped from the spec.
+	progs := programs()
+	for name := range spec.Programs {
+		if !slices.ContainsFunc(progs, func(p program) bool { return p.name == name }) {
+			delete(spec.Programs, name)
+		}
+	}
 	t := &Tracer{}
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+	t.coll, err = ebpf.NewCollection(spec)
+	if err != nil {
 		// A missing feature says more than "map create: invalid argument".
 		if ferr := checkFeatures(Features()); ferr != nil {
 			return nil, ferr
@@ -154,19 +267,41 @@ func Open(cfg Config) (*Tracer, error) {
 		}
 		return nil, fmt.Errorf("loading BPF programs: %w", err)
 	}
-	for _, tp := range tracepoints {
-		if tp.follow && !cfg.Follow {
+	if err := t.coll.Assign(&t.objs); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("loading BPF maps: %w", err)
+	}
+	// What is left are the data sections (.bss, .rodata): the programs
+	// hold them, Go never reads them, so their descriptors go.
+	for name, m := range t.coll.Maps {
+		m.Close()
+		delete(t.coll.Maps, name)
+	}
+	for _, p := range progs {
+		if p.follow && !cfg.Follow {
 			continue
 		}
+		prog := t.coll.Programs[p.name]
 		var l link.Link
-		if tp.raw {
-			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog(&t.objs)})
-		} else {
-			l, err = link.Tracepoint(tp.group, tp.name, tp.prog(&t.objs), nil)
+		switch p.kind {
+		case rawTracepoint:
+			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: p.target, Program: prog})
+		case tracepoint:
+			l, err = link.Tracepoint(p.group, p.target, prog, nil)
+		case kprobe:
+			l, err = link.Kprobe(p.target, prog, nil)
+		case kretprobe:
+			// The default maxactive (max(10, 2 x CPUs) calls in
+			// flight): exits beyond it are counted, see Snapshot.
+			l, err = link.Kretprobe(p.target, prog, nil)
+			t.kretprobe = l
 		}
 		if err != nil {
 			t.Close()
-			return nil, fmt.Errorf("attaching tracepoint %s/%s: %w", tp.group, tp.name, err)
+			if p.kind == kprobe || p.kind == kretprobe {
+				return nil, fmt.Errorf("attaching %s to %s (%s): %w", p.name, p.target, AttachMode().Why, err)
+			}
+			return nil, fmt.Errorf("attaching tracepoint %s/%s: %w", p.group, p.target, err)
 		}
 		t.links = append(t.links, l)
 	}
@@ -227,6 +362,9 @@ func (t *Tracer) Close() error {
 		errs = append(errs, t.reader.close())
 	}
 	errs = append(errs, t.objs.Close())
+	if t.coll != nil {
+		t.coll.Close()
+	}
 	return errors.Join(errs...)
 }
 
@@ -236,14 +374,20 @@ func (t *Tracer) Close() error {
 // The links are closed in parallel: each close waits for an RCU grace
 // period in the kernel (about 27 ms here), and concurrent closes share it.
 func (t *Tracer) Detach() error {
-	errs := make([]error, len(t.links))
+	var missedErr error
+	if t.kretprobe != nil {
+		// The link's count is gone with it: read just before it closes.
+		_, missedErr = t.kretprobeMissed()
+		t.kretprobe = nil
+	}
+	errs := make([]error, len(t.links), len(t.links)+1)
 	var wg sync.WaitGroup
 	for i, l := range t.links {
 		wg.Go(func() { errs[i] = l.Close() })
 	}
 	wg.Wait()
 	t.links = nil
-	return errors.Join(errs...)
+	return errors.Join(append(errs, missedErr)...)
 }
 
 // ReadInto waits for the next record, or until the deadline set with
@@ -287,14 +431,20 @@ type Snapshot struct {
 	Counters    Counters
 	ErrnoCounts map[syscall.Errno]uint64 // failed calls by errno; only non-zero entries
 	LatencyLog2 [64]uint64               // bucket i: durations in [2^(i-1), 2^i) ns
-	// Skipped counts, by program (its tracepoint's name, every one of
-	// Tracepoints), the times the kernel did not run it: its recursion
-	// misses. The kernel runs one tracing program at a time per CPU, and
-	// from Linux 7.2 syscall tracepoints run BPF preemptibly, so a thread
-	// preempted inside a program makes the same program skip for every
-	// other thread on that CPU. A skipped entry or exit is a call missing
-	// from every total, and a skip cannot be tied to a process: any thread
-	// on the machine that hit the tracepoint may have been skipped.
+	// Skipped counts, by program (every one of Programs), the times the
+	// kernel did not run it: its recursion misses. The kernel runs one
+	// tracing program at a time per CPU, and from Linux 7.2 syscall
+	// tracepoints run BPF preemptibly, so a thread preempted inside a
+	// program makes the same program skip for every other thread on that
+	// CPU (hence the kprobe mode, see AttachMode). In kprobe mode the
+	// kretprobe's count adds the exits its link missed: calls beyond
+	// maxactive in flight at once. A skipped entry or exit is a call
+	// missing from every total, and a skip cannot be tied to a process:
+	// any thread on the machine that hit the program may have been
+	// skipped. In kprobe mode a Snapshot taken while the programs run (a
+	// metrics scrape) can itself cause skips: each of its map reads holds
+	// the CPU's BPF-active flag, which kprobes share, and a reader
+	// preempted inside one makes the kprobes on that CPU skip.
 	Skipped map[string]uint64
 }
 
@@ -308,27 +458,75 @@ func (t *Tracer) Snapshot() (Snapshot, error) {
 	if err := sumPerCPU(t.objs.LatencyLog2, s.LatencyLog2[:]); err != nil {
 		return s, fmt.Errorf("reading latency histogram: %w", err)
 	}
-	errnos := make([]uint64, t.objs.ErrnoCounts.MaxEntries())
-	if err := sumPerCPU(t.objs.ErrnoCounts, errnos); err != nil {
+	// Through memory, no syscall: see errno_counts in bpf/sfwatch.c.
+	mem, err := t.objs.ErrnoCounts.Memory()
+	if err != nil {
+		return s, fmt.Errorf("reading errno counts: %w", err)
+	}
+	errnos := make([]byte, 8*t.objs.ErrnoCounts.MaxEntries())
+	if _, err := mem.ReadAt(errnos, 0); err != nil {
 		return s, fmt.Errorf("reading errno counts: %w", err)
 	}
 	s.ErrnoCounts = make(map[syscall.Errno]uint64)
-	for errno, n := range errnos {
-		if n != 0 {
+	for errno := range len(errnos) / 8 {
+		if n := binary.NativeEndian.Uint64(errnos[errno*8:]); n != 0 {
 			s.ErrnoCounts[syscall.Errno(errno)] = n
 		}
 	}
-	s.Skipped = make(map[string]uint64, len(tracepoints))
-	for _, tp := range tracepoints {
+	progs := programs()
+	s.Skipped = make(map[string]uint64, len(progs))
+	for _, p := range progs {
 		// Program info carries recursion misses since Linux 5.12 (zero
 		// before), whether or not BPF statistics are enabled.
-		stats, err := tp.prog(&t.objs).Stats()
+		stats, err := t.coll.Programs[p.name].Stats()
 		if err != nil {
-			return s, fmt.Errorf("reading skips of %s: %w", tp.name, err)
+			return s, fmt.Errorf("reading skips of %s: %w", p.name, err)
 		}
-		s.Skipped[tp.name] = stats.RecursionMisses
+		s.Skipped[p.name] = stats.RecursionMisses
+		if p.kind == kretprobe {
+			missed, err := t.kretprobeMissed()
+			if err != nil {
+				return s, fmt.Errorf("reading missed exits of %s: %w", p.name, err)
+			}
+			s.Skipped[p.name] += missed
+		}
 	}
 	return s, nil
+}
+
+// Lost is the events lost so far (COUNTER_LOST), for a notice while the
+// programs run. One map read rather than Snapshot's 4,000-odd: each read
+// holds the CPU's BPF-active flag, and a kprobe that fires on that CPU
+// while the reading thread is preempted there is skipped (kprobe mode).
+func (t *Tracer) Lost() (uint64, error) {
+	var perCPU []uint64
+	if err := t.objs.Counters.Lookup(uint32(SfwatchCounterCOUNTER_LOST), &perCPU); err != nil {
+		return 0, fmt.Errorf("reading lost events: %w", err)
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
+}
+
+// kretprobeMissed is what the kretprobe's link missed: exits beyond
+// maxactive calls in flight, and kprobe reentries. Kept after Detach: the
+// last value read while attached.
+func (t *Tracer) kretprobeMissed() (uint64, error) {
+	if t.kretprobe == nil {
+		return t.lastMissed, nil
+	}
+	info, err := t.kretprobe.Info()
+	if err != nil {
+		return 0, err
+	}
+	pe := info.PerfEvent()
+	if pe == nil || pe.Kprobe() == nil {
+		return 0, fmt.Errorf("link info of type %v has no kprobe info", info.Type)
+	}
+	t.lastMissed = pe.Kprobe().Missed
+	return t.lastMissed, nil
 }
 
 // sumPerCPU reads a per-CPU array of u64 into dst, one sum per key, with

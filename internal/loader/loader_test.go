@@ -143,3 +143,22 @@ func openOwnTracer(t *testing.T, ringBufSize int) (tr *Tracer, in, out *os.File)
 	t.Cleanup(func() { out.Close() })
 	return tr, in, out
 }
+
+func TestAttachMode(t *testing.T) {
+	for _, c := range []struct {
+		arch, release string
+		pmu, want     bool
+	}{
+		{"amd64", "6.18.44-fc-v782", true, false},
+		{"amd64", "7.1.9", true, false},
+		{"amd64", "7.2.13+deb14-cloud-amd64", true, true},
+		{"amd64", "7.3.4+deb13-cloud-amd64", false, false}, // no kprobes
+		{"arm64", "7.3.4", true, false},                    // x86-64 registers only
+		{"amd64", "8.0.1", true, true},
+		{"amd64", "garbage", true, false},
+	} {
+		if got := attachMode(c.arch, c.release, c.pmu); got.Kprobes != c.want || got.Why == "" {
+			t.Errorf("attachMode(%s, %s, %v) = %+v, want kprobes %v", c.arch, c.release, c.pmu, got, c.want)
+		}
+	}
+}

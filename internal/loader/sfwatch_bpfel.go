@@ -82,33 +82,35 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SfwatchMapCounters            = "counters"
-	SfwatchMapErrnoCounts         = "errno_counts"
-	SfwatchMapEvents              = "events"
-	SfwatchMapInflight            = "inflight"
-	SfwatchMapLatencyLog2         = "latency_log2"
-	SfwatchMapMembers             = "members"
-	SfwatchProgCgroupAttachTask   = "cgroup_attach_task"
-	SfwatchProgSchedProcessExec   = "sched_process_exec"
-	SfwatchProgSchedProcessExit   = "sched_process_exit"
-	SfwatchProgSchedProcessFork   = "sched_process_fork"
-	SfwatchProgSignalDeliver      = "signal_deliver"
-	SfwatchProgSysEnterSendfile64 = "sys_enter_sendfile64"
-	SfwatchProgSysExitSendfile64  = "sys_exit_sendfile64"
-	SfwatchVarAnyFollowed         = "any_followed"
-	SfwatchVarLastWakeupPos       = "last_wakeup_pos"
-	SfwatchVarSampleEvery         = "sample_every"
-	SfwatchVarTargetCgroupId      = "target_cgroup_id"
-	SfwatchVarTargetLevel         = "target_level"
-	SfwatchVarTargetPath          = "target_path"
-	SfwatchVarTargetPathLen       = "target_path_len"
-	SfwatchVarTaskPidOff          = "task_pid_off"
-	SfwatchVarTaskTgidOff         = "task_tgid_off"
-	SfwatchVarUnusedCounter       = "unused_counter"
-	SfwatchVarUnusedEvent         = "unused_event"
-	SfwatchVarUnusedEventFlag     = "unused_event_flag"
-	SfwatchVarUnusedMemberFlag    = "unused_member_flag"
-	SfwatchVarWakeupBytes         = "wakeup_bytes"
+	SfwatchMapCounters                    = "counters"
+	SfwatchMapErrnoCounts                 = "errno_counts"
+	SfwatchMapEvents                      = "events"
+	SfwatchMapInflight                    = "inflight"
+	SfwatchMapLatencyLog2                 = "latency_log2"
+	SfwatchMapMembers                     = "members"
+	SfwatchProgCgroupAttachTask           = "cgroup_attach_task"
+	SfwatchProgSchedProcessExec           = "sched_process_exec"
+	SfwatchProgSchedProcessExit           = "sched_process_exit"
+	SfwatchProgSchedProcessFork           = "sched_process_fork"
+	SfwatchProgSignalDeliver              = "signal_deliver"
+	SfwatchProgSysEnterSendfile64         = "sys_enter_sendfile64"
+	SfwatchProgSysEnterSendfile64Kprobe   = "sys_enter_sendfile64_kprobe"
+	SfwatchProgSysExitSendfile64          = "sys_exit_sendfile64"
+	SfwatchProgSysExitSendfile64Kretprobe = "sys_exit_sendfile64_kretprobe"
+	SfwatchVarAnyFollowed                 = "any_followed"
+	SfwatchVarLastWakeupPos               = "last_wakeup_pos"
+	SfwatchVarSampleEvery                 = "sample_every"
+	SfwatchVarTargetCgroupId              = "target_cgroup_id"
+	SfwatchVarTargetLevel                 = "target_level"
+	SfwatchVarTargetPath                  = "target_path"
+	SfwatchVarTargetPathLen               = "target_path_len"
+	SfwatchVarTaskPidOff                  = "task_pid_off"
+	SfwatchVarTaskTgidOff                 = "task_tgid_off"
+	SfwatchVarUnusedCounter               = "unused_counter"
+	SfwatchVarUnusedEvent                 = "unused_event"
+	SfwatchVarUnusedEventFlag             = "unused_event_flag"
+	SfwatchVarUnusedMemberFlag            = "unused_member_flag"
+	SfwatchVarWakeupBytes                 = "wakeup_bytes"
 )
 
 // LoadSfwatch returns the embedded CollectionSpec for Sfwatch.
@@ -153,13 +155,15 @@ type SfwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SfwatchProgramSpecs struct {
-	CgroupAttachTask   *ebpf.ProgramSpec `ebpf:"cgroup_attach_task"`
-	SchedProcessExec   *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
-	SchedProcessExit   *ebpf.ProgramSpec `ebpf:"sched_process_exit"`
-	SchedProcessFork   *ebpf.ProgramSpec `ebpf:"sched_process_fork"`
-	SignalDeliver      *ebpf.ProgramSpec `ebpf:"signal_deliver"`
-	SysEnterSendfile64 *ebpf.ProgramSpec `ebpf:"sys_enter_sendfile64"`
-	SysExitSendfile64  *ebpf.ProgramSpec `ebpf:"sys_exit_sendfile64"`
+	CgroupAttachTask           *ebpf.ProgramSpec `ebpf:"cgroup_attach_task"`
+	SchedProcessExec           *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
+	SchedProcessExit           *ebpf.ProgramSpec `ebpf:"sched_process_exit"`
+	SchedProcessFork           *ebpf.ProgramSpec `ebpf:"sched_process_fork"`
+	SignalDeliver              *ebpf.ProgramSpec `ebpf:"signal_deliver"`
+	SysEnterSendfile64         *ebpf.ProgramSpec `ebpf:"sys_enter_sendfile64"`
+	SysEnterSendfile64Kprobe   *ebpf.ProgramSpec `ebpf:"sys_enter_sendfile64_kprobe"`
+	SysExitSendfile64          *ebpf.ProgramSpec `ebpf:"sys_exit_sendfile64"`
+	SysExitSendfile64Kretprobe *ebpf.ProgramSpec `ebpf:"sys_exit_sendfile64_kretprobe"`
 }
 
 // SfwatchMapSpecs contains maps before they are loaded into the kernel.
@@ -257,13 +261,15 @@ type SfwatchVariables struct {
 //
 // It can be passed to LoadSfwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SfwatchPrograms struct {
-	CgroupAttachTask   *ebpf.Program `ebpf:"cgroup_attach_task"`
-	SchedProcessExec   *ebpf.Program `ebpf:"sched_process_exec"`
-	SchedProcessExit   *ebpf.Program `ebpf:"sched_process_exit"`
-	SchedProcessFork   *ebpf.Program `ebpf:"sched_process_fork"`
-	SignalDeliver      *ebpf.Program `ebpf:"signal_deliver"`
-	SysEnterSendfile64 *ebpf.Program `ebpf:"sys_enter_sendfile64"`
-	SysExitSendfile64  *ebpf.Program `ebpf:"sys_exit_sendfile64"`
+	CgroupAttachTask           *ebpf.Program `ebpf:"cgroup_attach_task"`
+	SchedProcessExec           *ebpf.Program `ebpf:"sched_process_exec"`
+	SchedProcessExit           *ebpf.Program `ebpf:"sched_process_exit"`
+	SchedProcessFork           *ebpf.Program `ebpf:"sched_process_fork"`
+	SignalDeliver              *ebpf.Program `ebpf:"signal_deliver"`
+	SysEnterSendfile64         *ebpf.Program `ebpf:"sys_enter_sendfile64"`
+	SysEnterSendfile64Kprobe   *ebpf.Program `ebpf:"sys_enter_sendfile64_kprobe"`
+	SysExitSendfile64          *ebpf.Program `ebpf:"sys_exit_sendfile64"`
+	SysExitSendfile64Kretprobe *ebpf.Program `ebpf:"sys_exit_sendfile64_kretprobe"`
 }
 
 func (p *SfwatchPrograms) Close() error {
@@ -274,7 +280,9 @@ func (p *SfwatchPrograms) Close() error {
 		p.SchedProcessFork,
 		p.SignalDeliver,
 		p.SysEnterSendfile64,
+		p.SysEnterSendfile64Kprobe,
 		p.SysExitSendfile64,
+		p.SysExitSendfile64Kretprobe,
 	)
 }
 
