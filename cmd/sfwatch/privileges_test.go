@@ -1,13 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,27 +43,7 @@ func TestPrivilegesAgree(t *testing.T) {
 	needRoot(t)
 	bin, dir := sfwatchForNobody(t)
 	four := []uintptr{unix.CAP_BPF, unix.CAP_PERFMON, unix.CAP_SYS_ADMIN, unix.CAP_DAC_OVERRIDE}
-	asNobody := func(caps []uintptr, args ...string) result {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		var stdout, stderr bytes.Buffer
-		cmd, err := startRetryingBusy(func() *exec.Cmd {
-			cmd := exec.CommandContext(ctx, bin, args...)
-			cmd.Dir = dir
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, AmbientCaps: caps}
-			stdout.Reset()
-			stderr.Reset()
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			return cmd
-		})
-		if err != nil {
-			t.Fatalf("starting %v as nobody: %v", args, err)
-		}
-		cmd.Wait()
-		r := result{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode(), pid: cmd.Process.Pid}
-		assertNothingLeft(t, r.pid)
-		return r
-	}
+	asNobody := func(caps []uintptr, args ...string) result { return runAsNobody(t, bin, dir, caps, args...) }
 	privilegesLine := func(doctor string) string {
 		for _, line := range strings.Split(doctor, "\n") {
 			if strings.HasPrefix(line, "privileges ") {

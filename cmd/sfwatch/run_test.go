@@ -853,32 +853,39 @@ func TestRunNotRoot(t *testing.T) {
 		{"selftest"},
 		{"attach", "--pid", "1"},
 	} {
-		ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
-		defer cancel()
-		var stdout, stderr bytes.Buffer
-		cmd, err := startRetryingBusy(func() *exec.Cmd {
-			cmd := exec.CommandContext(ctx, bin, args...)
-			cmd.WaitDelay = waitDelay
-			cmd.Dir = dir
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-			stdout.Reset()
-			stderr.Reset()
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			return cmd
-		})
-		if err != nil {
-			t.Fatalf("starting %v as nobody: %v", args, err)
-		}
-		cmd.Wait()
-		code := cmd.ProcessState.ExitCode()
-		line := stderr.String()
-		if code != exitFailed || stdout.Len() != 0 || strings.Count(line, "\n") != 1 ||
-			!strings.Contains(line, "needs root") || !strings.Contains(line, "sudo") || !strings.Contains(line, args[0]) {
+		r := runAsNobody(t, bin, dir, nil, args...)
+		if r.code != exitFailed || r.stdout != "" || strings.Count(r.stderr, "\n") != 1 ||
+			!strings.Contains(r.stderr, "needs root") || !strings.Contains(r.stderr, "sudo") || !strings.Contains(r.stderr, args[0]) {
 			t.Errorf("%v as nobody: exit %d, stdout %q, stderr %q; want 125 and one line saying %s needs root and sudo",
-				args, code, stdout.String(), line, args[0])
+				args, r.code, r.stdout, r.stderr, args[0])
 		}
-		assertNothingLeft(t, cmd.Process.Pid)
 	}
+}
+
+// runAsNobody runs bin (from sfwatchForNobody) with args as uid 65534,
+// with the ambient capabilities caps, and checks it left nothing behind.
+func runAsNobody(t *testing.T, bin, dir string, caps []uintptr, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd, err := startRetryingBusy(func() *exec.Cmd {
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.WaitDelay = waitDelay
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, AmbientCaps: caps}
+		stdout.Reset()
+		stderr.Reset()
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		return cmd
+	})
+	if err != nil {
+		t.Fatalf("starting %v as nobody: %v", args, err)
+	}
+	cmd.Wait()
+	r := result{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode(), pid: cmd.Process.Pid}
+	assertNothingLeft(t, r.pid)
+	return r
 }
 
 // TestRunUser: --user, or the user behind sudo by default, runs the
