@@ -76,8 +76,9 @@ kernels:
 # the selftest, doctor, the recursion probe and the tests of what differs
 # between kernels: signal settling, tasks that leave the group, exact
 # totals under load and loss, the first syscall, cleanup without
-# cgroup.kill, the seed's test.
+# cgroup.kill, the seed's test. One test at a time: on 7.2+ a parallel
+# test's BPF map reads can make the kprobes skip (counted: inconclusive).
 KERNELS_CI_RUN := TestRunSignalOrderings|TestRunInterruptedCallEINTR|TestRunRestartedCall|TestRunFollowsEscapedProcess|TestExpectForcedLoss|TestRunThreads|TestRunFirstSyscall|TestCloseWithoutCgroupKill|TestStaleGroupRemoved|TestLinuxSendfile|TestSessionRun
 .PHONY: kernels kernels-ci
 kernels-ci:
-	KERNELS_RUN='$(KERNELS_CI_RUN)' scripts/kernels/kernels.sh $(KERNELS)
+	KERNELS_RUN='$(KERNELS_CI_RUN)' KERNELS_PARALLEL=1 scripts/kernels/kernels.sh $(KERNELS)

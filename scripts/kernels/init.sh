@@ -26,6 +26,7 @@ for arg in $(cat /proc/cmdline); do
 	case $arg in
 	sfwatch.timeout=*) TEST_TIMEOUT=${arg#*=} ;;
 	sfwatch.run=*) TEST_RUN=${arg#*=} ;;
+	sfwatch.parallel=*) TEST_PARALLEL=${arg#*=} ;;
 	esac
 done
 TEST_TIMEOUT=${TEST_TIMEOUT:-600}
@@ -76,7 +77,7 @@ for t in /tests/*.test; do
 	cd "/src/$pkg" || continue
 	# -test.timeout panics with every goroutine's stack; the outer KILL
 	# bound is for a binary wedged past that.
-	step "$pkg" $((TEST_TIMEOUT + 60)) "$t" -test.v -test.count=1 -test.timeout="${TEST_TIMEOUT}s" -test.skip="$NOT_RUN" ${TEST_RUN:+-test.run="$TEST_RUN"}
+	step "$pkg" $((TEST_TIMEOUT + 60)) "$t" -test.v -test.count=1 -test.timeout="${TEST_TIMEOUT}s" -test.skip="$NOT_RUN" ${TEST_RUN:+-test.run="$TEST_RUN"} ${TEST_PARALLEL:+-test.parallel="$TEST_PARALLEL"}
 	cd /
 done
 

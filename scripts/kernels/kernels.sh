@@ -7,7 +7,9 @@
 #
 # Environment: KERNELS_CACHE (default /var/cache/sfwatch-kernels: apt state,
 # .debs, extracted kernels, logs), KERNELS_TIMEOUT (seconds per test binary
-# inside the guest, default 900), KERNELS_RUN (a -test.run pattern).
+# inside the guest, default 900), KERNELS_RUN (a -test.run pattern),
+# KERNELS_PARALLEL (-test.parallel: 1 keeps one test's BPF map reads from
+# making another's kprobes skip on 7.2+, see docs/kernels.md).
 set -euo pipefail
 
 cache=${KERNELS_CACHE:-/var/cache/sfwatch-kernels}
@@ -132,7 +134,7 @@ boot() {
 	# --foreground: qemu stays in our process group, so a Ctrl-C ends it too.
 	timeout --foreground -k 10 "$bound" qemu-system-x86_64 -accel tcg,thread=single -cpu max -smp 2 -m 1G \
 		-nographic -no-reboot -nic none -kernel "$1" -initrd "$work/initramfs.cpio" \
-		-append "console=ttyS0 quiet loglevel=3 panic=-1 sfwatch.timeout=$test_timeout ${KERNELS_RUN:+sfwatch.run=$KERNELS_RUN}" \
+		-append "console=ttyS0 quiet loglevel=3 panic=-1 sfwatch.timeout=$test_timeout ${KERNELS_RUN:+sfwatch.run=$KERNELS_RUN} ${KERNELS_PARALLEL:+sfwatch.parallel=$KERNELS_PARALLEL}" \
 		</dev/null >"$2" 2>&1
 }
 
