@@ -247,16 +247,20 @@ static __always_inline int followed(__u32 id)
 	return flags && (*flags & MEMBER_FOLLOWED);
 }
 
-// watched: the current task is the run's: inside the group, or a task of
-// the run that left it (by process, or one thread of a threaded group).
-static __always_inline int watched(void)
+// current_followed: the current task is one of the run's that left the
+// group (by process, or one thread of a threaded group).
+static __always_inline int current_followed(void)
 {
-	if (in_target_cgroup())
-		return 1;
 	if (!any_followed)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	return followed(id >> 32) || followed((__u32)id);
+}
+
+// watched: the current task is the run's: inside the group, or followed.
+static __always_inline int watched(void)
+{
+	return in_target_cgroup() || current_followed();
 }
 
 static __always_inline void add(__u32 idx, __u64 n)
@@ -541,10 +545,11 @@ static __always_inline __u32 task_id(__u64 task, __u32 off)
 SEC("raw_tp/sched_process_fork")
 int sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 {
-	if (!watched())
+	int inside = in_target_cgroup();
+	if (!inside && !current_followed())
 		return 0;
 	// Forked outside the group, the child is outside it too.
-	__u32 flags = in_target_cgroup() ? 0 : MEMBER_FOLLOWED;
+	__u32 flags = inside ? 0 : MEMBER_FOLLOWED;
 	__u32 child = task_id(ctx->args[1], task_pid_off);
 	if (child)
 		bpf_map_update_elem(&members, &child, &flags, BPF_ANY);
