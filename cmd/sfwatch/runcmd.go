@@ -350,7 +350,7 @@ func attachCommand(ctx context.Context, args []string) error {
 		}
 		out, err := session.Attach(ctx, group, cfg)
 		if out.GroupRemoved {
-			fmt.Fprintf(os.Stderr, "sfwatch: cgroup %s was removed: stopped watching\n", group.Path)
+			fmt.Fprintf(stderr, "sfwatch: cgroup %s was removed: stopped watching\n", group.Path)
 		}
 		return out, err
 	})
@@ -481,12 +481,12 @@ func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, of
 	rep := newReport(target, o, outcomes, offending)
 	if f.report != "" {
 		if err := writeJSONReport(f.report, rep); err != nil {
-			fmt.Fprintf(os.Stderr, "sfwatch: %v\n", err)
+			fmt.Fprintf(stderr, "sfwatch: %v\n", err)
 		}
 	}
 	if f.junit != "" {
 		if err := writeJUnit(f.junit, rep); err != nil {
-			fmt.Fprintf(os.Stderr, "sfwatch: %v\n", err)
+			fmt.Fprintf(stderr, "sfwatch: %v\n", err)
 		}
 	}
 	if writeErr != nil {
