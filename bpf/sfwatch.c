@@ -30,15 +30,17 @@ volatile const __u64 wakeup_bytes = 0;     // wake the reader only past this muc
 
 // Following processes that leave the group (run): the group's path as the
 // kernel prints it (from the cgroup2 root, no trailing slash; "" for the
-// root), and where the running kernel keeps pid and tgid in struct
-// task_struct, read from its BTF at load time: the follow programs are raw
-// tracepoints (closing a perf tracepoint event waits for grace periods,
-// 40 ms each, one after another), and theirs are the kernel's own
-// arguments, task pointers.
+// root), and where the running kernel keeps pid, tgid, group_leader and
+// start_boottime in struct task_struct, read from its BTF at load time: the
+// follow programs are raw tracepoints (closing a perf tracepoint event
+// waits for grace periods, 40 ms each, one after another), and theirs are
+// the kernel's own arguments, task pointers.
 volatile const char target_path[TARGET_PATH_MAX] = {};
 volatile const __u32 target_path_len = 0;
 volatile const __u32 task_pid_off = 0;
 volatile const __u32 task_tgid_off = 0;
+volatile const __u32 task_group_leader_off = 0;
+volatile const __u32 task_start_off = 0; // start_boottime, ns
 
 // Set once a task of the run has left the group: from then on a call from
 // outside the group looks its task up in members. Only ever goes 0 -> 1.
@@ -215,6 +217,18 @@ enum member_flag {
 	MEMBER_FOLLOWED = 1, // moved out of the group: its calls are still the run's
 };
 
+// A task of the run. A thread id alone is not a task: the kernel may skip
+// sched_process_exit (Linux 7.2+ can preempt a tracing program, and skips
+// it on that CPU meanwhile), leaving an entry behind, and the id goes to an
+// unrelated task later. The start time tells the two apart, here and in
+// user space (/proc/PID/stat's starttime is start_boottime in ticks), so a
+// missed exit costs one stale entry, never a wrong count or a wrong kill.
+struct member {
+	__u32 flags;          // enum member_flag
+	__u32 pad;
+	__u64 start_boottime; // the task's, ns since boot
+};
+
 // The run's tasks by thread id: every task forked by one of them, and the
 // command itself (seen at its exec, inside the group). Looked up only when
 // a task moves to another group (cgroup_attach_task), and for calls from
@@ -227,7 +241,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, __u32); // enum member_flag
+	__type(value, struct member);
 } members SEC(".maps");
 
 // Keep the enums and the event in BTF so bpf2go can generate Go types.
@@ -235,16 +249,40 @@ const struct event *unused_event __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
 const enum event_flag *unused_event_flag __attribute__((unused));
 const enum member_flag *unused_member_flag __attribute__((unused));
+const struct member *unused_member __attribute__((unused));
 
 static __always_inline int in_target_cgroup(void)
 {
 	return bpf_get_current_ancestor_cgroup_id(target_level) == target_cgroup_id;
 }
 
-static __always_inline int followed(__u32 id)
+static __always_inline __u32 task_u32(__u64 task, __u32 off)
 {
-	__u32 *flags = bpf_map_lookup_elem(&members, &id);
-	return flags && (*flags & MEMBER_FOLLOWED);
+	__u32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (void *)(task + off));
+	return v;
+}
+
+static __always_inline __u64 task_u64(__u64 task, __u32 off)
+{
+	__u64 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (void *)(task + off));
+	return v;
+}
+
+// member_of: the run's entry for task, whose thread id is tid, or NULL.
+static __always_inline struct member *member_of(__u32 tid, __u64 task)
+{
+	struct member *m = bpf_map_lookup_elem(&members, &tid);
+	if (m && m->start_boottime != task_u64(task, task_start_off))
+		return NULL; // an exited task's: the id is another task's now
+	return m;
+}
+
+static __always_inline int followed(__u32 tid, __u64 task)
+{
+	struct member *m = member_of(tid, task);
+	return m && (m->flags & MEMBER_FOLLOWED);
 }
 
 // current_followed: the current task is one of the run's that left the
@@ -254,7 +292,8 @@ static __always_inline int current_followed(void)
 	if (!any_followed)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
-	return followed(id >> 32) || followed((__u32)id);
+	__u64 task = bpf_get_current_task();
+	return followed(id >> 32, task_u64(task, task_group_leader_off)) || followed((__u32)id, task);
 }
 
 // watched: the current task is the run's: inside the group, or followed.
@@ -532,13 +571,6 @@ int signal_deliver(struct bpf_raw_tracepoint_args *ctx)
 // The programs below follow the run's tasks: they are attached for run,
 // which promises every descendant of the command, wherever it goes.
 
-static __always_inline __u32 task_id(__u64 task, __u32 off)
-{
-	__s32 id = 0;
-	bpf_probe_read_kernel(&id, sizeof(id), (void *)(task + off));
-	return id;
-}
-
 // A task of the run (inside the group, or followed outside it) forked:
 // the child is the run's too, and followed if its parent is.
 // trace_sched_process_fork(struct task_struct *parent, struct task_struct *child)
@@ -549,10 +581,14 @@ int sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 	if (!inside && !current_followed())
 		return 0;
 	// Forked outside the group, the child is outside it too.
-	__u32 flags = inside ? 0 : MEMBER_FOLLOWED;
-	__u32 child = task_id(ctx->args[1], task_pid_off);
+	__u64 task = ctx->args[1];
+	struct member m = {
+		.flags = inside ? 0 : MEMBER_FOLLOWED,
+		.start_boottime = task_u64(task, task_start_off),
+	};
+	__u32 child = task_u32(task, task_pid_off);
 	if (child)
-		bpf_map_update_elem(&members, &child, &flags, BPF_ANY);
+		bpf_map_update_elem(&members, &child, &m, BPF_ANY);
 	return 0;
 }
 
@@ -565,13 +601,16 @@ int sched_process_exec(struct bpf_raw_tracepoint_args *ctx)
 	if (!in_target_cgroup())
 		return 0;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u32 flags = 0;
-	bpf_map_update_elem(&members, &tid, &flags, BPF_NOEXIST);
+	__u64 task = bpf_get_current_task();
+	if (member_of(tid, task))
+		return 0; // forked by one of the run's tasks: already a member
+	struct member m = {.start_boottime = task_u64(task, task_start_off)};
+	bpf_map_update_elem(&members, &tid, &m, BPF_ANY);
 	return 0;
 }
 
-// A thread of the run exits: forget it, so that its id, once reused, is
-// nobody's.
+// A thread of the run exits: forget it, which keeps the map to the tasks
+// alive. A skipped run leaves a stale entry that member_of sees through.
 SEC("raw_tp/sched_process_exit")
 int sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -612,13 +651,13 @@ SEC("raw_tp/cgroup_attach_task")
 int cgroup_attach_task(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 task = ctx->args[2];
-	__u32 tid = task_id(task, task_pid_off);
-	__u32 *flags = bpf_map_lookup_elem(&members, &tid);
-	if (!flags)
+	__u32 tid = task_u32(task, task_pid_off);
+	struct member *m = member_of(tid, task);
+	if (!m)
 		return 0;
 	int inside;
 	int moved_self = task == bpf_get_current_task() ||
-			 (ctx->args[3] && task_id(task, task_tgid_off) == bpf_get_current_pid_tgid() >> 32);
+			 (ctx->args[3] && task_u32(task, task_tgid_off) == bpf_get_current_pid_tgid() >> 32);
 	if (moved_self)
 		// It moved itself (the usual escape; for a whole process, from
 		// any of its threads): the cgroup2 group it is in now is what
@@ -631,11 +670,11 @@ int cgroup_attach_task(struct bpf_raw_tracepoint_args *ctx)
 		// may look like an escape (README: Limits).
 		inside = path_in_target(ctx->args[1]);
 	if (inside) {
-		*flags &= ~MEMBER_FOLLOWED;
+		m->flags &= ~MEMBER_FOLLOWED;
 		return 0;
 	}
-	if (!(*flags & MEMBER_FOLLOWED)) {
-		*flags |= MEMBER_FOLLOWED;
+	if (!(m->flags & MEMBER_FOLLOWED)) {
+		m->flags |= MEMBER_FOLLOWED;
 		add(COUNTER_ESCAPED, 1);
 	}
 	any_followed = 1;

@@ -163,23 +163,24 @@ type reportDoc struct {
 	End      time.Time `json:"end"`
 	ExitCode *int      `json:"exit_code"`
 	Summary  struct {
-		Calls      *uint64 `json:"calls"`
-		Bytes      *uint64 `json:"bytes"`
-		Errors     *uint64 `json:"errors"`
-		Short      *uint64 `json:"short"`
-		EOF        *uint64 `json:"eof"`
-		OffsetNull *uint64 `json:"offset_null"`
-		OffsetPtr  *uint64 `json:"offset_ptr"`
-		Violations *uint64 `json:"violations"`
-		Events     *uint64 `json:"events"`
-		Lost       *uint64 `json:"lost"`
-		SampledOut *uint64 `json:"sampled_out"`
-		Restarts   *uint64 `json:"restarts"`
-		Skipped    *uint64 `json:"skipped"`
-		Escaped    *uint64 `json:"escaped"`
-		P50Ns      *int64  `json:"latency_p50_ns"`
-		P99Ns      *int64  `json:"latency_p99_ns"`
-		MaxNs      *int64  `json:"latency_max_ns"`
+		Calls       *uint64 `json:"calls"`
+		Bytes       *uint64 `json:"bytes"`
+		Errors      *uint64 `json:"errors"`
+		Short       *uint64 `json:"short"`
+		EOF         *uint64 `json:"eof"`
+		OffsetNull  *uint64 `json:"offset_null"`
+		OffsetPtr   *uint64 `json:"offset_ptr"`
+		Violations  *uint64 `json:"violations"`
+		Events      *uint64 `json:"events"`
+		Lost        *uint64 `json:"lost"`
+		SampledOut  *uint64 `json:"sampled_out"`
+		Restarts    *uint64 `json:"restarts"`
+		Skipped     *uint64 `json:"skipped"`
+		Escaped     *uint64 `json:"escaped"`
+		MissedExits *uint64 `json:"missed_exits"`
+		P50Ns       *int64  `json:"latency_p50_ns"`
+		P99Ns       *int64  `json:"latency_p99_ns"`
+		MaxNs       *int64  `json:"latency_max_ns"`
 	} `json:"summary"`
 	ErrorsByErrno    map[string]uint64 `json:"errors_by_errno"`
 	ViolationsByRule map[string]uint64 `json:"violations_by_rule"`
@@ -212,7 +213,7 @@ func readReport(t *testing.T, path string) reportDoc {
 		"calls": s.Calls, "bytes": s.Bytes, "errors": s.Errors, "short": s.Short, "eof": s.EOF,
 		"offset_null": s.OffsetNull, "offset_ptr": s.OffsetPtr, "violations": s.Violations,
 		"events": s.Events, "lost": s.Lost, "sampled_out": s.SampledOut, "restarts": s.Restarts,
-		"skipped": s.Skipped, "escaped": s.Escaped,
+		"skipped": s.Skipped, "escaped": s.Escaped, "missed_exits": s.MissedExits,
 	} {
 		if p == nil {
 			t.Fatalf("report: summary.%s missing\n%s", name, data)
@@ -221,16 +222,18 @@ func readReport(t *testing.T, path string) reportDoc {
 	if s.P50Ns == nil || s.P99Ns == nil || s.MaxNs == nil || r.ExitCode == nil {
 		t.Fatalf("report: latency or exit_code missing\n%s", data)
 	}
-	// Every program's skips are there, and add up to summary.skipped.
+	// Every program's skips are there, and add up to summary.skipped;
+	// sched_process_exit's are summary.missed_exits.
 	var skipped uint64
-	for _, prog := range loader.Programs() {
+	progs := slices.DeleteFunc(loader.Programs(), func(p string) bool { return p == loader.ExitProgram })
+	for _, prog := range progs {
 		n, ok := r.SkippedByProgram[prog]
 		if !ok {
 			t.Fatalf("report: skipped_by_program lacks %s\n%s", prog, data)
 		}
 		skipped += n
 	}
-	if len(r.SkippedByProgram) != len(loader.Programs()) || skipped != *s.Skipped {
+	if len(r.SkippedByProgram) != len(progs) || s.MissedExits == nil || skipped != *s.Skipped {
 		t.Fatalf("report: skipped_by_program %v does not match the programs or summary.skipped %d", r.SkippedByProgram, *s.Skipped)
 	}
 	return r

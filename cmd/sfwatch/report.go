@@ -46,9 +46,12 @@ type reportSummary struct {
 	Skipped uint64 `json:"skipped"`
 	// Escaped: tasks of the run that moved out of its group (followed).
 	Escaped uint64 `json:"escaped"`
-	P50Ns   int64  `json:"latency_p50_ns"`
-	P99Ns   int64  `json:"latency_p99_ns"`
-	MaxNs   int64  `json:"latency_max_ns"`
+	// MissedExits: thread exits the kernel skipped telling sfwatch
+	// (sched_process_exit's skips); they cost no call.
+	MissedExits uint64 `json:"missed_exits"`
+	P50Ns       int64  `json:"latency_p50_ns"`
+	P99Ns       int64  `json:"latency_p99_ns"`
+	MaxNs       int64  `json:"latency_max_ns"`
 }
 
 type reportExpect struct {
@@ -73,7 +76,7 @@ func newReport(argv []string, o session.Outcome, outcomes []events.Outcome, offe
 			Calls: s.Calls, Bytes: s.Bytes, Errors: s.Errors, Short: s.Short, EOF: s.EOF,
 			OffsetNull: s.OffsetNull, OffsetPtr: s.OffsetPtr, Violations: s.Violations,
 			Events: s.Events, Lost: s.Lost, SampledOut: s.SampledOut, Restarts: s.Restarts,
-			Skipped: s.Skipped, Escaped: s.Escaped,
+			Skipped: s.Skipped, Escaped: s.Escaped, MissedExits: s.MissedExits,
 			P50Ns: int64(s.P50), P99Ns: int64(s.P99), MaxNs: int64(s.Max),
 		},
 		ErrorsByErrno:   s.ErrorsByErrno,

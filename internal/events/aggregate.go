@@ -29,6 +29,9 @@ type Totals struct {
 	// (loader.Snapshot.Skipped): calls that may be missing from every
 	// other total.
 	Skipped map[string]uint64
+	// MissedExits counts thread exits the kernel skipped telling the BPF
+	// side (loader.Snapshot.MissedExits): no call is missing for them.
+	MissedExits uint64
 }
 
 // MaxFirstViolations is how many violating events a Summary keeps.
@@ -83,6 +86,9 @@ type Summary struct {
 	// are lower bounds: a skipped entry or exit is a call counted nowhere.
 	Skipped          uint64
 	SkippedByProgram map[string]uint64
+	// MissedExits: thread exits the kernel skipped telling sfwatch; they
+	// cost no call (a stale bookkeeping entry each), only said.
+	MissedExits uint64
 
 	// Per-event: exact only when Complete.
 	Events           uint64            // delivered to user space
@@ -105,6 +111,7 @@ func (a *Aggregator) Summary(t Totals) Summary {
 		OffsetNull: t.OffsetNull, OffsetPtr: t.OffsetPtr,
 		Lost: t.Lost, SampledOut: t.SampledOut, Unpaired: t.Unpaired, Restarts: t.Restarts,
 		Escaped:          t.Escaped,
+		MissedExits:      t.MissedExits,
 		ErrorsByErrno:    make(map[string]uint64, len(t.ErrorsByErrno)),
 		SkippedByProgram: make(map[string]uint64, len(t.Skipped)),
 

@@ -53,6 +53,9 @@ func WriteTable(w io.Writer, s Summary) error {
 			}
 		}
 	}
+	if s.MissedExits != 0 {
+		rows = append(rows, countRow(s.MissedExits, "thread exits the kernel skipped telling sfwatch (no call missed)"))
+	}
 
 	rows = append(rows,
 		tableRow{title: "events (one per call, checked against the contract):"},

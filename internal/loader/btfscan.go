@@ -12,26 +12,31 @@ import (
 // kernelBTFPath is the running kernel's own type information.
 const kernelBTFPath = "/sys/kernel/btf/vmlinux"
 
-// taskIDOffsets returns the byte offsets of pid and tgid in the running
-// kernel's struct task_struct, which the follow programs read from task
-// pointers that raw tracepoints hand them.
+// taskOffsets are the byte offsets of the members of the running kernel's
+// struct task_struct that the follow programs read from task pointers that
+// raw tracepoints hand them.
+type taskOffsets struct {
+	pid, tgid, groupLeader, startBoottime uint32
+}
+
+// readTaskOffsets finds them in the kernel's BTF.
 //
 // Why not cilium/ebpf's btf package: it builds a Go value for every type
 // it decodes, 48 ms here for LoadKernelSpec and one lookup, on every run.
-// The two offsets need one streamed pass over the string section and one
+// The offsets need one streamed pass over the string section and one
 // over the type section: a few ms, and 64 KiB of memory rather than the
 // file's 5 MiB.
-func taskIDOffsets() (pid, tgid uint32, err error) {
+func readTaskOffsets() (taskOffsets, error) {
 	f, err := os.Open(kernelBTFPath)
 	if err != nil {
-		return 0, 0, fmt.Errorf("reading kernel BTF: %w", err)
+		return taskOffsets{}, fmt.Errorf("reading kernel BTF: %w", err)
 	}
 	defer f.Close()
-	offs, err := structMemberOffsets(f, "task_struct", "pid", "tgid")
+	offs, err := structMemberOffsets(f, "task_struct", "pid", "tgid", "group_leader", "start_boottime")
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s: %w", kernelBTFPath, err)
+		return taskOffsets{}, fmt.Errorf("%s: %w", kernelBTFPath, err)
 	}
-	return offs[0], offs[1], nil
+	return taskOffsets{pid: offs[0], tgid: offs[1], groupLeader: offs[2], startBoottime: offs[3]}, nil
 }
 
 // BTF kinds (include/uapi/linux/btf.h) that have data after struct btf_type.

@@ -9,14 +9,14 @@ import (
 	"github.com/cilium/ebpf/btf"
 )
 
-// TestTaskIDOffsets: the one-pass scan finds the offsets that cilium/ebpf's
+// TestTaskOffsets: the one-pass scan finds the offsets that cilium/ebpf's
 // full BTF decoder finds, for the running kernel.
-func TestTaskIDOffsets(t *testing.T) {
+func TestTaskOffsets(t *testing.T) {
 	if _, err := os.Stat(kernelBTFPath); err != nil {
 		t.Skipf("no kernel BTF: %v", err)
 	}
 	start := time.Now()
-	pid, tgid, err := taskIDOffsets()
+	offs, err := readTaskOffsets()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,10 +33,11 @@ func TestTaskIDOffsets(t *testing.T) {
 	for _, m := range task.Members {
 		want[m.Name] = uint32(m.Offset.Bytes())
 	}
-	if pid != want["pid"] || tgid != want["tgid"] || pid == 0 {
-		t.Errorf("scan: pid at %d, tgid at %d; cilium/ebpf: %d, %d", pid, tgid, want["pid"], want["tgid"])
+	wantOffs := taskOffsets{want["pid"], want["tgid"], want["group_leader"], want["start_boottime"]}
+	if offs != wantOffs || offs.pid == 0 || offs.startBoottime == 0 || offs.groupLeader == 0 {
+		t.Errorf("scan: %+v; cilium/ebpf: %+v", offs, wantOffs)
 	}
-	t.Logf("pid at %d, tgid at %d, found in %v", pid, tgid, scan)
+	t.Logf("%+v, found in %v", offs, scan)
 }
 
 func TestStructMemberOffsetsErrors(t *testing.T) {

@@ -5,6 +5,7 @@
 package loader
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,6 +77,11 @@ type program struct {
 	follow bool
 }
 
+// ExitProgram is the one program whose skips cost no call: it forgets an
+// exited thread, and the entry a skip leaves behind is recognised as stale
+// (struct member in bpf/sfwatch.c). Its skips are Snapshot.MissedExits.
+const ExitProgram = "sched_process_exit"
+
 // The programs are attached in this order: what settles a call before what
 // starts one, so that no call is ever entered without its exit (and, when a
 // signal interrupts it, its settling) being watched.
@@ -82,7 +89,7 @@ type program struct {
 // The follow programs come first: the command's exec, and every fork and
 // move of its tasks, are seen before its first sendfile can be.
 var commonPrograms = []program{
-	{"sched_process_exit", rawTracepoint, "sched", "sched_process_exit", true},
+	{ExitProgram, rawTracepoint, "sched", "sched_process_exit", true},
 	{"cgroup_attach_task", rawTracepoint, "cgroup", "cgroup_attach_task", true},
 	{"sched_process_fork", rawTracepoint, "sched", "sched_process_fork", true},
 	{"sched_process_exec", rawTracepoint, "sched", "sched_process_exec", true},
@@ -176,7 +183,7 @@ func Tracepoints() []string {
 }
 
 // Programs names every program Open loads on this kernel: the keys of
-// Snapshot.Skipped.
+// Snapshot.Skipped, and ExitProgram's for Snapshot.MissedExits.
 func Programs() []string {
 	var names []string
 	for _, p := range programs() {
@@ -314,7 +321,7 @@ func Open(cfg Config) (*Tracer, error) {
 }
 
 // followConsts are the constants of the follow programs: the group's path
-// as the kernel prints it, and where task_struct keeps pid and tgid.
+// as the kernel prints it, and where task_struct keeps what they read.
 func followConsts(cgroupPath string) (map[string]any, error) {
 	path := strings.TrimSuffix(cgroupPath, "/")
 	var buf [256]byte // TARGET_PATH_MAX in bpf/sfwatch.c
@@ -322,36 +329,78 @@ func followConsts(cgroupPath string) (map[string]any, error) {
 		return nil, fmt.Errorf("following tasks of group %s: its path is longer than %d bytes", cgroupPath, len(buf))
 	}
 	copy(buf[:], path)
-	pid, tgid, err := taskIDOffsets()
+	offs, err := readTaskOffsets()
 	if err != nil {
-		return nil, fmt.Errorf("finding pid and tgid in struct task_struct: %w", err)
+		return nil, fmt.Errorf("finding pid, tgid, group_leader and start_boottime in struct task_struct: %w", err)
 	}
 	return map[string]any{
-		"target_path":     buf,
-		"target_path_len": uint32(len(path)),
-		"task_pid_off":    pid,
-		"task_tgid_off":   tgid,
+		"target_path":           buf,
+		"target_path_len":       uint32(len(path)),
+		"task_pid_off":          offs.pid,
+		"task_tgid_off":         offs.tgid,
+		"task_group_leader_off": offs.groupLeader,
+		"task_start_off":        offs.startBoottime,
 	}, nil
 }
 
+// Task is one task of the run: its thread id (a process's is its pid), and
+// its start time, which tells it from a later task given the same id.
+type Task struct {
+	TID int
+	// StartBoottime is the task's start, in ns since boot: /proc/TID/stat's
+	// starttime field in ns rather than clock ticks.
+	StartBoottime uint64
+}
+
+// Alive tells whether task.TID still names this task (running, or a
+// zombie not yet reaped): its start time in /proc/TID/stat is the one the
+// BPF side recorded. The id of an exited task may be another's by now,
+// which must not be killed. Between this check and a kill, the id would
+// have to be freed and handed out again: a wrap of the pid space.
+func (task Task) Alive() bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(task.TID) + "/stat")
+	if err != nil {
+		return false
+	}
+	// After the command name, in parentheses and possibly holding spaces
+	// and parentheses itself: state is field 3, starttime field 22.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return false
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 20 {
+		return false
+	}
+	ticks, err := strconv.ParseUint(fields[19], 10, 64)
+	// In clock ticks of USER_HZ, which Linux fixes at 100 on x86 and
+	// arm64: the kernel's nsec_to_clock_t truncates, and so does this.
+	return err == nil && ticks == task.StartBoottime/(1e9/userHZ)
+}
+
+// userHZ is the unit of /proc/PID/stat's times (sysconf(_SC_CLK_TCK)).
+const userHZ = 100
+
 // Followed lists the tasks of the run that left its group and are
-// followed since (by thread id; a process's is its pid): what a cleanup
-// must kill besides the group.
-func (t *Tracer) Followed() ([]int, error) {
+// followed since: what a cleanup must kill besides the group. It may list
+// a task that has exited (the kernel can skip the program that forgets
+// it): ask Alive before acting on the id.
+func (t *Tracer) Followed() ([]Task, error) {
 	var (
-		tid, flags uint32
-		ids        []int
+		tid   uint32
+		m     SfwatchMember
+		tasks []Task
 	)
 	it := t.objs.Members.Iterate()
-	for it.Next(&tid, &flags) {
-		if flags&uint32(SfwatchMemberFlagMEMBER_FOLLOWED) != 0 {
-			ids = append(ids, int(tid))
+	for it.Next(&tid, &m) {
+		if m.Flags&uint32(SfwatchMemberFlagMEMBER_FOLLOWED) != 0 {
+			tasks = append(tasks, Task{int(tid), m.StartBoottime})
 		}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading followed tasks: %w", err)
 	}
-	return ids, nil
+	return tasks, nil
 }
 
 // Close detaches the programs and frees every map. Idempotent.
@@ -431,8 +480,9 @@ type Snapshot struct {
 	Counters    Counters
 	ErrnoCounts map[syscall.Errno]uint64 // failed calls by errno; only non-zero entries
 	LatencyLog2 [64]uint64               // bucket i: durations in [2^(i-1), 2^i) ns
-	// Skipped counts, by program (every one of Programs), the times the
-	// kernel did not run it: its recursion misses. The kernel runs one
+	// Skipped counts, by program (every one of Programs but
+	// sched_process_exit, see MissedExits), the times the kernel did not
+	// run it: its recursion misses. The kernel runs one
 	// tracing program at a time per CPU, and from Linux 7.2 syscall
 	// tracepoints run BPF preemptibly, so a thread preempted inside a
 	// program makes the same program skip for every other thread on that
@@ -446,6 +496,11 @@ type Snapshot struct {
 	// the CPU's BPF-active flag, which kprobes share, and a reader
 	// preempted inside one makes the kprobes on that CPU skip.
 	Skipped map[string]uint64
+	// MissedExits counts the thread exits the kernel skipped telling the
+	// BPF side (sched_process_exit's skips, for any thread on the
+	// machine). A skip costs no call: it leaves a stale entry among the
+	// run's tasks, which the task's start time shows up for what it is.
+	MissedExits uint64
 }
 
 // Snapshot reads and sums the per-CPU maps. The counts are exact whatever
@@ -481,6 +536,10 @@ func (t *Tracer) Snapshot() (Snapshot, error) {
 		stats, err := t.coll.Programs[p.name].Stats()
 		if err != nil {
 			return s, fmt.Errorf("reading skips of %s: %w", p.name, err)
+		}
+		if p.name == ExitProgram {
+			s.MissedExits = stats.RecursionMisses
+			continue
 		}
 		s.Skipped[p.name] = stats.RecursionMisses
 		if p.kind == kretprobe {

@@ -72,6 +72,13 @@ type SfwatchInflight struct {
 	RestartCode  int64
 }
 
+type SfwatchMember struct {
+	_             structs.HostLayout
+	Flags         uint32
+	Pad           uint32
+	StartBoottime uint64
+}
+
 type SfwatchMemberFlag uint32
 
 const (
@@ -104,11 +111,14 @@ const (
 	SfwatchVarTargetLevel                 = "target_level"
 	SfwatchVarTargetPath                  = "target_path"
 	SfwatchVarTargetPathLen               = "target_path_len"
+	SfwatchVarTaskGroupLeaderOff          = "task_group_leader_off"
 	SfwatchVarTaskPidOff                  = "task_pid_off"
+	SfwatchVarTaskStartOff                = "task_start_off"
 	SfwatchVarTaskTgidOff                 = "task_tgid_off"
 	SfwatchVarUnusedCounter               = "unused_counter"
 	SfwatchVarUnusedEvent                 = "unused_event"
 	SfwatchVarUnusedEventFlag             = "unused_event_flag"
+	SfwatchVarUnusedMember                = "unused_member"
 	SfwatchVarUnusedMemberFlag            = "unused_member_flag"
 	SfwatchVarWakeupBytes                 = "wakeup_bytes"
 )
@@ -182,20 +192,23 @@ type SfwatchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SfwatchVariableSpecs struct {
-	AnyFollowed      *ebpf.VariableSpec `ebpf:"any_followed"`
-	LastWakeupPos    *ebpf.VariableSpec `ebpf:"last_wakeup_pos"`
-	SampleEvery      *ebpf.VariableSpec `ebpf:"sample_every"`
-	TargetCgroupId   *ebpf.VariableSpec `ebpf:"target_cgroup_id"`
-	TargetLevel      *ebpf.VariableSpec `ebpf:"target_level"`
-	TargetPath       *ebpf.VariableSpec `ebpf:"target_path"`
-	TargetPathLen    *ebpf.VariableSpec `ebpf:"target_path_len"`
-	TaskPidOff       *ebpf.VariableSpec `ebpf:"task_pid_off"`
-	TaskTgidOff      *ebpf.VariableSpec `ebpf:"task_tgid_off"`
-	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
-	UnusedMemberFlag *ebpf.VariableSpec `ebpf:"unused_member_flag"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	AnyFollowed        *ebpf.VariableSpec `ebpf:"any_followed"`
+	LastWakeupPos      *ebpf.VariableSpec `ebpf:"last_wakeup_pos"`
+	SampleEvery        *ebpf.VariableSpec `ebpf:"sample_every"`
+	TargetCgroupId     *ebpf.VariableSpec `ebpf:"target_cgroup_id"`
+	TargetLevel        *ebpf.VariableSpec `ebpf:"target_level"`
+	TargetPath         *ebpf.VariableSpec `ebpf:"target_path"`
+	TargetPathLen      *ebpf.VariableSpec `ebpf:"target_path_len"`
+	TaskGroupLeaderOff *ebpf.VariableSpec `ebpf:"task_group_leader_off"`
+	TaskPidOff         *ebpf.VariableSpec `ebpf:"task_pid_off"`
+	TaskStartOff       *ebpf.VariableSpec `ebpf:"task_start_off"`
+	TaskTgidOff        *ebpf.VariableSpec `ebpf:"task_tgid_off"`
+	UnusedCounter      *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlag    *ebpf.VariableSpec `ebpf:"unused_event_flag"`
+	UnusedMember       *ebpf.VariableSpec `ebpf:"unused_member"`
+	UnusedMemberFlag   *ebpf.VariableSpec `ebpf:"unused_member_flag"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // SfwatchObjects contains all objects after they have been loaded into the kernel.
@@ -241,20 +254,23 @@ func (m *SfwatchMaps) Close() error {
 //
 // It can be passed to LoadSfwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SfwatchVariables struct {
-	AnyFollowed      *ebpf.Variable `ebpf:"any_followed"`
-	LastWakeupPos    *ebpf.Variable `ebpf:"last_wakeup_pos"`
-	SampleEvery      *ebpf.Variable `ebpf:"sample_every"`
-	TargetCgroupId   *ebpf.Variable `ebpf:"target_cgroup_id"`
-	TargetLevel      *ebpf.Variable `ebpf:"target_level"`
-	TargetPath       *ebpf.Variable `ebpf:"target_path"`
-	TargetPathLen    *ebpf.Variable `ebpf:"target_path_len"`
-	TaskPidOff       *ebpf.Variable `ebpf:"task_pid_off"`
-	TaskTgidOff      *ebpf.Variable `ebpf:"task_tgid_off"`
-	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
-	UnusedMemberFlag *ebpf.Variable `ebpf:"unused_member_flag"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	AnyFollowed        *ebpf.Variable `ebpf:"any_followed"`
+	LastWakeupPos      *ebpf.Variable `ebpf:"last_wakeup_pos"`
+	SampleEvery        *ebpf.Variable `ebpf:"sample_every"`
+	TargetCgroupId     *ebpf.Variable `ebpf:"target_cgroup_id"`
+	TargetLevel        *ebpf.Variable `ebpf:"target_level"`
+	TargetPath         *ebpf.Variable `ebpf:"target_path"`
+	TargetPathLen      *ebpf.Variable `ebpf:"target_path_len"`
+	TaskGroupLeaderOff *ebpf.Variable `ebpf:"task_group_leader_off"`
+	TaskPidOff         *ebpf.Variable `ebpf:"task_pid_off"`
+	TaskStartOff       *ebpf.Variable `ebpf:"task_start_off"`
+	TaskTgidOff        *ebpf.Variable `ebpf:"task_tgid_off"`
+	UnusedCounter      *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlag    *ebpf.Variable `ebpf:"unused_event_flag"`
+	UnusedMember       *ebpf.Variable `ebpf:"unused_member"`
+	UnusedMemberFlag   *ebpf.Variable `ebpf:"unused_member_flag"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // SfwatchPrograms contains all programs after they have been loaded into the kernel.

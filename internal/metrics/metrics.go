@@ -58,7 +58,7 @@ var (
 	escapedDesc = prometheus.NewDesc(namespace+"_tasks_escaped_total",
 		"Tasks of the run that moved out of its group; sfwatch follows them, and their calls are counted.", nil, nil)
 	skippedDesc = prometheus.NewDesc(namespace+"_programs_skipped_total",
-		"Times the kernel did not run one of sfwatch's programs (its recursion misses); not zero, calls may be missing from every sendfile total.", []string{"program"}, nil)
+		"Times the kernel did not run one of sfwatch's programs (its recursion misses); not zero, calls may be missing from every sendfile total, except for sched_process_exit, whose skips cost no call.", []string{"program"}, nil)
 )
 
 // Exporter is a prometheus.Collector and a session sink.
@@ -182,6 +182,7 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	for prog, n := range s.Skipped {
 		counter(skippedDesc, n, prog)
 	}
+	counter(skippedDesc, s.MissedExits, loader.ExitProgram)
 
 	// The count is the histogram's own total, not the calls counter: the
 	// two maps are read one after the other while calls go on, and a

@@ -69,6 +69,7 @@ func snapshot() loader.Snapshot {
 	s.LatencyLog2[34] = 390
 	s.LatencyLog2[40] = 10
 	s.Skipped = map[string]uint64{"sys_enter_sendfile64": 19, "sys_exit_sendfile64": 23, "signal_deliver": 0}
+	s.MissedExits = 31
 	return s
 }
 
@@ -138,6 +139,7 @@ func TestEveryFamilyAndValue(t *testing.T) {
 		"sfwatch_tasks_escaped_total":      {"": 29},
 		"sfwatch_programs_skipped_total": {
 			"program=sys_enter_sendfile64": 19, "program=sys_exit_sendfile64": 23, "program=signal_deliver": 0,
+			"program=sched_process_exit": 31,
 		},
 		"sfwatch_sendfile_violations_total": {"rule=ret_over_count": 2, "rule=offset_not_advanced": 1},
 		"sfwatch_child_up":                  {"": 1},

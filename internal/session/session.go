@@ -285,14 +285,16 @@ const killTimeout = 2 * time.Second
 func (w *watch) kill(group *child.Group) error {
 	err := group.Kill()
 	for deadline := time.Now().Add(killTimeout); ; {
-		ids, ferr := w.tracer.Followed()
+		tasks, ferr := w.tracer.Followed()
 		if ferr != nil {
 			return errors.Join(err, ferr)
 		}
 		alive := 0
-		for _, id := range ids {
-			// ESRCH: gone, and its exit not yet seen by the BPF side.
-			if syscall.Kill(id, syscall.SIGKILL) == nil {
+		for _, task := range tasks {
+			// Not the same task: gone, and its exit not yet seen by the
+			// BPF side (or never: the kernel may skip that program).
+			// ESRCH: gone since.
+			if task.Alive() && syscall.Kill(task.TID, syscall.SIGKILL) == nil {
 				alive++
 			}
 		}
@@ -333,6 +335,7 @@ func totals(s loader.Snapshot) events.Totals {
 		Escaped:       c.Get(loader.SfwatchCounterCOUNTER_ESCAPED),
 		ErrorsByErrno: s.ErrnoCounts,
 		Skipped:       s.Skipped,
+		MissedExits:   s.MissedExits,
 	}
 }
 
