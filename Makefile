@@ -14,6 +14,14 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o sfwatch ./cmd/sfwatch
 
+# The container image (Dockerfile), stamped with the same VERSION as build:
+# the build context has no .git, so it goes in as a build argument.
+DOCKER ?= docker
+DOCKER_IMAGE ?= sfwatch
+.PHONY: docker
+docker:
+	$(DOCKER) build --build-arg VERSION=$(VERSION) -t $(DOCKER_IMAGE) .
+
 # Rebuild bpf/sfwatch.c into internal/loader (needs clang and libbpf-dev).
 generate:
 	$(GO) generate ./...

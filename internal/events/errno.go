@@ -221,7 +221,7 @@ func isRestart(e syscall.Errno) bool {
 }
 
 // contractErrnos are the errors sendfile(2) is documented to return (see
-// "sendfile's contract" in DESIGN.md), plus the ERESTART* codes a signal
+// "sendfile's contract" in docs/design.md), plus the ERESTART* codes a signal
 // leaves at syscall exit before a restart. Anything else is an
 // unexpected_errno violation.
 var contractErrnos = [...]syscall.Errno{

@@ -75,7 +75,7 @@ type Verdict struct {
 	OffsetUnknown bool
 }
 
-// Validate checks one call against sendfile's contract (DESIGN.md). A short
+// Validate checks one call against sendfile's contract (docs/design.md). A short
 // transfer and end of file are legal; an unreadable offset is unknown, never
 // a violation.
 func Validate(e *Event) Verdict {
