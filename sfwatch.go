@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
 	"github.com/sfwatch/sfwatch/internal/session"
@@ -67,7 +67,7 @@ func Supported() error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("sfwatch needs root to load BPF programs and create cgroups")
 	}
-	if _, err := child.Cgroup2Mount(); err != nil {
+	if _, err := cgroup.Mount(); err != nil {
 		return err
 	}
 	if err := loader.EnsureTracefs(); err != nil {

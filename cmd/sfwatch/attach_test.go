@@ -23,7 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 )
 
 func init() {
@@ -123,7 +123,7 @@ func (p *pmTarget) alive() bool {
 // naming, and removes it (after killing what is left in it) at the end.
 func pmGroup(t *testing.T) (mount, path string) {
 	t.Helper()
-	mount, err := child.Cgroup2Mount()
+	mount, err := cgroup.Mount()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func TestAttachUsage(t *testing.T) {
 		}
 	}
 	needRoot(t)
-	mount, err := child.Cgroup2Mount()
+	mount, err := cgroup.Mount()
 	if err != nil {
 		t.Fatal(err)
 	}

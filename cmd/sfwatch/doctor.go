@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
 	"github.com/sfwatch/sfwatch/internal/loader"
 )
@@ -111,14 +112,14 @@ func runChecks() []check {
 		add("kprobe "+loader.KprobeSymbol, true, kallsymsHas(loader.KprobeSymbol), "in /proc/kallsyms (the kprobe pair's function)")
 	}
 
-	mount, err := child.Cgroup2Mount()
+	mount, err := cgroup.Mount()
 	add("cgroup2", true, err, mount)
 
 	for _, f := range loader.Features() {
 		add(f.Name, true, f.Err, f.Detail)
 	}
 
-	group, err := child.NewGroup()
+	group, err := cgroup.New()
 	if err != nil {
 		add("cgroup group", true, err, "")
 		return checks
@@ -188,7 +189,7 @@ func kernelAtLeast(release string, major, minor int) error {
 
 // startSelf starts this binary (`sfwatch version`, output discarded) in
 // the group: sfwatch itself is there even in an image with nothing else.
-func startSelf(group *child.Group) error {
+func startSelf(group *cgroup.Group) error {
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding sfwatch's own binary: %w", err)

@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 )
 
 func init() {
@@ -95,7 +95,7 @@ func escapeChildWorkload(args []string) error {
 // the child outside is killed when the run ends.
 func TestRunFollowsEscapedProcess(t *testing.T) {
 	needRoot(t)
-	mount, err := child.Cgroup2Mount()
+	mount, err := cgroup.Mount()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
 )
 
@@ -101,7 +102,7 @@ func run(ctx context.Context, args []string) error {
 	case selftestChildCommand:
 		return selftestChild(args[1:])
 	case watchdogCommand:
-		return child.RunWatchdog(args[1:])
+		return cgroup.RunWatchdog(args[1:])
 	case "version", "--version":
 		fmt.Println(versionString())
 		return nil

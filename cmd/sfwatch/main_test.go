@@ -15,7 +15,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 )
 
 // sfwatchBin is the sfwatch binary under test, built once by TestMain.
@@ -136,7 +136,7 @@ func workloadEnv() []string {
 // last descriptor just closed may lag a moment, so that is waited for.
 func assertNothingLeft(t *testing.T, pid int) {
 	t.Helper()
-	mount, err := child.Cgroup2Mount()
+	mount, err := cgroup.Mount()
 	if err != nil {
 		t.Fatal(err)
 	}

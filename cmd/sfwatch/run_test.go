@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/loader"
 )
 
@@ -1241,7 +1241,7 @@ func TestRunOutputPipeClosed(t *testing.T) {
 // groupPattern globs the groups that sfwatch process pid creates.
 func groupPattern(t *testing.T, pid int) string {
 	t.Helper()
-	mount, err := child.Cgroup2Mount()
+	mount, err := cgroup.Mount()
 	if err != nil {
 		t.Fatal(err)
 	}

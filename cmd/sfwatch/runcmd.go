@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
@@ -199,7 +200,7 @@ func parse(fs *flag.FlagSet, args []string, help string) error {
 }
 
 // watchdogCommand is the hidden command of the helper that removes the
-// group of a run whose sfwatch was killed (child.RunWatchdog).
+// group of a run whose sfwatch was killed (cgroup.RunWatchdog).
 const watchdogCommand = "__watchdog"
 
 // forwardedSignals are the signals that child.Start forwards to the child
@@ -291,11 +292,11 @@ func drainSignals(c chan os.Signal) []os.Signal {
 
 func attachCommand(ctx context.Context, args []string) error {
 	var f watchFlags
-	var cgroup string
+	var cgroupPath string
 	var pid int
 	fs := flag.NewFlagSet("attach", flag.ContinueOnError)
 	f.register(fs)
-	fs.StringVar(&cgroup, "cgroup", "", "")
+	fs.StringVar(&cgroupPath, "cgroup", "", "")
 	fs.IntVar(&pid, "pid", 0, "")
 	if err := parse(fs, args, attachUsage); err != nil {
 		return err
@@ -303,7 +304,7 @@ func attachCommand(ctx context.Context, args []string) error {
 	if err := f.check("attach"); err != nil {
 		return err
 	}
-	if (cgroup == "") == (pid == 0) {
+	if (cgroupPath == "") == (pid == 0) {
 		return usageError("attach: want exactly one of --cgroup PATH or --pid PID")
 	}
 	if fs.NArg() > 0 {
@@ -315,12 +316,12 @@ func attachCommand(ctx context.Context, args []string) error {
 	if err := loader.CheckKernel(); err != nil {
 		return err
 	}
-	var group *child.Group
+	var group *cgroup.Group
 	var err error
 	if pid != 0 {
-		group, err = child.GroupOfPID(pid)
+		group, err = cgroup.OfPID(pid)
 	} else {
-		group, err = child.OpenGroup(cgroup)
+		group, err = cgroup.Open(cgroupPath)
 	}
 	if err != nil {
 		return err

@@ -1,16 +1,12 @@
-// Package child starts the traced program inside a fresh cgroup v2 group and
-// cleans up after it.
+// Package child starts the traced program inside a cgroup v2 group (see
+// package cgroup) and waits for it.
 //
-// The group: NewGroup creates <cgroup2 mount>/sfwatch-<pid>-<start>-<seq>; its inode
-// number is the cgroup id that the BPF programs compare ancestors against.
-// Start creates the child directly inside it with clone3(CLONE_INTO_CGROUP),
-// so the child's first instruction, and everything it ever forks (daemons
-// that double-fork and setsid included), already runs in the group: no
-// ptrace, no moving a running pid. Group.Kill ends them all with cgroup.kill
-// (Linux 5.14+; before, by freezing the group and killing each pid in it),
-// and Group.Close removes the group. Group.StartWatchdog starts a helper
-// that does both should the owner die first; groups left behind all the
-// same are removed by the next NewGroup.
+// Start creates the child directly inside the group with
+// clone3(CLONE_INTO_CGROUP), so the child's first instruction, and
+// everything it ever forks (daemons that double-fork and setsid included),
+// already runs in the group: no ptrace, no moving a running pid. Resolve
+// and CheckUser let a caller refuse a bad command or user before it creates
+// a group.
 //
 // Descriptors: everything this package opens is close-on-exec, so the child
 // gets only Stdin, Stdout, Stderr and ExtraFiles, plus whatever sfwatch itself

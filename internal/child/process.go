@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 )
 
 // Errors of Start and Resolve, for errors.Is: a shell exits 127 for the first
@@ -37,7 +39,7 @@ type Spec struct {
 	// overwritten by Start.
 	Cmd *exec.Cmd
 	// Group is where the child starts, from its first instruction.
-	Group *Group
+	Group *cgroup.Group
 	// User runs the child as this user: a name, or a numeric uid (one
 	// without a passwd entry gets the same number as its gid and no
 	// supplementary groups). Empty: when we are root and SUDO_UID and
@@ -72,7 +74,7 @@ func Start(s Spec) (*Process, error) {
 	}
 	attr := &syscall.SysProcAttr{
 		UseCgroupFD: true,
-		CgroupFD:    int(s.Group.dir.Fd()),
+		CgroupFD:    s.Group.FD(),
 		Credential:  cred,
 	}
 	p := &Process{cmd: cmd, tty: -1}

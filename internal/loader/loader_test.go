@@ -12,7 +12,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
-	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 )
 
 func requireRoot(t *testing.T) {
@@ -25,7 +25,7 @@ func requireRoot(t *testing.T) {
 // ownCgroup returns the id and level of this process's cgroup v2 group.
 func ownCgroup(t *testing.T) (uint64, uint32) {
 	t.Helper()
-	g, err := child.GroupOfPID(os.Getpid())
+	g, err := cgroup.OfPID(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
 )
 
@@ -18,7 +19,7 @@ import (
 // records are the ones /proc shows (Task.Alive).
 func TestStaleMemberIgnored(t *testing.T) {
 	requireRoot(t)
-	g, err := child.NewGroup()
+	g, err := cgroup.New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestStaleMemberIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Both leave the group, moved by this process to its own group.
-	own, err := child.GroupOfPID(os.Getpid())
+	own, err := cgroup.OfPID(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
-// Package session runs one traced workload end to end: it wires the child
-// (group and process), the loader (BPF side) and the events (decode,
-// validate, aggregate) together and hands every event to a sink.
+// Package session runs one traced workload end to end: it wires the group
+// (cgroup), the process (child), the loader (BPF side) and the events
+// (decode, validate, aggregate) together and hands every event to a sink.
 //
 // Order matters and is the point of this package: the group exists and the
 // programs are attached before the child's first instruction; the child's
@@ -20,6 +20,7 @@ import (
 
 	"github.com/cilium/ebpf/ringbuf"
 
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
@@ -55,7 +56,7 @@ type Config struct {
 	// the child runs, before Run waits for it.
 	ChildStarted func(pid int)
 	// Watchdog, when set, is the command line of a program that calls
-	// child.RunWatchdog (sfwatch re-executing itself): Run starts it to
+	// cgroup.RunWatchdog (sfwatch re-executing itself): Run starts it to
 	// kill and remove the group should this process die first.
 	Watchdog []string
 	// Finishing, when set, is called once the child has exited (Run) or ctx
@@ -89,11 +90,11 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	if err := loader.CheckKernel(); err != nil {
 		return Outcome{}, err
 	}
-	group, err := child.NewGroup()
+	group, err := cgroup.New()
 	if err != nil {
 		return Outcome{}, err
 	}
-	var dog *child.Watchdog
+	var dog *cgroup.Watchdog
 	if cfg.Watchdog != nil {
 		if dog, err = group.StartWatchdog(cfg.Watchdog); err != nil {
 			group.Close()
@@ -144,7 +145,7 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 // Attach watches an existing group until ctx ends or the group is removed
 // (checked every GroupCheckInterval). Nothing in the group is started,
 // signalled or killed.
-func Attach(ctx context.Context, group *child.Group, cfg Config) (Outcome, error) {
+func Attach(ctx context.Context, group *cgroup.Group, cfg Config) (Outcome, error) {
 	w, err := start(group, cfg, false)
 	if err != nil {
 		return Outcome{}, err
@@ -182,7 +183,7 @@ type watch struct {
 
 // start loads and attaches the programs for group; follow keeps watching
 // the tasks that leave it (run).
-func start(group *child.Group, cfg Config, follow bool) (*watch, error) {
+func start(group *cgroup.Group, cfg Config, follow bool) (*watch, error) {
 	tracer, err := loader.Open(loader.Config{
 		CgroupID:    group.ID,
 		CgroupLevel: group.Level,
@@ -282,7 +283,7 @@ const killTimeout = 2 * time.Second
 // kill ends every task of the run: the group's, and those that left it
 // (followed by the BPF side, which also tracks what they fork while this
 // runs). The group is killed first, so nothing in it forks a new escape.
-func (w *watch) kill(group *child.Group) error {
+func (w *watch) kill(group *cgroup.Group) error {
 	err := group.Kill()
 	for deadline := time.Now().Add(killTimeout); ; {
 		tasks, ferr := w.tracer.Followed()

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 )
 
 func requireRoot(t *testing.T) {
@@ -27,7 +27,7 @@ func requireRoot(t *testing.T) {
 // ourGroups lists the cgroups this test process created and left.
 func ourGroups(t *testing.T) []string {
 	t.Helper()
-	mount, err := child.Cgroup2Mount()
+	mount, err := cgroup.Mount()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package child
+package cgroup
 
 import (
 	"bufio"
@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-// groupPrefix starts the name of every group NewGroup creates:
+// groupPrefix starts the name of every group New creates:
 // sfwatch-<pid>-<start>-<seq>, directly below the cgroup2 root, where start
 // is the creator's start time (field 22 of /proc/PID/stat): with the pid it
 // names one process for the life of the system, so a sweep can tell a live
@@ -33,23 +33,23 @@ const killTimeout = 10 * time.Second
 // (parallel tests, say).
 var seq atomic.Uint64
 
-// Cgroup2Mount returns the mount point of the cgroup v2 hierarchy, from
+// Mount returns the mount point of the cgroup v2 hierarchy, from
 // /proc/self/mountinfo: /sys/fs/cgroup on a pure v2 host,
 // /sys/fs/cgroup/unified on a hybrid one.
-func Cgroup2Mount() (string, error) {
+func Mount() (string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return "", fmt.Errorf("finding the cgroup2 mount: %w", err)
 	}
 	defer f.Close()
-	return parseCgroup2Mount(f)
+	return parseMount(f)
 }
 
-// parseCgroup2Mount returns the mount point of the first cgroup2 line of a
+// parseMount returns the mount point of the first cgroup2 line of a
 // mountinfo table:
 //
 //	ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
-func parseCgroup2Mount(r io.Reader) (string, error) {
+func parseMount(r io.Reader) (string, error) {
 	s := bufio.NewScanner(r)
 	// Overlay mounts with many layers make lines longer than the default 64 KiB.
 	s.Buffer(nil, 1<<20)
@@ -94,30 +94,30 @@ type Group struct {
 	ID    uint64 // cgroup id == inode number of the directory (what bpf_get_current_ancestor_cgroup_id returns)
 	Level uint32 // depth below the cgroup2 root (root = 0, <mount>/a = 1, <mount>/a/b = 2)
 
-	owned bool // created by NewGroup: Close kills and removes it
-	// dir is the group's directory, open for the group's whole life: Start
-	// passes it to clone3 (CLONE_INTO_CGROUP).
+	owned bool // created by New: Close kills and removes it
+	// dir is the group's directory, open for the group's whole life: FD
+	// hands it to clone3 (CLONE_INTO_CGROUP).
 	dir *os.File
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// NewGroup creates an owned group <mount>/sfwatch-<pid>-<start>-<seq>;
+// New creates an owned group <mount>/sfwatch-<pid>-<start>-<seq>;
 // Close kills whatever runs in it and removes it.
 //
 // It first removes the groups that crashed earlier runs left behind: a group
 // whose creator no longer runs (its pid is gone, or belongs to a process that
 // started at another time) has its processes killed and is removed. That
 // sweep is best effort: a leftover that cannot be removed now must not stop a
-// new run, and every later NewGroup tries again.
+// new run, and every later New tries again.
 //
 // No lock is taken: a group is swept only when its creator is dead, so a
-// concurrent NewGroup's group, between its mkdir and its open, is never taken
+// concurrent New's group, between its mkdir and its open, is never taken
 // for stale (and a lock on a file that users can open would let any user
 // hold every run back).
-func NewGroup() (*Group, error) {
-	mount, err := Cgroup2Mount()
+func New() (*Group, error) {
+	mount, err := Mount()
 	if err != nil {
 		return nil, err
 	}
@@ -223,14 +223,14 @@ func procStart(pid int) (uint64, error) {
 	return start, nil
 }
 
-// OpenGroup opens an existing group (for `sfwatch attach --cgroup PATH`). PATH
+// Open opens an existing group (for `sfwatch attach --cgroup PATH`). PATH
 // is absolute under the cgroup2 mount, or relative to it; an absolute path
 // outside the mount is taken as /proc/PID/cgroup shows it
 // (/system.slice/x.service), so relative to the mount too. A path that ".."
 // takes out of the mount is refused. Errors name PATH as given. The group is
 // not owned: Close never kills or removes it.
-func OpenGroup(path string) (*Group, error) {
-	mount, err := Cgroup2Mount()
+func Open(path string) (*Group, error) {
+	mount, err := Mount()
 	if err != nil {
 		return nil, err
 	}
@@ -258,9 +258,9 @@ func groupRel(mount, path string) (string, error) {
 	return rel, nil
 }
 
-// GroupOfPID opens the cgroup v2 group that process pid is in, from the
+// OfPID opens the cgroup v2 group that process pid is in, from the
 // "0::/path" line of /proc/PID/cgroup. The group is not owned.
-func GroupOfPID(pid int) (*Group, error) {
+func OfPID(pid int) (*Group, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("finding the cgroup of pid %d: no such process", pid)
@@ -270,7 +270,7 @@ func GroupOfPID(pid int) (*Group, error) {
 	}
 	for line := range strings.Lines(string(data)) {
 		if path, ok := strings.CutPrefix(strings.TrimSpace(line), "0::"); ok {
-			return OpenGroup(path)
+			return Open(path)
 		}
 	}
 	return nil, fmt.Errorf("finding the cgroup of pid %d: no cgroup v2 line (0::) in /proc/%d/cgroup", pid, pid)
@@ -351,6 +351,11 @@ func (g *Group) Removed() bool {
 	return fi.Sys().(*syscall.Stat_t).Ino != g.ID
 }
 
+// FD returns the descriptor of the group's directory, for clone3
+// (CLONE_INTO_CGROUP) to start a process inside the group. It is
+// close-on-exec, and valid until Close.
+func (g *Group) FD() int { return int(g.dir.Fd()) }
+
 // Kill kills every process in the group and below it (cgroup.kill: SIGKILL,
 // including processes forked meanwhile) and waits, at most killTimeout, until
 // the group is empty. Without cgroup.kill (before Linux 5.14) it freezes the
@@ -360,7 +365,7 @@ func (g *Group) Kill() error {
 }
 
 // Close releases the group. An owned group is killed, then removed with any
-// child groups its processes created; a group from OpenGroup or GroupOfPID is
+// child groups its processes created; a group from Open or OfPID is
 // only closed. Calls after the first return nil.
 func (g *Group) Close() error {
 	g.closeOnce.Do(func() {

@@ -1,4 +1,4 @@
-package child
+package cgroup
 
 import (
 	"errors"
@@ -19,7 +19,7 @@ const watchdogStopTimeout = time.Second
 
 // Watchdog is a helper process that kills and removes an owned group when
 // its owner dies without doing so itself (SIGKILL, a crash): otherwise the
-// child would run on, untraced, until some later NewGroup swept the group.
+// child would run on, untraced, until some later New swept the group.
 //
 // It holds the read end of a pipe whose write end only the owner holds
 // (close-on-exec: the child never gets it), so the kernel closes it when
