@@ -182,11 +182,20 @@ struct {
 	__uint(max_entries, 8 << 20);
 } events SEC(".maps");
 
-// Exact totals, one slot per enum counter. Per-CPU array: no atomics and no
-// contention on the hot path; Go sums the CPUs when it reads.
+// Exact totals: a row of COUNTER_ROW slots per CPU (the loader multiplies
+// max_entries by the possible CPUs), slot = enum counter, added to
+// atomically. Own rows keep CPUs off each other's cache lines; atomic adds
+// because a program can be preempted (Linux 7.2+) between reading a slot
+// and writing it back, while another program adds to the same slot on the
+// same CPU. A plain array that Go reads through memory: reading through
+// the bpf syscall holds the CPU's BPF-active flag, and a kprobe that fires
+// on the CPU of a reader preempted there is skipped.
+#define COUNTER_ROW 16 // COUNTER_MAX rounded up to whole 64-byte lines
+_Static_assert(COUNTER_MAX <= COUNTER_ROW, "a CPU's counters must fit its row");
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, COUNTER_MAX);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, COUNTER_ROW);
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
@@ -205,9 +214,11 @@ struct {
 } errno_counts SEC(".maps");
 
 // Call duration histogram: bucket i counts durations in [2^(i-1), 2^i) ns,
-// bucket 0 counts 0 ns. 64 buckets cover every u64. Per-CPU array, exact.
+// bucket 0 counts 0 ns. 64 buckets cover every u64. A row per CPU, read
+// through memory, added to atomically: the same reasons as counters.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, LATENCY_BUCKETS);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -302,11 +313,19 @@ static __always_inline int watched(void)
 	return in_target_cgroup() || current_followed();
 }
 
+// slot returns this CPU's slot idx of a map laid out in rows of row slots
+// per CPU, or NULL past the map's end.
+static __always_inline __u64 *slot(void *map, __u32 row, __u32 idx)
+{
+	__u32 key = bpf_get_smp_processor_id() * row + idx;
+	return bpf_map_lookup_elem(map, &key);
+}
+
 static __always_inline void add(__u32 idx, __u64 n)
 {
-	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	__u64 *v = slot(&counters, COUNTER_ROW, idx);
 	if (v)
-		*v += n;
+		__sync_fetch_and_add(v, n);
 }
 
 static __always_inline __u32 log2_bucket(__u64 v)
@@ -376,14 +395,14 @@ static __always_inline int finish_call(struct inflight *call, __s64 ret, __u64 d
 		}
 	}
 	add(COUNTER_DURATION_NS, duration);
-	__u32 bucket = log2_bucket(duration);
-	__u64 *hist = bpf_map_lookup_elem(&latency_log2, &bucket);
+	__u64 *hist = slot(&latency_log2, LATENCY_BUCKETS, log2_bucket(duration));
 	if (hist)
-		*hist += 1;
+		__sync_fetch_and_add(hist, 1);
 
 	if (sample_every > 1) {
-		__u32 tick = COUNTER_SAMPLE_TICK;
-		__u64 *t = bpf_map_lookup_elem(&counters, &tick);
+		// Not atomic: a preempted program may repeat a position in the
+		// cycle, which moves the sample, not the totals.
+		__u64 *t = slot(&counters, COUNTER_ROW, COUNTER_SAMPLE_TICK);
 		if (t) {
 			__u64 n = (*t)++;
 			if (n % sample_every != 0) {

@@ -55,6 +55,8 @@ type Tracer struct {
 	// (exits beyond maxactive) is added to the program's skips.
 	kretprobe  link.Link
 	lastMissed uint64 // its missed count, read as it was detached
+	// counters and latency, read through memory (cpuRows).
+	counters, latency *cpuRows
 }
 
 type attachKind int
@@ -232,6 +234,14 @@ func Open(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("loading BPF spec: %w", err)
 	}
 	spec.Maps[SfwatchMapEvents].MaxEntries = uint32(cfg.RingBufSize)
+	counterRow, err := perCPU(spec.Maps[SfwatchMapCounters])
+	if err != nil {
+		return nil, err
+	}
+	latencyRow, err := perCPU(spec.Maps[SfwatchMapLatencyLog2])
+	if err != nil {
+		return nil, err
+	}
 	consts := map[string]any{
 		"target_cgroup_id": cfg.CgroupID,
 		"target_level":     cfg.CgroupLevel,
@@ -277,6 +287,13 @@ func Open(cfg Config) (*Tracer, error) {
 	if err := t.coll.Assign(&t.objs); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("loading BPF maps: %w", err)
+	}
+	if t.counters, err = newCPURows(t.objs.Counters, counterRow); err == nil {
+		t.latency, err = newCPURows(t.objs.LatencyLog2, latencyRow)
+	}
+	if err != nil {
+		t.Close()
+		return nil, err
 	}
 	// What is left are the data sections (.bss, .rodata): the programs
 	// hold them, Go never reads them, so their descriptors go.
@@ -491,10 +508,10 @@ type Snapshot struct {
 	// maxactive in flight at once. A skipped entry or exit is a call
 	// missing from every total, and a skip cannot be tied to a process:
 	// any thread on the machine that hit the program may have been
-	// skipped. In kprobe mode a Snapshot taken while the programs run (a
-	// metrics scrape) can itself cause skips: each of its map reads holds
-	// the CPU's BPF-active flag, which kprobes share, and a reader
-	// preempted inside one makes the kprobes on that CPU skip.
+	// skipped. In kprobe mode a map read or write through the bpf syscall
+	// (by any process) holds the CPU's BPF-active flag, which kprobes
+	// share, and a thread preempted inside one makes the kprobes on that
+	// CPU skip; sfwatch reads its totals through memory for that reason.
 	Skipped map[string]uint64
 	// MissedExits counts the thread exits the kernel skipped telling the
 	// BPF side (sched_process_exit's skips, for any thread on the
@@ -503,17 +520,17 @@ type Snapshot struct {
 	MissedExits uint64
 }
 
-// Snapshot reads and sums the per-CPU maps. The counts are exact whatever
+// Snapshot reads and sums the CPUs' counts. The counts are exact whatever
 // happened to the event stream.
 func (t *Tracer) Snapshot() (Snapshot, error) {
 	var s Snapshot
-	if err := sumPerCPU(t.objs.Counters, s.Counters[:]); err != nil {
+	// Through memory, no syscall: see counters in bpf/sfwatch.c.
+	if err := t.counters.sum(s.Counters[:]); err != nil {
 		return s, fmt.Errorf("reading counters: %w", err)
 	}
-	if err := sumPerCPU(t.objs.LatencyLog2, s.LatencyLog2[:]); err != nil {
+	if err := t.latency.sum(s.LatencyLog2[:]); err != nil {
 		return s, fmt.Errorf("reading latency histogram: %w", err)
 	}
-	// Through memory, no syscall: see errno_counts in bpf/sfwatch.c.
 	mem, err := t.objs.ErrnoCounts.Memory()
 	if err != nil {
 		return s, fmt.Errorf("reading errno counts: %w", err)
@@ -554,17 +571,11 @@ func (t *Tracer) Snapshot() (Snapshot, error) {
 }
 
 // Lost is the events lost so far (COUNTER_LOST), for a notice while the
-// programs run. One map read rather than Snapshot's 4,000-odd: each read
-// holds the CPU's BPF-active flag, and a kprobe that fires on that CPU
-// while the reading thread is preempted there is skipped (kprobe mode).
+// programs run: one slot per CPU, read through memory.
 func (t *Tracer) Lost() (uint64, error) {
-	var perCPU []uint64
-	if err := t.objs.Counters.Lookup(uint32(SfwatchCounterCOUNTER_LOST), &perCPU); err != nil {
+	n, err := t.counters.slot(int(SfwatchCounterCOUNTER_LOST))
+	if err != nil {
 		return 0, fmt.Errorf("reading lost events: %w", err)
-	}
-	var n uint64
-	for _, v := range perCPU {
-		n += v
 	}
 	return n, nil
 }
@@ -586,29 +597,4 @@ func (t *Tracer) kretprobeMissed() (uint64, error) {
 	}
 	t.lastMissed = pe.Kprobe().Missed
 	return t.lastMissed, nil
-}
-
-// sumPerCPU reads a per-CPU array of u64 into dst, one sum per key, with
-// one batch lookup for the whole map.
-func sumPerCPU(m *ebpf.Map, dst []uint64) error {
-	n := int(m.MaxEntries())
-	keys := make([]uint32, n)
-	values := make([]uint64, n*ebpf.MustPossibleCPU())
-	var cursor ebpf.MapBatchCursor
-	got, err := m.BatchLookup(&cursor, keys, values, nil)
-	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return err
-	}
-	if got != n {
-		return fmt.Errorf("batch lookup returned %d of %d entries", got, n)
-	}
-	cpus := len(values) / n
-	for i := range n {
-		var sum uint64
-		for _, v := range values[i*cpus : (i+1)*cpus] {
-			sum += v
-		}
-		dst[keys[i]] = sum
-	}
-	return nil
 }

@@ -1,7 +1,7 @@
 // Command recmiss runs a command (an sfwatch run) and reports, for each BPF
-// program loaded meanwhile, how often it ran and how often the kernel skipped
-// it for recursion (bpf_prog_info.recursion_misses): a skipped sys_enter or
-// sys_exit program is a call sfwatch never sees. The programs are gone when
+// program loaded meanwhile, how often it ran, its mean run time, and how
+// often the kernel skipped it for recursion (bpf_prog_info.recursion_misses):
+// a skipped sys_enter or sys_exit program is a call sfwatch never sees. The programs are gone when
 // sfwatch exits, so they are read while it runs. Used by scripts/kernels.
 //
 //	recmiss -- sfwatch run --quiet -- sendfileloop -n 100000
@@ -22,6 +22,7 @@ import (
 type seen struct {
 	name           string
 	runs, recursed uint64
+	runtime        time.Duration
 }
 
 func main() {
@@ -60,6 +61,7 @@ func main() {
 		}
 		if st, err := p.Stats(); err == nil {
 			s.runs, s.recursed = max(s.runs, st.RunCount), max(s.recursed, st.RecursionMisses)
+			s.runtime = max(s.runtime, st.Runtime)
 		}
 	}
 	var err error
@@ -78,7 +80,11 @@ func main() {
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	for _, id := range ids {
 		s := progs[id]
-		fmt.Printf("recmiss: program %d %s: %d runs, %d recursion misses\n", id, s.name, s.runs, s.recursed)
+		var perRun time.Duration
+		if s.runs > 0 {
+			perRun = s.runtime / time.Duration(s.runs)
+		}
+		fmt.Printf("recmiss: program %d %s: %d runs, %d recursion misses, %v a run\n", id, s.name, s.runs, s.recursed, perRun)
 	}
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
