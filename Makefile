@@ -5,7 +5,7 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -s -w -X main.version=$(VERSION)
-DEBIAN_PACKAGES := clang llvm libbpf-dev strace nginx-light qemu-system-x86 busybox-static cpio
+DEBIAN_PACKAGES := clang llvm strace nginx-light qemu-system-x86 busybox-static cpio
 
 .PHONY: all build generate check-generate test test-unprivileged selftest vet deps ci bench kernels
 
@@ -22,8 +22,14 @@ DOCKER_IMAGE ?= sfwatch
 docker:
 	$(DOCKER) build --build-arg VERSION=$(VERSION) -t $(DOCKER_IMAGE) .
 
-# Rebuild bpf/sfwatch.c into internal/loader (needs clang and libbpf-dev).
+# Rebuild bpf/sfwatch.c into internal/loader. The headers it includes are
+# vendored in bpf/include (-nostdinc: nothing from the machine's); the
+# compiler is pinned, since another clang emits other bytes, which
+# check-generate would flag: Debian bookworm's clang package.
+CLANG_VERSION := 14
 generate:
+	@clang --version 2>/dev/null | grep -q 'clang version $(CLANG_VERSION)\.' || \
+		{ echo "make generate: needs clang $(CLANG_VERSION) (Debian bookworm: apt-get install clang); found: $$(clang --version 2>&1 | head -1)"; exit 1; }
 	$(GO) generate ./...
 
 # CI: regenerating must change nothing that is committed.
