@@ -28,6 +28,8 @@ type report struct {
 	FirstViolations []json.RawMessage `json:"first_violations"`
 }
 
+// reportSummary is the report's "summary" object: which totals it shows,
+// and in what order, is the report's format.
 type reportSummary struct {
 	Calls      uint64 `json:"calls"`
 	Bytes      uint64 `json:"bytes"`

@@ -3,36 +3,10 @@ package events
 import (
 	"math"
 	"math/bits"
-	"syscall"
 	"time"
-)
 
-// Totals are the exact counts the kernel keeps in its per-CPU maps, whatever
-// happened to the event stream. The caller reads and sums them.
-type Totals struct {
-	Calls, Bytes, Errors, Short, EOF, OffsetNull, OffsetPtr uint64
-	Lost                                                    uint64 // events dropped because the ring buffer was full
-	SampledOut                                              uint64 // events not emitted because of sampling
-	Unpaired                                                uint64 // exits without an entry: calls that began before attach
-	// Restarts are calls a signal interrupted before any byte moved and
-	// the kernel ran again (SA_RESTART): the run that completes is the
-	// call. Not calls, not errors. An interruption that returned EINTR to
-	// the program is a call, and an error.
-	Restarts uint64
-	// Escaped counts the run's tasks that moved out of its group; their
-	// calls are still counted (the BPF side follows them).
-	Escaped uint64
-	// ErrorsByErrno counts failed calls by errno; codes below -4095 are
-	// counted in Errors only.
-	ErrorsByErrno map[syscall.Errno]uint64
-	// Skipped counts, by program, the times the kernel did not run it
-	// (loader.Snapshot.Skipped): calls that may be missing from every
-	// other total.
-	Skipped map[string]uint64
-	// MissedExits counts thread exits the kernel skipped telling the BPF
-	// side (loader.Snapshot.MissedExits): no call is missing for them.
-	MissedExits uint64
-}
+	"github.com/sfwatch/sfwatch/internal/loader"
+)
 
 // MaxFirstViolations is how many violating events a Summary keeps.
 const MaxFirstViolations = 5
@@ -77,10 +51,8 @@ func (a *Aggregator) Add(e *Event, v Verdict) {
 // drawn from the delivered events.
 type Summary struct {
 	// Exact, counted in the kernel.
-	Calls, Bytes, Errors, Short, EOF, OffsetNull, OffsetPtr uint64
-	Lost, SampledOut, Unpaired, Restarts                    uint64
-	Escaped                                                 uint64            // tasks of the run that left its group, followed
-	ErrorsByErrno                                           map[string]uint64 // errno name -> failed calls
+	loader.Totals
+	ErrorsByErrno map[string]uint64 // errno name -> failed calls; codes below -4095 are in Errors only
 	// Skipped is how many times the kernel did not run a program of
 	// sfwatch's (SkippedByProgram, by program). Not zero, the totals above
 	// are lower bounds: a skipped entry or exit is a call counted nowhere.
@@ -105,15 +77,12 @@ type Summary struct {
 func (s Summary) Complete() bool { return s.Lost == 0 && s.SampledOut == 0 && s.Skipped == 0 }
 
 // Summary merges the kernel's totals with the per-event facts.
-func (a *Aggregator) Summary(t Totals) Summary {
+func (a *Aggregator) Summary(k loader.Snapshot) Summary {
 	s := Summary{
-		Calls: t.Calls, Bytes: t.Bytes, Errors: t.Errors, Short: t.Short, EOF: t.EOF,
-		OffsetNull: t.OffsetNull, OffsetPtr: t.OffsetPtr,
-		Lost: t.Lost, SampledOut: t.SampledOut, Unpaired: t.Unpaired, Restarts: t.Restarts,
-		Escaped:          t.Escaped,
-		MissedExits:      t.MissedExits,
-		ErrorsByErrno:    make(map[string]uint64, len(t.ErrorsByErrno)),
-		SkippedByProgram: make(map[string]uint64, len(t.Skipped)),
+		Totals:           k.Totals,
+		MissedExits:      k.MissedExits,
+		ErrorsByErrno:    make(map[string]uint64, len(k.ErrnoCounts)),
+		SkippedByProgram: make(map[string]uint64, len(k.Skipped)),
 
 		Events:           a.events,
 		EventsByClass:    make(map[string]uint64, numClasses),
@@ -125,12 +94,12 @@ func (a *Aggregator) Summary(t Totals) Summary {
 		Max:              durationNs(a.latency.max),
 		FirstViolations:  append([]Event(nil), a.first[:a.nfirst]...),
 	}
-	for errno, n := range t.ErrorsByErrno {
+	for errno, n := range k.ErrnoCounts {
 		if n != 0 {
 			s.ErrorsByErrno[ErrnoName(errno)] += n
 		}
 	}
-	for prog, n := range t.Skipped {
+	for prog, n := range k.Skipped {
 		s.SkippedByProgram[prog] = n
 		s.Skipped += n
 	}

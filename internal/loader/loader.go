@@ -486,15 +486,9 @@ func (t *Tracer) Flush() error { return t.reader.flush() }
 // RingBufSize is the size of the ring buffer in bytes.
 func (t *Tracer) RingBufSize() int { return t.reader.size }
 
-// Counters holds the summed per-CPU totals, indexed by SfwatchCounter.
-type Counters [SfwatchCounterCOUNTER_MAX]uint64
-
-// Get returns one total.
-func (c *Counters) Get(i SfwatchCounter) uint64 { return c[i] }
-
 // Snapshot is every kernel-side total at one moment.
 type Snapshot struct {
-	Counters    Counters
+	Totals      Totals
 	ErrnoCounts map[syscall.Errno]uint64 // failed calls by errno; only non-zero entries
 	LatencyLog2 [64]uint64               // bucket i: durations in [2^(i-1), 2^i) ns
 	// Skipped counts, by program (every one of Programs but
@@ -525,9 +519,11 @@ type Snapshot struct {
 func (t *Tracer) Snapshot() (Snapshot, error) {
 	var s Snapshot
 	// Through memory, no syscall: see counters in bpf/sfwatch.c.
-	if err := t.counters.sum(s.Counters[:]); err != nil {
+	var c counterSums
+	if err := t.counters.sum(c[:]); err != nil {
 		return s, fmt.Errorf("reading counters: %w", err)
 	}
+	s.Totals = c.totals()
 	if err := t.latency.sum(s.LatencyLog2[:]); err != nil {
 		return s, fmt.Errorf("reading latency histogram: %w", err)
 	}

@@ -103,10 +103,10 @@ func TestCountsAndEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := s.Counters.Get(SfwatchCounterCOUNTER_CALLS); c < n+2 {
+	if c := s.Totals.Calls; c < n+2 {
 		t.Errorf("calls = %d, want >= %d", c, n+2)
 	}
-	if c := s.Counters.Get(SfwatchCounterCOUNTER_OFFSET_PTR); c < 1 {
+	if c := s.Totals.OffsetPtr; c < 1 {
 		t.Errorf("offset_ptr = %d, want >= 1", c)
 	}
 	if s.ErrnoCounts[syscall.EBADF] < 1 {
@@ -116,8 +116,8 @@ func TestCountsAndEvents(t *testing.T) {
 	for _, b := range s.LatencyLog2 {
 		hist += b
 	}
-	if hist != s.Counters.Get(SfwatchCounterCOUNTER_CALLS) {
-		t.Errorf("histogram holds %d calls, counters %d", hist, s.Counters.Get(SfwatchCounterCOUNTER_CALLS))
+	if hist != s.Totals.Calls {
+		t.Errorf("histogram holds %d calls, counters %d", hist, s.Totals.Calls)
 	}
 }
 

@@ -86,7 +86,7 @@ func TestStaleMemberIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := s.Counters.Get(SfwatchCounterCOUNTER_ESCAPED); n != 1 {
+	if n := s.Totals.Escaped; n != 1 {
 		t.Errorf("escaped = %d, want 1 (the task with the real entry)", n)
 	}
 	followed, err := tr.Followed()

@@ -165,20 +165,20 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(callsDesc, err)
 		return
 	}
-	c := &s.Counters
-	counter(callsDesc, x.okCalls(c), "ok", "")
-	counter(callsDesc, c.Get(loader.SfwatchCounterCOUNTER_SHORT), "short", "")
-	counter(callsDesc, c.Get(loader.SfwatchCounterCOUNTER_EOF), "eof", "")
+	t := &s.Totals
+	counter(callsDesc, x.okCalls(t), "ok", "")
+	counter(callsDesc, t.Short, "short", "")
+	counter(callsDesc, t.EOF, "eof", "")
 	for errno, n := range s.ErrnoCounts {
 		counter(callsDesc, n, "error", events.ErrnoName(errno))
 	}
-	counter(bytesDesc, c.Get(loader.SfwatchCounterCOUNTER_BYTES))
-	counter(offsetDesc, c.Get(loader.SfwatchCounterCOUNTER_OFFSET_NULL), "null")
-	counter(offsetDesc, c.Get(loader.SfwatchCounterCOUNTER_OFFSET_PTR), "pointer")
-	counter(lostDesc, c.Get(loader.SfwatchCounterCOUNTER_LOST))
-	counter(sampledDesc, c.Get(loader.SfwatchCounterCOUNTER_SAMPLED_OUT))
-	counter(restartsDesc, c.Get(loader.SfwatchCounterCOUNTER_RESTARTS))
-	counter(escapedDesc, c.Get(loader.SfwatchCounterCOUNTER_ESCAPED))
+	counter(bytesDesc, t.Bytes)
+	counter(offsetDesc, t.OffsetNull, "null")
+	counter(offsetDesc, t.OffsetPtr, "pointer")
+	counter(lostDesc, t.Lost)
+	counter(sampledDesc, t.SampledOut)
+	counter(restartsDesc, t.Restarts)
+	counter(escapedDesc, t.Escaped)
 	for prog, n := range s.Skipped {
 		counter(skippedDesc, n, prog)
 	}
@@ -188,8 +188,7 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	// two maps are read one after the other while calls go on, and a
 	// bucket must never exceed the count. Once calls stop they are equal.
 	bkts, count := buckets(&s.LatencyLog2)
-	ch <- prometheus.MustNewConstHistogram(durationDesc, count,
-		float64(c.Get(loader.SfwatchCounterCOUNTER_DURATION_NS))/1e9, bkts)
+	ch <- prometheus.MustNewConstHistogram(durationDesc, count, float64(t.DurationNs)/1e9, bkts)
 }
 
 // okCalls is calls - short - eof - errors: the kernel counts no "ok".
@@ -200,13 +199,10 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 // scrape (a counter that goes down reads as a reset to Prometheus). It is
 // exact when calls stop, except after a torn read that counted as ok a call
 // which then failed: that one is absorbed by the next complete call.
-func (x *Exporter) okCalls(c *loader.Counters) uint64 {
-	calls := c.Get(loader.SfwatchCounterCOUNTER_CALLS)
-	other := c.Get(loader.SfwatchCounterCOUNTER_SHORT) + c.Get(loader.SfwatchCounterCOUNTER_EOF) +
-		c.Get(loader.SfwatchCounterCOUNTER_ERRORS)
+func (x *Exporter) okCalls(t *loader.Totals) uint64 {
 	var ok uint64
-	if calls > other {
-		ok = calls - other
+	if other := t.Short + t.EOF + t.Errors; t.Calls > other {
+		ok = t.Calls - other
 	}
 	x.okMu.Lock()
 	defer x.okMu.Unlock()

@@ -272,7 +272,7 @@ func (w *watch) finish() (Outcome, error) {
 		return out, err
 	}
 	out.End = time.Now()
-	out.Summary = w.agg.Summary(totals(snap))
+	out.Summary = w.agg.Summary(snap)
 	return out, nil
 }
 
@@ -316,28 +316,6 @@ func (w *watch) close() {
 		}
 		w.tracer.Close()
 	})
-}
-
-// totals converts the kernel's counters into the events package's terms.
-func totals(s loader.Snapshot) events.Totals {
-	c := &s.Counters
-	return events.Totals{
-		Calls:         c.Get(loader.SfwatchCounterCOUNTER_CALLS),
-		Bytes:         c.Get(loader.SfwatchCounterCOUNTER_BYTES),
-		Errors:        c.Get(loader.SfwatchCounterCOUNTER_ERRORS),
-		Short:         c.Get(loader.SfwatchCounterCOUNTER_SHORT),
-		EOF:           c.Get(loader.SfwatchCounterCOUNTER_EOF),
-		OffsetNull:    c.Get(loader.SfwatchCounterCOUNTER_OFFSET_NULL),
-		OffsetPtr:     c.Get(loader.SfwatchCounterCOUNTER_OFFSET_PTR),
-		Lost:          c.Get(loader.SfwatchCounterCOUNTER_LOST),
-		SampledOut:    c.Get(loader.SfwatchCounterCOUNTER_SAMPLED_OUT),
-		Unpaired:      c.Get(loader.SfwatchCounterCOUNTER_UNPAIRED),
-		Restarts:      c.Get(loader.SfwatchCounterCOUNTER_RESTARTS),
-		Escaped:       c.Get(loader.SfwatchCounterCOUNTER_ESCAPED),
-		ErrorsByErrno: s.ErrnoCounts,
-		Skipped:       s.Skipped,
-		MissedExits:   s.MissedExits,
-	}
 }
 
 type discard struct{}
