@@ -11,17 +11,17 @@ const maxOffenders = 3
 // quantity: the calls to show when it fails (the EBADF behind errors==0).
 type offenders struct {
 	expects []events.Expectation
-	kept    [][]events.Event
+	kept    [][]events.Checked
 }
 
 func newOffenders(expects []events.Expectation) *offenders {
-	return &offenders{expects: expects, kept: make([][]events.Event, len(expects))}
+	return &offenders{expects: expects, kept: make([][]events.Checked, len(expects))}
 }
 
 func (o *offenders) Event(e *events.Event, v events.Verdict) {
 	for i, x := range o.expects {
 		if len(o.kept[i]) < maxOffenders && x.Counts(e, v) {
-			o.kept[i] = append(o.kept[i], *e)
+			o.kept[i] = append(o.kept[i], events.Checked{Event: *e, Verdict: v})
 		}
 	}
 }

@@ -99,12 +99,11 @@ func newReport(argv []string, o session.Outcome, outcomes []events.Outcome, offe
 }
 
 // eventsJSON renders events as the JSON objects of --format json.
-func eventsJSON(evs []events.Event) []json.RawMessage {
+func eventsJSON(evs []events.Checked) []json.RawMessage {
 	out := []json.RawMessage{}
 	o := events.JSONOptions{Time: true, WallOffsetNs: events.WallOffset()}
 	for i := range evs {
-		e := &evs[i]
-		line := events.AppendJSON(nil, e, events.Validate(e), o)
+		line := events.AppendJSON(nil, &evs[i].Event, evs[i].Verdict, o)
 		out = append(out, json.RawMessage(bytes.TrimSpace(line)))
 	}
 	return out
@@ -178,11 +177,10 @@ func writeJUnit(path string, r *report) error {
 }
 
 // eventsText renders events as strace-style lines.
-func eventsText(evs []events.Event) string {
+func eventsText(evs []events.Checked) string {
 	var b []byte
 	for i := range evs {
-		e := &evs[i]
-		b = events.AppendText(b, e, events.Validate(e), events.TextOptions{})
+		b = events.AppendText(b, &evs[i].Event, evs[i].Verdict, events.TextOptions{})
 	}
 	return string(b)
 }

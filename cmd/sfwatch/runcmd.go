@@ -262,10 +262,10 @@ func runCommand(ctx context.Context, args []string) error {
 		// before the child's own forwarding began.
 		var pending []os.Signal
 		started := cfg.Started
-		cfg.Started = func(t *loader.Tracer) {
+		cfg.Started = func(t *loader.Tracer, agg *events.Aggregator) {
 			pending = drainSignals(held)
 			if started != nil {
-				started(t)
+				started(t, agg)
 			}
 		}
 		cfg.ChildStarted = func(pid int) {
@@ -344,8 +344,8 @@ func attachCommand(ctx context.Context, args []string) error {
 	}
 	return watch(&f, target, func(cfg session.Config) (session.Outcome, error) {
 		started := cfg.Started
-		cfg.Started = func(t *loader.Tracer) {
-			started(t)
+		cfg.Started = func(t *loader.Tracer, agg *events.Aggregator) {
+			started(t, agg)
 			// The programs are attached: from here on every call is seen.
 			fmt.Fprintf(stderr, "sfwatch: watching %s until SIGINT or SIGTERM\n", what)
 		}
@@ -404,16 +404,14 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 		stream = newStreamSink(out, f.format, f.textOptions())
 		sinks = append(sinks, stream)
 	}
-	if srv != nil {
-		sinks = append(sinks, srv.exporter)
-	}
 	// Between Started and Stopping the tracer is open: the exporter and
 	// the loss notice read its totals; after Stopping, nothing does.
 	var stopLossNotice func()
-	cfg.Started = func(t *loader.Tracer) {
+	cfg.Started = func(t *loader.Tracer, agg *events.Aggregator) {
 		stopLossNotice = startLossNotice(stderr, lossNoticeInterval, t)
 		if srv != nil {
 			srv.exporter.SetSource(t)
+			srv.exporter.SetEvents(agg)
 			srv.exporter.SetChildUp(true)
 		}
 	}

@@ -3,6 +3,7 @@ package events
 import (
 	"math"
 	"math/bits"
+	"sync/atomic"
 	"time"
 
 	"github.com/sfwatch/sfwatch/internal/loader"
@@ -13,21 +14,23 @@ const MaxFirstViolations = 5
 
 // Aggregator accumulates what only the events can tell (violations,
 // latency quantiles) without allocating per event. The zero value is ready
-// to use; it is not safe for concurrent use.
+// to use. Add and Summary are for one goroutine; Delivered and
+// ViolationsByRule may be called from any other while Add runs (a metrics
+// scrape), so the counts they read are atomics.
 type Aggregator struct {
-	events        uint64
+	delivered     atomic.Uint64
+	byRule        [32]atomic.Uint64 // by bit of Violations
 	violating     uint64
-	byRule        [32]uint64 // by bit of Violations
 	offsetUnknown uint64
 	byClass       [numClasses]uint64
 	latency       latencyHistogram
-	first         [MaxFirstViolations]Event
+	first         [MaxFirstViolations]Checked
 	nfirst        int
 }
 
 // Add counts one delivered event and its verdict.
 func (a *Aggregator) Add(e *Event, v Verdict) {
-	a.events++
+	a.delivered.Add(1)
 	if v.Class < numClasses {
 		a.byClass[v.Class]++
 	}
@@ -37,14 +40,29 @@ func (a *Aggregator) Add(e *Event, v Verdict) {
 	if v.Violations != 0 {
 		a.violating++
 		for set := uint32(v.Violations); set != 0; set &= set - 1 {
-			a.byRule[bits.TrailingZeros32(set)]++
+			a.byRule[bits.TrailingZeros32(set)].Add(1)
 		}
 		if a.nfirst < len(a.first) {
-			a.first[a.nfirst] = *e
+			a.first[a.nfirst] = Checked{*e, v}
 			a.nfirst++
 		}
 	}
 	a.latency.add(e.DurationNs)
+}
+
+// Delivered is how many events Add has counted.
+func (a *Aggregator) Delivered() uint64 { return a.delivered.Load() }
+
+// ViolationsByRule maps each rule that delivered events broke to how many
+// broke it. It allocates.
+func (a *Aggregator) ViolationsByRule() map[string]uint64 {
+	m := make(map[string]uint64)
+	for bit := range a.byRule {
+		if n := a.byRule[bit].Load(); n != 0 {
+			m[ruleName(bit)] = n
+		}
+	}
+	return m
 }
 
 // Summary is the outcome of a run: the kernel's exact totals and the facts
@@ -69,7 +87,7 @@ type Summary struct {
 	ViolationsByRule map[string]uint64 // rule name -> events; only rules that fired
 	OffsetUnknown    uint64            // pointer offsets that could not be read
 	P50, P99, Max    time.Duration     // call durations; Max is exact, quantiles within ~3%
-	FirstViolations  []Event           // the first MaxFirstViolations violating events
+	FirstViolations  []Checked         // the first MaxFirstViolations violating events
 }
 
 // Complete reports whether every call was delivered as an event, so that
@@ -84,15 +102,15 @@ func (a *Aggregator) Summary(k loader.Snapshot) Summary {
 		ErrorsByErrno:    make(map[string]uint64, len(k.ErrnoCounts)),
 		SkippedByProgram: make(map[string]uint64, len(k.Skipped)),
 
-		Events:           a.events,
+		Events:           a.Delivered(),
 		EventsByClass:    make(map[string]uint64, numClasses),
 		Violations:       a.violating,
-		ViolationsByRule: make(map[string]uint64),
+		ViolationsByRule: a.ViolationsByRule(),
 		OffsetUnknown:    a.offsetUnknown,
 		P50:              a.latency.quantile(0.50),
 		P99:              a.latency.quantile(0.99),
 		Max:              durationNs(a.latency.max),
-		FirstViolations:  append([]Event(nil), a.first[:a.nfirst]...),
+		FirstViolations:  append([]Checked(nil), a.first[:a.nfirst]...),
 	}
 	for errno, n := range k.ErrnoCounts {
 		if n != 0 {
@@ -106,11 +124,6 @@ func (a *Aggregator) Summary(k loader.Snapshot) Summary {
 	for c, n := range a.byClass {
 		if n != 0 {
 			s.EventsByClass[Class(c).String()] = n
-		}
-	}
-	for bit, n := range a.byRule {
-		if n != 0 {
-			s.ViolationsByRule[ruleName(bit)] = n
 		}
 	}
 	return s

@@ -92,7 +92,7 @@ func TestSummary(t *testing.T) {
 		t.Errorf("empty aggregator: %+v", s)
 	}
 
-	var violating []Event
+	var violating []Checked
 	for i := range 20 {
 		ok := call(4, 3, 4096, 4096)
 		a.Add(&ok, Validate(&ok))
@@ -100,7 +100,7 @@ func TestSummary(t *testing.T) {
 		if i%2 == 1 {
 			bad = withOffset(bad, 0, 0) // and offset_not_advanced
 		}
-		violating = append(violating, bad)
+		violating = append(violating, Checked{bad, Validate(&bad)})
 		a.Add(&bad, Validate(&bad))
 	}
 	unknown := withUnreadableOffset(call(4, 3, 4096, -14), 0)

@@ -1,17 +1,16 @@
 // Package metrics exports sfwatch's totals to Prometheus. Calls, bytes,
 // results, offsets and the duration histogram are read from the kernel's
 // per-CPU maps at scrape time, so they are exact whatever happens to the
-// event stream (sampling, a full ring buffer). Only violations, which need
-// the event itself, are counted here from delivered events.
+// event stream (sampling, a full ring buffer). Only delivered events and
+// violations, which need the events themselves, are read from the
+// session's aggregate of them.
 package metrics
 
 import (
 	"math"
-	"math/bits"
 	"net/http"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,23 +60,21 @@ var (
 		"Times the kernel did not run one of sfwatch's programs (its recursion misses); not zero, calls may be missing from every sendfile total, except for sched_process_exit, whose skips cost no call.", []string{"program"}, nil)
 )
 
-// Exporter is a prometheus.Collector and a session sink.
+// Exporter is a prometheus.Collector of one session's totals.
 type Exporter struct {
 	registry *prometheus.Registry
 	childUp  prometheus.Gauge
 
-	// mu guards src; Collect holds it for reading while it takes a
-	// snapshot, so SetSource(nil) returns only once no scrape uses the old
-	// source any more (the tracer can then be closed).
+	// mu guards src and agg; Collect holds it for reading while it takes
+	// a snapshot, so SetSource(nil) returns only once no scrape uses the
+	// old source any more (the tracer can then be closed).
 	mu  sync.RWMutex
-	src Source // nil until tracing starts and after it stops
+	src Source             // nil until tracing starts and after it stops
+	agg *events.Aggregator // nil until tracing starts; kept after, the final counts
 
 	// okMu guards lastOK: see okCalls.
 	okMu   sync.Mutex
 	lastOK uint64
-
-	delivered  atomic.Uint64
-	violations [32]atomic.Uint64 // by rule bit
 }
 
 // New returns an exporter with its own registry (never the global one).
@@ -102,6 +99,14 @@ func (x *Exporter) SetSource(src Source) {
 	x.src = src
 }
 
+// SetEvents points the exporter at the session's aggregate of delivered
+// events, read at every scrape from then on.
+func (x *Exporter) SetEvents(agg *events.Aggregator) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.agg = agg
+}
+
 // SetChildUp sets sfwatch_child_up.
 func (x *Exporter) SetChildUp(up bool) {
 	if up {
@@ -110,17 +115,6 @@ func (x *Exporter) SetChildUp(up bool) {
 		x.childUp.Set(0)
 	}
 }
-
-// Event counts one delivered event (the session's sink interface).
-func (x *Exporter) Event(_ *events.Event, v events.Verdict) {
-	x.delivered.Add(1)
-	for set := uint32(v.Violations); set != 0; set &= set - 1 {
-		x.violations[bits.TrailingZeros32(set)].Add(1)
-	}
-}
-
-// Idle does nothing: there is nothing to flush.
-func (x *Exporter) Idle() {}
 
 // Handler serves /metrics for this exporter's registry. At most limit
 // scrapes run at once; more get 503 rather than piling up. A scrape that
@@ -148,15 +142,17 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	counter(deliveredDesc, x.delivered.Load())
-	for bit := range x.violations {
-		if n := x.violations[bit].Load(); n > 0 {
-			counter(violationsDesc, n, events.Violations(1 << bit).Names()[0])
-		}
-	}
 
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	var delivered uint64
+	if x.agg != nil {
+		delivered = x.agg.Delivered()
+		for rule, n := range x.agg.ViolationsByRule() {
+			counter(violationsDesc, n, rule)
+		}
+	}
+	counter(deliveredDesc, delivered)
 	if x.src == nil {
 		return
 	}

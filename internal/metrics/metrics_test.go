@@ -116,9 +116,11 @@ func TestEveryFamilyAndValue(t *testing.T) {
 	x.SetSource(src)
 	x.SetChildUp(true)
 	// Three delivered events, two of them with violations.
-	x.Event(&events.Event{}, events.Verdict{})
-	x.Event(&events.Event{}, events.Verdict{Violations: events.RetOverCount | events.OffsetNotAdvanced})
-	x.Event(&events.Event{}, events.Verdict{Violations: events.RetOverCount})
+	var agg events.Aggregator
+	agg.Add(&events.Event{}, events.Verdict{})
+	agg.Add(&events.Event{}, events.Verdict{Violations: events.RetOverCount | events.OffsetNotAdvanced})
+	agg.Add(&events.Event{}, events.Verdict{Violations: events.RetOverCount})
+	x.SetEvents(&agg)
 
 	fams := gather(t, x)
 	want := map[string]map[string]float64{

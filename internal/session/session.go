@@ -47,8 +47,10 @@ type Config struct {
 	ForwardSignals bool   // see child.Spec.ForwardSignals
 	Sink           Sink   // nil: events are only counted
 	// Started, when set, is called once the programs are attached, with
-	// the tracer whose totals can then be read at any time (metrics).
-	Started func(*loader.Tracer)
+	// the tracer whose totals can then be read at any time (metrics), and
+	// the aggregate of the delivered events, whose Delivered and
+	// ViolationsByRule can be too.
+	Started func(*loader.Tracer, *events.Aggregator)
 	// Stopping, when set, is called once before that tracer is closed,
 	// after the final drain: when it returns, nothing may use the tracer.
 	Stopping func()
@@ -201,7 +203,7 @@ func start(group *cgroup.Group, cfg Config, follow bool) (*watch, error) {
 	}
 	go func() { w.done <- w.consume() }()
 	if cfg.Started != nil {
-		cfg.Started(tracer)
+		cfg.Started(tracer, &w.agg)
 	}
 	return w, nil
 }
