@@ -9,7 +9,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -242,24 +241,29 @@ func Open(cfg Config) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	consts := map[string]any{
-		"target_cgroup_id": cfg.CgroupID,
-		"target_level":     cfg.CgroupLevel,
-		"sample_every":     cfg.SampleEvery,
+	// Through bpf2go's typed specs: a misspelt name does not compile.
+	var vars SfwatchVariableSpecs
+	if err := spec.Assign(&vars); err != nil {
+		return nil, fmt.Errorf("loading BPF variables: %w", err)
+	}
+	consts := []constant{
+		{vars.TargetCgroupId, cfg.CgroupID},
+		{vars.TargetLevel, cfg.CgroupLevel},
+		{vars.SampleEvery, cfg.SampleEvery},
 		// Wake the reader once an eighth of the buffer is unread; below
 		// that it drains on its own timer (see Reader).
-		"wakeup_bytes": uint64(cfg.RingBufSize / 8),
+		{vars.WakeupBytes, uint64(cfg.RingBufSize / 8)},
 	}
 	if cfg.Follow {
-		follow, err := followConsts(cfg.CgroupPath)
+		follow, err := followConsts(&vars, cfg.CgroupPath)
 		if err != nil {
 			return nil, err
 		}
-		maps.Copy(consts, follow)
+		consts = append(consts, follow...)
 	}
-	for name, v := range consts {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("setting %s: %w", name, err)
+	for _, c := range consts {
+		if err := c.spec.Set(c.value); err != nil {
+			return nil, fmt.Errorf("setting %s: %w", c.spec.Name, err)
 		}
 	}
 
@@ -337,9 +341,15 @@ func Open(cfg Config) (*Tracer, error) {
 	return t, nil
 }
 
+// constant is a value for one of the programs' constants, set before load.
+type constant struct {
+	spec  *ebpf.VariableSpec
+	value any
+}
+
 // followConsts are the constants of the follow programs: the group's path
 // as the kernel prints it, and where task_struct keeps what they read.
-func followConsts(cgroupPath string) (map[string]any, error) {
+func followConsts(vars *SfwatchVariableSpecs, cgroupPath string) ([]constant, error) {
 	path := strings.TrimSuffix(cgroupPath, "/")
 	var buf [256]byte // TARGET_PATH_MAX in bpf/sfwatch.c
 	if len(path) > len(buf) {
@@ -350,13 +360,13 @@ func followConsts(cgroupPath string) (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("finding pid, tgid, group_leader and start_boottime in struct task_struct: %w", err)
 	}
-	return map[string]any{
-		"target_path":           buf,
-		"target_path_len":       uint32(len(path)),
-		"task_pid_off":          offs.pid,
-		"task_tgid_off":         offs.tgid,
-		"task_group_leader_off": offs.groupLeader,
-		"task_start_off":        offs.startBoottime,
+	return []constant{
+		{vars.TargetPath, buf},
+		{vars.TargetPathLen, uint32(len(path))},
+		{vars.TaskPidOff, offs.pid},
+		{vars.TaskTgidOff, offs.tgid},
+		{vars.TaskGroupLeaderOff, offs.groupLeader},
+		{vars.TaskStartOff, offs.startBoottime},
 	}, nil
 }
 
