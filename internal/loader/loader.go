@@ -134,12 +134,12 @@ type Mode struct {
 //
 // From Linux 7.2 syscall tracepoints are faultable, and run BPF
 // preemptibly: a thread preempted inside a program makes the kernel skip
-// the program for every other thread on that CPU (1-20% of the calls of a
-// busy server, docs/kernels.md). A kprobe pair runs with preemption
-// disabled and was never skipped there, so it is used where the kernel
-// has kprobes; everywhere else the tracepoints, which have no maxactive
-// bound. The version decides: the kernel symbol that would tell
-// (/proc/kallsyms) costs 25-75 ms to find, every run.
+// the program for every other thread on that CPU (docs/kernels.md has the
+// measurements). A kprobe pair runs with preemption disabled and was never
+// skipped there, so it is used where the kernel has kprobes; everywhere
+// else the tracepoints, which have no maxactive bound. The version
+// decides: the kernel symbol that would tell is found only by reading all
+// of /proc/kallsyms, too slow for every run.
 var AttachMode = sync.OnceValue(func() Mode {
 	return attachMode(runtime.GOARCH, kernelRelease(), statOK(kprobePMU))
 })
@@ -195,7 +195,7 @@ func Programs() []string {
 
 // MaxRingBufSize is the largest ring buffer sfwatch asks for. The kernel
 // maps the data pages twice, so the buffer costs twice its size in memory
-// (2 GiB here); 128 times the default, it holds minutes of a tight loop.
+// (2 GiB at this size); 128 times the default, it holds minutes of a tight loop.
 // Sizes from 4 GiB on do not fit the map's 32-bit size at all.
 const MaxRingBufSize = 1 << 30
 
@@ -448,7 +448,7 @@ func (t *Tracer) Close() error {
 // ring buffer readable, so the caller can drain and read final totals.
 //
 // The links are closed in parallel: each close waits for an RCU grace
-// period in the kernel (about 27 ms here), and concurrent closes share it.
+// period in the kernel, and concurrent closes share it.
 func (t *Tracer) Detach() error {
 	var missedErr error
 	if t.kretprobe != nil {

@@ -14,8 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ring is sfwatch's consumer of the BPF ring buffer. It replaces
-// cilium/ebpf's ringbuf.Reader on the hot path for three measured reasons:
+// ring is sfwatch's consumer of the BPF ring buffer, used on the hot path
+// instead of cilium/ebpf's ringbuf.Reader for three reasons (measured in
+// bench/README.md):
 //
 //   - Batched wakeups only work with an edge-triggered epoll: the map's fd
 //     polls readable while any byte is unread, so a level-triggered wait
