@@ -178,16 +178,6 @@ func orphanSfwatchPrograms(t *testing.T) []string {
 	return orphans
 }
 
-// loadedSfwatchPrograms lists loaded BPF programs with sfwatch's names.
-func loadedSfwatchPrograms(t *testing.T) []string {
-	t.Helper()
-	var names []string
-	for _, name := range loadedSfwatchProgramIDs(t) {
-		names = append(names, name)
-	}
-	return names
-}
-
 func loadedSfwatchProgramIDs(t *testing.T) map[ebpf.ProgramID]string {
 	t.Helper()
 	progs := map[ebpf.ProgramID]string{}
