@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 func init() {
@@ -178,7 +179,7 @@ func cgroupOf(t *testing.T, pid int) string {
 // process in the group; exact metrics while it runs; the group and both
 // processes still there afterwards.
 func TestAttach(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	for _, tc := range []struct {
 		name   string
 		by     string // "cgroup", "cgroup-relative" or "pid"
@@ -308,7 +309,7 @@ func TestAttachUsage(t *testing.T) {
 			t.Errorf("%v: exit %d, want %d, with one line; stderr:\n%s", args, r.code, exitUsage, r.stderr)
 		}
 	}
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	mount, err := cgroup.Mount()
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +343,7 @@ func TestAttachUsage(t *testing.T) {
 // TestAttachGroupRemoved: when the watched group is removed, attach says
 // so in one line, reports and exits 0 within a few seconds.
 func TestAttachGroupRemoved(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	_, group := pmGroup(t)
 	report := filepath.Join(t.TempDir(), "r.json")
 	addr := pmAddr(t)

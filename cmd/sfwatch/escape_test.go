@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 func init() {
@@ -94,7 +95,7 @@ func escapeChildWorkload(args []string) error {
 // out, N by a child started outside) are all the run's; one task escaped;
 // the child outside is killed when the run ends.
 func TestRunFollowsEscapedProcess(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	mount, err := cgroup.Mount()
 	if err != nil {
 		t.Fatal(err)

@@ -325,24 +325,6 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// needTool finds a program the test needs; without it the test is skipped,
-// unless SFWATCH_REQUIRE_PRIVILEGED is set (CI), where it fails, except for
-// a tool named in SFWATCH_ALLOW_MISSING (comma-separated: a booted kernel's
-// initramfs has no nginx), which skips even then.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	allowed := slices.Contains(strings.Split(os.Getenv("SFWATCH_ALLOW_MISSING"), ","), name)
-	if os.Getenv("SFWATCH_REQUIRE_PRIVILEGED") != "" && !allowed {
-		t.Fatalf("needs %s, and SFWATCH_REQUIRE_PRIVILEGED is set", name)
-	}
-	t.Skipf("needs %s: %v", name, err)
-	return ""
-}
-
 // lockedBuffer is a bytes.Buffer that a test may read while a process
 // writes to it.
 type lockedBuffer struct {

@@ -50,20 +50,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// needRoot skips a privileged test when not root, except when
-// SFWATCH_REQUIRE_PRIVILEGED is set (CI), where a skip would hide that
-// nothing was tested.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("SFWATCH_REQUIRE_PRIVILEGED") != "" {
-		t.Fatal("needs root (BPF and cgroups), and SFWATCH_REQUIRE_PRIVILEGED is set")
-	}
-	t.Skip("needs root: loads BPF programs and creates cgroups")
-}
-
 // result is one finished sfwatch process.
 type result struct {
 	stdout, stderr string

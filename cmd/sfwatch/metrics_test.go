@@ -44,6 +44,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 func init() {
@@ -510,7 +511,7 @@ func checkSelfMetrics(t *testing.T, m pmMetrics) {
 // metrics are exactly the calls and bytes the workload made, scraped while
 // sfwatch still runs; the sampled-out and delivered counts are exact.
 func TestMetricsExactTotals(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	const n = 100000
 	for _, tc := range []struct {
 		name   string
@@ -578,7 +579,7 @@ func noticedLosses(stderr string) (sum uint64, notices int) {
 // either delivered or lost, the losses are exported, and a notice on
 // stderr (at most once per 10 s) reports them.
 func TestMetricsRingBufferOverflow(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	addr := pmAddr(t)
 	ready := filepath.Join(t.TempDir(), "ready")
 	start := time.Now()
@@ -705,12 +706,9 @@ func pmListeners(t *testing.T, pid int) []string {
 // TestMetricsLoopbackByDefault: --metrics alone listens on 127.0.0.1:9464
 // and nowhere else; a non-loopback address of this machine is refused.
 func TestMetricsLoopbackByDefault(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	if ln, err := net.Listen("tcp", defaultMetricsAddr); err != nil {
-		if os.Getenv("SFWATCH_REQUIRE_PRIVILEGED") != "" {
-			t.Fatalf("port of --metrics busy: %v", err)
-		}
-		t.Skipf("port of --metrics busy: %v", err)
+		testenv.SkipOrFail(t, "port of --metrics busy: %v", err)
 	} else {
 		ln.Close()
 	}
@@ -798,7 +796,7 @@ func pmCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.Cert
 // password; plain HTTP, no password, a wrong one or an untrusting client
 // get nothing. The port is free after sfwatch exits.
 func TestMetricsTLSAndBasicAuth(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	dir := t.TempDir()
 	certFile, keyFile, pool := pmCert(t, dir)
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
@@ -965,7 +963,7 @@ func fifo(t *testing.T, path string) string {
 // TestMetricsBusyPort: a metrics port in use fails at once, exit 125, one
 // line, before the command starts or a file is created.
 func TestMetricsBusyPort(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -1011,7 +1009,7 @@ func pmStatus(t *testing.T, pid int, field string) uint64 {
 // /dev/null leave sfwatch's peak RSS under 40 MiB (8 MiB of it is the ring
 // buffer), with a handful of descriptors and goroutines.
 func TestMetricsMemoryBounded(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	if testing.Short() {
 		t.Skip("streams 4 million events; -short")
 	}

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 func TestPrivilegeDecision(t *testing.T) {
@@ -40,7 +42,7 @@ func TestPrivilegeDecision(t *testing.T) {
 // with the four capabilities (ambient, across exec) both go ahead and run
 // traces; with one missing, both name it and run creates nothing.
 func TestPrivilegesAgree(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	bin, dir := sfwatchForNobody(t)
 	four := []uintptr{unix.CAP_BPF, unix.CAP_PERFMON, unix.CAP_SYS_ADMIN, unix.CAP_DAC_OVERRIDE}
 	asNobody := func(caps []uintptr, args ...string) result { return runAsNobody(t, bin, dir, caps, args...) }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // The seed's test matched this against `strace -f` output.
@@ -54,7 +55,7 @@ func offsetsManifest(t *testing.T, stdout string) []directCall {
 // TestRunOffsetsText: each of the workload's calls appears as exactly the
 // strace line for it, with the right thread, and nothing else does.
 func TestRunOffsetsText(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	r := runWorkload(t, nil, "offsets")
 	if r.code != 0 {
@@ -93,7 +94,7 @@ func TestRunOffsetsText(t *testing.T) {
 // TestRunOffsetsJSON: the same calls as JSON Lines, every field exact, with
 // -ttt's wall-clock time.
 func TestRunOffsetsJSON(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	begin := time.Now()
 	r := runWorkload(t, []string{"--format", "json", "-ttt"}, "offsets")
@@ -173,7 +174,7 @@ func TestRunOffsetsJSON(t *testing.T) {
 
 // TestRunDurations: -T appends strace's " <S.UUUUUU>" to every line.
 func TestRunDurations(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	r := runWorkload(t, []string{"-T"}, "offsets")
 	calls := offsetsManifest(t, r.stdout)
@@ -203,7 +204,7 @@ func TestRunDurations(t *testing.T) {
 // TestRunOutputFile: -o FILE takes the events and the -c table; stderr
 // keeps only the accounting line.
 func TestRunOutputFile(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	file := filepath.Join(t.TempDir(), "events.txt")
 	r := runWorkload(t, []string{"-o", file, "-c"}, "offsets")
@@ -236,7 +237,7 @@ func TestRunOutputFile(t *testing.T) {
 // TestRunJSONOutputFileWithTable: with --format json the -o file stays
 // JSON Lines, and the -c table goes to stderr.
 func TestRunJSONOutputFileWithTable(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	file := filepath.Join(t.TempDir(), "events.jsonl")
 	r := runWorkload(t, []string{"--format", "json", "-o", file, "-c"}, "offsets")
@@ -261,7 +262,7 @@ func TestRunJSONOutputFileWithTable(t *testing.T) {
 
 // TestRunSummaryTable: -c prints the strace -c style table, exact counts.
 func TestRunSummaryTable(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	r := runWorkload(t, []string{"-c"}, "offsets")
 	calls := offsetsManifest(t, r.stdout)
@@ -310,7 +311,7 @@ func checkTable(t *testing.T, text string, m manifestCounts, events uint64) {
 
 // TestRunThreads: four threads, N calls each, all seen and attributed.
 func TestRunThreads(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	const threads, n = 4, 2000
 	dir := t.TempDir()
@@ -354,7 +355,7 @@ func TestRunThreads(t *testing.T) {
 // TestRunGrandchild: a double-forked setsid grandchild is traced, and is
 // gone once sfwatch has exited.
 func TestRunGrandchild(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	ready := filepath.Join(t.TempDir(), "ready")
 	r := runWorkload(t, []string{"--format", "json"}, "grandchild", ready)
@@ -442,7 +443,7 @@ func buildTestProgram(t *testing.T, name string) string {
 		return filepath.Join(dir, name)
 	}
 	bin := filepath.Join(t.TempDir(), name)
-	if err := compileTestProgram(needTool(t, "gcc"), name, bin); err != nil {
+	if err := compileTestProgram(testenv.NeedTool(t, "gcc"), name, bin); err != nil {
 		t.Fatal(err)
 	}
 	return bin
@@ -471,7 +472,7 @@ func prebuildTestPrograms(dir string) int {
 // TestRunFirstSyscall: the child is traced from its first instruction, so
 // a sendfile that is its very first system call is always seen.
 func TestRunFirstSyscall(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	bin := buildTestProgram(t, "first")
 	t.Parallel()
 	for i := range 30 {
@@ -490,7 +491,7 @@ func TestRunFirstSyscall(t *testing.T) {
 // TestRunExitCodes: sfwatch exits with the child's status, or 126/127
 // with one line naming a command that cannot run.
 func TestRunExitCodes(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	dir := t.TempDir()
 	notExec := filepath.Join(dir, "not-executable")
@@ -532,7 +533,7 @@ func TestRunExitCodes(t *testing.T) {
 // sfwatch process, reaches the child exactly once; the workload exits with
 // the number it got.
 func TestRunSignalsForwardedOnce(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2} {
 		t.Run(unix.SignalName(sig), func(t *testing.T) {
 			t.Parallel() // with each other only: the top-level test is not
@@ -556,7 +557,7 @@ func TestRunSignalsForwardedOnce(t *testing.T) {
 // TestRunForkServer: three forked net/http servers, one fetch each: three
 // processes send the page with NULL-offset sendfile, all bytes accounted.
 func TestRunForkServer(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	const servers, pageSize = 3, 64 << 10
 	dir := t.TempDir()
@@ -615,8 +616,8 @@ func TestRunForkServer(t *testing.T) {
 // TestRunNginx: nginx with sendfile on and two forked workers; its workers
 // send with a pointer offset, every byte fetched is accounted for.
 func TestRunNginx(t *testing.T) {
-	needRoot(t)
-	nginx := needTool(t, "nginx")
+	testenv.RequirePrivileged(t)
+	nginx := testenv.NeedTool(t, "nginx")
 	t.Parallel()
 	const fetches, size = 4, 1 << 20
 	dir := t.TempDir()
@@ -748,7 +749,7 @@ func readFileString(path string) string {
 // TestRunUsageErrors: bad usage exits 2 with one line that names the
 // problem, before anything is created.
 func TestRunUsageErrors(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	for _, tc := range []struct {
 		args []string
@@ -793,7 +794,7 @@ func TestRunUsageErrors(t *testing.T) {
 
 // TestVersion: one line on stdout, naming the Go version and platform.
 func TestVersion(t *testing.T) {
-	needRoot(t) // for assertNothingLeft
+	testenv.RequirePrivileged(t) // for assertNothingLeft
 	t.Parallel()
 	for _, arg := range []string{"version", "--version"} {
 		r := sfwatch(t, nil, arg)
@@ -844,7 +845,7 @@ func startRetryingBusy(newCmd func() *exec.Cmd) (*exec.Cmd, error) {
 
 // TestRunNotRoot: without root, run says so in one line and exits 125.
 func TestRunNotRoot(t *testing.T) {
-	needRoot(t) // to switch to nobody
+	testenv.RequirePrivileged(t) // to switch to nobody
 	t.Parallel()
 	bin, dir := sfwatchForNobody(t)
 	for _, args := range [][]string{
@@ -891,7 +892,7 @@ func runAsNobody(t *testing.T, bin, dir string, caps []uintptr, args ...string) 
 // TestRunUser: --user, or the user behind sudo by default, runs the
 // command as that user, still traced.
 func TestRunUser(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	// A copy of this binary that nobody can reach and run.
 	dir, err := os.MkdirTemp("", "sfwatch-user-")
@@ -941,7 +942,7 @@ func TestRunUser(t *testing.T) {
 // TestRunMillionCalls: a tight loop of a million calls at default settings
 // loses nothing; the time against the untraced loop is logged.
 func TestRunMillionCalls(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	if testing.Short() {
 		t.Skip("a million calls")
 	}
@@ -981,7 +982,7 @@ func TestRunMillionCalls(t *testing.T) {
 
 // TestSelftest: the built-in self-test passes here.
 func TestSelftest(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	r := sfwatch(t, nil, "selftest")
 	if r.code != 0 || !strings.Contains(r.stderr, "sfwatch selftest: PASS: ") {
@@ -991,7 +992,7 @@ func TestSelftest(t *testing.T) {
 
 // TestDoctor: every required check passes, in text and in JSON.
 func TestDoctor(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	r := sfwatch(t, nil, "doctor")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "CHECK ") || strings.Contains(r.stdout, "MISSING") {
@@ -1040,7 +1041,7 @@ func TestDoctor(t *testing.T) {
 // yet) neither kills sfwatch, which would leave its group behind and print
 // nothing, nor is lost: the child gets it, once, as soon as it runs.
 func TestRunSignalDuringSetup(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	codes := map[int]int{}
 	for range 10 {
 		ready := filepath.Join(t.TempDir(), "ready")
@@ -1078,7 +1079,7 @@ func TestRunSignalDuringSetup(t *testing.T) {
 // exited, while sfwatch detaches and reports, does not kill sfwatch before
 // it has reported and removed its group.
 func TestRunSignalAfterChildExit(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	hit := 0
 	for range 10 {
 		ready := filepath.Join(t.TempDir(), "ready")
@@ -1119,7 +1120,7 @@ func TestRunSignalAfterChildExit(t *testing.T) {
 // made one call that succeeded, and that is what sfwatch counts, with the
 // interruptions reported apart. Asynchronous preemption stays on here.
 func TestRunRestartedCall(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	const signals = 3
 	report := filepath.Join(t.TempDir(), "report.json")
 	r := sfwatch(t, []string{workloadEnvVar + "=1"}, "run", "--report", report, "-c", "--expect", "errors==0", "--expect", "calls==1",
@@ -1154,7 +1155,7 @@ func TestRunRestartedCall(t *testing.T) {
 // EINTR: one call, one error. Under SA_RESTART the kernel runs it again: a
 // restart, and the call that completes. testdata/eintr.c makes both.
 func TestRunInterruptedCallEINTR(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	bin := buildTestProgram(t, "eintr")
 	t.Parallel()
 	report := filepath.Join(t.TempDir(), "report.json")
@@ -1193,7 +1194,7 @@ func TestRunInterruptedCallEINTR(t *testing.T) {
 // TestRunMissingCommandCreatesNothing: a command that is not found fails
 // before the output files exist.
 func TestRunMissingCommandCreatesNothing(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	dir := t.TempDir()
 	out, report := filepath.Join(dir, "out.txt"), filepath.Join(dir, "r.json")
 	r := sfwatch(t, nil, "run", "-o", out, "--report", report, "--", "/nonexistent/server")
@@ -1210,7 +1211,7 @@ func TestRunMissingCommandCreatesNothing(t *testing.T) {
 // group left behind: the child runs to its end, everything is cleaned up,
 // and the exit code says sfwatch failed.
 func TestRunOutputPipeClosed(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -1252,7 +1253,7 @@ func groupPattern(t *testing.T, pid int) string {
 // transfers, a short one (legal: class short, no violation) and EAGAIN
 // (offset unchanged), each exactly as the workload saw it.
 func TestRunNonBlockingSocket(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	report := filepath.Join(t.TempDir(), "report.json")
 	r := runWorkload(t, []string{"--report", report, "--expect", "violations==0", "--expect", "short>=1", "--expect", "errors==1"}, "nonblock")
@@ -1291,7 +1292,7 @@ func TestRunNonBlockingSocket(t *testing.T) {
 // the thread prefix, as strace does; the times fall inside the run and
 // follow the workload's order, and the rest of each line is unchanged.
 func TestRunTimestamps(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	begin := time.Now()
 	r := runWorkload(t, []string{"-ttt"}, "offsets")

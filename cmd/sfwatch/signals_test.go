@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // signalKinds are the dispositions signals.c knows: a handler with
@@ -70,7 +72,7 @@ func signalOrders() []string {
 // Every call, its result, the errors and the restarts must be what the
 // program counted.
 func TestRunSignalOrderings(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	bin := buildTestProgram(t, "signals")
 	var rounds, orders []string
 	for _, o := range signalOrders() {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // endBound is how long sfwatch may take, after its child exited or it was
@@ -45,7 +47,7 @@ func runBounded(t *testing.T, limit time.Duration, cmd *exec.Cmd) (elapsed time.
 // outputGiveUp, still removes its group, detaches, writes --report, and
 // exits 125. Before, it hung there for good, deaf to SIGINT and SIGTERM.
 func TestRunBlockedOutput(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	const n = 20000 // about 1.4 MB of lines: far more than a pipe holds
 	for _, where := range []string{"stderr", "fifo"} {
 		t.Run(where, func(t *testing.T) {
@@ -115,7 +117,7 @@ func checkBlockedRun(t *testing.T, cmd *exec.Cmd, report string, n uint64) {
 // reading does not block sfwatch in open(2) forever: after outputGiveUp it
 // says so in one line and exits 2, having started nothing.
 func TestRunOutputFIFONoReader(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	fifo := filepath.Join(t.TempDir(), "events")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
@@ -142,7 +144,7 @@ func TestRunOutputFIFONoReader(t *testing.T) {
 // read; SIGTERM still ends sfwatch within outputGiveUp and a few seconds,
 // with exit 125 and the programs detached. Before, it hung for good.
 func TestAttachBlockedStderr(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	const n = 20000
 	dir := t.TempDir()
 	_, group := pmGroup(t)
@@ -211,7 +213,7 @@ func TestAttachBlockedStderr(t *testing.T) {
 // a second, then exits itself; the programs went with sfwatch's
 // descriptors. Before, the group and child stayed until a later run.
 func TestRunKilledWatchdog(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	cmd := exec.Command(sfwatchBin, "run", "--", "sleep", "60")
 	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
