@@ -1,5 +1,10 @@
 package main
 
+// --expect, --report and --junit: expectations that hold, fail or are
+// inconclusive (events lost) against the offsets workload's exact counts,
+// the exit code they give, malformed expressions, and every field of the
+// report and the JUnit file.
+
 import (
 	"bytes"
 	"encoding/json"

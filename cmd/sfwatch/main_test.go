@@ -1,5 +1,11 @@
 package main
 
+// TestMain, and the helpers that run sfwatch: TestMain builds the binary once
+// (or runs a workload, or prebuilds the C programs for a kernel guest);
+// sfwatch and runWorkload run it and check that it left nothing behind (no
+// group, no BPF program); parseJSONEvents and parseManifest read its events
+// and a workload's account of its calls.
+
 import (
 	"bytes"
 	"context"

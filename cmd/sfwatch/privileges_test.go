@@ -1,6 +1,13 @@
 package main
 
+// Who may run sfwatch, and as whom: the privilege decision; doctor and run
+// agreeing for a non-root user with or without the four capabilities; run
+// refusing without root in one line; --user and sudo's user running the
+// command as that user, still traced.
+
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -72,5 +79,75 @@ func TestPrivilegesAgree(t *testing.T) {
 	r = asNobody(three, "run", "--", "true")
 	if r.code != exitFailed || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "run needs root") || !strings.Contains(r.stderr, "lacks CAP_DAC_OVERRIDE: run it with sudo") {
 		t.Errorf("run without CAP_DAC_OVERRIDE: exit %d, stderr %q; want 125 and one line naming it", r.code, r.stderr)
+	}
+}
+
+// TestRunNotRoot: without root, run says so in one line and exits 125.
+func TestRunNotRoot(t *testing.T) {
+	testenv.RequirePrivileged(t) // to switch to nobody
+	t.Parallel()
+	bin, dir := sfwatchForNobody(t)
+	for _, args := range [][]string{
+		{"run", "--", "true"},
+		{"run", "-c", "--expect", "calls>=1", "--", "true"},
+		{"selftest"},
+		{"attach", "--pid", "1"},
+	} {
+		r := runAsNobody(t, bin, dir, nil, args...)
+		if r.code != exitFailed || r.stdout != "" || strings.Count(r.stderr, "\n") != 1 ||
+			!strings.Contains(r.stderr, "needs root") || !strings.Contains(r.stderr, "sudo") || !strings.Contains(r.stderr, args[0]) {
+			t.Errorf("%v as nobody: exit %d, stdout %q, stderr %q; want 125 and one line saying %s needs root and sudo",
+				args, r.code, r.stdout, r.stderr, args[0])
+		}
+	}
+}
+
+// TestRunUser: --user, or the user behind sudo by default, runs the
+// command as that user, still traced.
+func TestRunUser(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	t.Parallel()
+	// A copy of this binary that nobody can reach and run.
+	dir, err := os.MkdirTemp("", "sfwatch-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, filepath.Base(os.Args[0]))
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		env   []string
+		flags []string
+	}{
+		{"--user", nil, []string{"--user", "65534"}},
+		{"sudo", []string{"SUDO_UID=65534", "SUDO_GID=65534"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append(append([]string{"run", "--format", "json"}, tc.flags...), "--", bin, "offsets")
+			r := sfwatch(t, append(workloadEnv(), tc.env...), args...)
+			if r.code != 0 || !strings.Contains(r.stdout, "\nuid 65534\n") {
+				t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+			calls := offsetsManifest(t, r.stdout)
+			out := lines(r.stderr)
+			if len(out) != len(calls)+1 || out[len(calls)] != accountingLine(9, 9, 0) {
+				t.Fatalf("stderr:\n%s", r.stderr)
+			}
+			for i, e := range parseJSONEvents(t, strings.Join(out[:len(calls)], "\n")) {
+				if c := calls[i]; e.TID != c.Tid || e.Ret != c.Ret || e.OutFD != c.OutFD {
+					t.Errorf("event %d: %+v, want %+v", i, e, c)
+				}
+			}
+		})
 	}
 }

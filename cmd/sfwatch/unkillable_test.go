@@ -1,5 +1,10 @@
 package main
 
+// sfwatch ends, reports and cleans up whatever happens to its outputs or to
+// itself: an output that is open but never read (a pipe, a FIFO), an output
+// whose reader went away, a FIFO that nobody opens, attach with a stderr
+// nobody reads, and sfwatch killed with SIGKILL (its watchdog).
+
 import (
 	"bufio"
 	"context"
@@ -295,4 +300,37 @@ func TestRunKilledWatchdog(t *testing.T) {
 	}
 	t.Logf("group, child and watchdog gone %v after sfwatch was killed", time.Since(start))
 	assertNothingLeft(t, pid)
+}
+
+// TestRunOutputPipeClosed: when whoever reads sfwatch's stderr goes away
+// (sfwatch run ... 2>&1 | head), sfwatch is not killed by SIGPIPE with its
+// group left behind: the child runs to its end, everything is cleaned up,
+// and the exit code says sfwatch failed.
+func TestRunOutputPipeClosed(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr.Close() // nobody reads: the first write fails
+	const n = 20000
+	report := filepath.Join(t.TempDir(), "report.json")
+	ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sfwatchBin, "run", "--report", report, "--", os.Args[0], "loop", "1", strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), workloadEnv()...)
+	cmd.Stderr = pw
+	err = cmd.Run()
+	pw.Close()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		t.Fatalf("sfwatch was killed by %v", ws.Signal())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != exitFailed {
+		t.Errorf("exit %d (%v), want %d", code, err, exitFailed)
+	}
+	// The workload ran to its end, and the report was still written.
+	if r := readReport(t, report); *r.Summary.Calls != n || *r.ExitCode != 0 {
+		t.Errorf("report: calls %d, exit code %d; want %d, 0", *r.Summary.Calls, *r.ExitCode, n)
+	}
+	assertNothingLeft(t, cmd.Process.Pid)
 }

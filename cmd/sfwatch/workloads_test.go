@@ -1,7 +1,12 @@
 package main
 
+// The workloads: this test binary, re-executed under sfwatch run with
+// SFWATCH_TEST_WORKLOAD set, runs the one named by its first argument.
+
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -38,6 +43,10 @@ var workloads = map[string]func(args []string) error{
 	"loop":           loopWorkload,
 	"restart":        restartWorkload,
 	"nonblock":       nonblockWorkload,
+	"pm-calls":       pmCallsWorkload,
+	"pm-wait-calls":  pmWaitCallsWorkload,
+	"escape":         escapeWorkload,
+	"escape-child":   escapeChildWorkload,
 }
 
 // init keeps a workload's main goroutine on the main thread, locked before
@@ -488,4 +497,233 @@ func nonblockWorkload([]string) error {
 		}
 	}
 	return fmt.Errorf("the socket never filled")
+}
+
+// pmCallsWorkload: THREADS N READY [pin]. THREADS threads make N sendfile
+// calls each of 4 KiB to /dev/null, alternating NULL and pointer offsets,
+// every one a full transfer (a NULL-offset descriptor is rewound with
+// lseek before it reaches the end). The workload counts what the calls
+// returned, writes the totals (JSON) to READY, then waits for SIGTERM and
+// exits 0: metrics can be scraped while sfwatch still runs. With "pin",
+// every thread runs on one CPU, so that --sample's per-CPU cycle is one
+// cycle and the number of emitted events is exact.
+func pmCallsWorkload(args []string) error {
+	if len(args) < 3 {
+		return errors.New("usage: pm-calls THREADS N READY [pin]")
+	}
+	threads, _ := strconv.Atoi(args[0])
+	n, _ := strconv.Atoi(args[1])
+	ready := args[2]
+	pin := len(args) > 3 && args[3] == "pin"
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+
+	dir, err := os.MkdirTemp("", "sfwatch-pm-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "data")
+	const size = 64 << 10
+	if err := os.WriteFile(path, make([]byte, size), 0o644); err != nil {
+		return err
+	}
+	var cpu unix.CPUSet
+	if pin {
+		if err := unix.SchedGetaffinity(0, &cpu); err != nil {
+			return err
+		}
+		first := -1
+		for i := 0; i < 1024 && first < 0; i++ {
+			if cpu.IsSet(i) {
+				first = i
+			}
+		}
+		cpu.Zero()
+		cpu.Set(first)
+	}
+	var (
+		mu    sync.Mutex
+		total pmTotals
+		wg    sync.WaitGroup
+		errs  = make(chan error, threads)
+	)
+	for range threads {
+		wg.Go(func() {
+			runtime.LockOSThread()
+			if pin {
+				if err := unix.SchedSetaffinity(0, &cpu); err != nil {
+					errs <- err
+					return
+				}
+			}
+			in, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer unix.Close(in)
+			out, err := unix.Open(os.DevNull, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer unix.Close(out)
+			var mine pmTotals
+			off := new(int64) // on the heap, which Go never moves
+			pos := int64(0)
+			for i := range n {
+				var offset uintptr
+				if i%2 == 1 {
+					*off = 0
+					offset = uintptr(unsafe.Pointer(off))
+					mine.Pointer++
+				} else {
+					if pos >= size {
+						unix.Seek(in, 0, 0)
+						pos = 0
+					}
+					mine.Null++
+				}
+				r, _, e := unix.Syscall6(unix.SYS_SENDFILE, uintptr(out), uintptr(in), offset, 4096, 0, 0)
+				if e != 0 {
+					errs <- fmt.Errorf("sendfile: %w", e)
+					return
+				}
+				if offset == 0 {
+					pos += int64(r)
+				}
+				mine.Calls++
+				mine.Bytes += uint64(r)
+			}
+			runtime.KeepAlive(off)
+			mu.Lock()
+			total.Calls += mine.Calls
+			total.Bytes += mine.Bytes
+			total.Null += mine.Null
+			total.Pointer += mine.Pointer
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	total.PID = os.Getpid()
+	if err := pmWriteFile(ready, total); err != nil {
+		return err
+	}
+	<-term
+	return nil
+}
+
+// pmWaitCallsWorkload: GO N DONE. Waits until the file GO exists, makes N
+// pointer-offset sendfile calls of 4 KiB to /dev/null from one thread,
+// writes its totals to DONE, then waits for SIGTERM and exits 0.
+func pmWaitCallsWorkload(args []string) error {
+	if len(args) != 3 {
+		return errors.New("usage: pm-wait-calls GO N DONE")
+	}
+	goFile, done := args[0], args[2]
+	n, _ := strconv.Atoi(args[1])
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	f, err := openWorkloadFiles()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for {
+		if _, err := os.Stat(goFile); err == nil {
+			break
+		}
+		select {
+		case <-term:
+			return nil
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	runtime.LockOSThread()
+	var tot pmTotals
+	off := new(int64)
+	for range n {
+		*off = 0
+		r, _, e := unix.Syscall6(unix.SYS_SENDFILE, f.devNull.Fd(), f.in.Fd(), uintptr(unsafe.Pointer(off)), 4096, 0, 0)
+		if e != 0 {
+			return fmt.Errorf("sendfile: %w", e)
+		}
+		tot.Calls++
+		tot.Pointer++
+		tot.Bytes += uint64(r)
+	}
+	runtime.KeepAlive(off)
+	tot.PID = os.Getpid()
+	if err := pmWriteFile(done, tot); err != nil {
+		return err
+	}
+	<-term
+	return nil
+}
+
+// pointerCalls makes n calls of 4096 bytes from offset 0 of a file of
+// workloadFileSize bytes to /dev/null: n calls, n*4096 bytes.
+func pointerCalls(n int) error {
+	f, err := openWorkloadFiles()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	off := new(int64)
+	for range n {
+		*off = 0
+		r, _, errno := unix.Syscall6(unix.SYS_SENDFILE, f.devNull.Fd(), f.in.Fd(), uintptr(unsafe.Pointer(off)), 4096, 0, 0)
+		if errno != 0 || r != 4096 {
+			return fmt.Errorf("sendfile: %d, %v", r, errno)
+		}
+	}
+	return nil
+}
+
+// escapeWorkload GROUP N: N calls; moves itself into GROUP (outside the
+// run's group); N calls; starts escape-child there, which makes N calls
+// and stays; prints that child's pid and exits once it has made them.
+func escapeWorkload(args []string) error {
+	group := args[0]
+	n, _ := strconv.Atoi(args[1])
+	if err := pointerCalls(n); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(group, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+		return fmt.Errorf("leaving the group: %w", err)
+	}
+	if err := pointerCalls(n); err != nil {
+		return err
+	}
+	cmd := exec.Command(os.Args[0], "escape-child", args[1])
+	cmd.Env = os.Environ()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		return fmt.Errorf("escape-child said %q: %v", line, err)
+	}
+	fmt.Println(cmd.Process.Pid)
+	return nil // the child stays: the run's cleanup must end it
+}
+
+// escapeChildWorkload N: N calls, "ready", then waits to be killed.
+func escapeChildWorkload(args []string) error {
+	n, _ := strconv.Atoi(args[0])
+	if err := pointerCalls(n); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	time.Sleep(time.Minute)
+	return errors.New("still alive after a minute: nobody killed the run's leftovers")
 }
