@@ -35,12 +35,13 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/testworkload"
 )
 
 // pmTotals is what a pm-calls workload counted itself.
 type pmTotals struct {
-	Calls, Bytes, Null, Pointer uint64
-	PID                         int
+	testworkload.Totals
+	PID int
 }
 
 // pmWriteFile writes v as JSON to path atomically (tmp, then rename).

@@ -1,12 +1,12 @@
 package main
 
-// The C test programs of testdata: building them (or taking them prebuilt,
-// in a kernel guest without gcc), and the arguments signals.c takes.
+// The C test programs (internal/testworkload/c): building them (or taking
+// them prebuilt, in a kernel guest without gcc), and the arguments
+// signals.c takes.
 
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -15,17 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/testenv"
+	"github.com/sfwatch/sfwatch/internal/testworkload"
 )
 
-// testPrograms are the C programs in testdata and their gcc flags. They are
-// static so that a copy built here runs on a machine without gcc or libc.
-var testPrograms = map[string][]string{
-	"first":   {"-nostdlib", "-static"},
-	"eintr":   {"-static"},
-	"signals": {"-static"},
-}
-
-// prebuildEnvVar names a directory: TestMain builds the testPrograms into
+// prebuildEnvVar names a directory: TestMain builds the C programs into
 // it and exits (scripts/kernels, for guests without gcc). prebuiltEnvVar
 // names a directory that holds them and sfwatch, used instead of building.
 const (
@@ -33,39 +26,32 @@ const (
 	prebuiltEnvVar = "SFWATCH_TEST_PREBUILT"
 )
 
-// buildTestProgram returns testdata/NAME.c, an x86-64 program, built with
-// gcc into a temporary directory, or taken from $SFWATCH_TEST_PREBUILT.
+// buildTestProgram returns the C program NAME of internal/testworkload, an
+// x86-64 program, built with gcc into a temporary directory, or taken from
+// $SFWATCH_TEST_PREBUILT.
 func buildTestProgram(t *testing.T, name string) string {
 	t.Helper()
 	if runtime.GOARCH != "amd64" {
-		t.Skipf("testdata/%s.c is x86-64 only", name)
+		t.Skipf("%s.c is x86-64 only", name)
 	}
-	if _, ok := testPrograms[name]; !ok {
-		t.Fatalf("testdata/%s.c is not in testPrograms: a prebuilt set would lack it", name)
+	if _, ok := testworkload.Programs[name]; !ok {
+		t.Fatalf("%s.c is not in testworkload.Programs: a prebuilt set would lack it", name)
 	}
 	if dir := os.Getenv(prebuiltEnvVar); dir != "" {
 		return filepath.Join(dir, name)
 	}
 	bin := filepath.Join(t.TempDir(), name)
-	if err := compileTestProgram(testenv.NeedTool(t, "gcc"), name, bin); err != nil {
+	if err := testworkload.Build(testenv.NeedTool(t, "gcc"), name, bin); err != nil {
 		t.Fatal(err)
 	}
 	return bin
 }
 
-func compileTestProgram(gcc, name, bin string) error {
-	args := append(append([]string{"-O2", "-Wall"}, testPrograms[name]...), "-o", bin, "testdata/"+name+".c")
-	if out, err := exec.Command(gcc, args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("gcc %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-// prebuildTestPrograms builds every testPrograms entry into dir; it returns
-// an exit code.
+// prebuildTestPrograms builds every C program into dir; it returns an exit
+// code.
 func prebuildTestPrograms(dir string) int {
-	for name := range testPrograms {
-		if err := compileTestProgram("gcc", name, filepath.Join(dir, name)); err != nil {
+	for name := range testworkload.Programs {
+		if err := testworkload.Build("gcc", name, filepath.Join(dir, name)); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

@@ -2,9 +2,9 @@ package main
 
 // Calls that signals interrupt: what sfwatch counts must be what the program
 // itself saw. One call restarted by the kernel after signals (ERESTARTSYS);
-// EINTR under a handler without SA_RESTART (testdata/eintr.c); a burst of
-// several signals at once in every order of handlers, ignored signals and
-// stops (testdata/signals.c).
+// EINTR under a handler without SA_RESTART (eintr.c); a burst of several
+// signals at once in every order of handlers, ignored signals and stops
+// (signals.c). The C programs are in internal/testworkload/c.
 
 import (
 	"fmt"
@@ -57,7 +57,7 @@ func TestRunRestartedCall(t *testing.T) {
 // TestRunInterruptedCallEINTR: a call a signal interrupts is settled the way
 // the kernel settles it. Under a handler without SA_RESTART the program gets
 // EINTR: one call, one error. Under SA_RESTART the kernel runs it again: a
-// restart, and the call that completes. testdata/eintr.c makes both.
+// restart, and the call that completes. eintr.c makes both.
 func TestRunInterruptedCallEINTR(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	bin := buildTestProgram(t, "eintr")
