@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"time"
 )
 
 // The seed's test matched this against `strace -f` output.
@@ -68,4 +70,29 @@ func checkTable(t *testing.T, text string, m manifestCounts, events uint64) {
 			t.Errorf("table lacks %q", title)
 		}
 	}
+}
+
+// testDef is a case of a table-driven test, in Inspektor Gadget's shape:
+// generateEvent runs a workload under sfwatch (dir is the case's own
+// directory, for the files sfwatch writes), and validateEvent checks what
+// sfwatch printed and wrote.
+type testDef struct {
+	generateEvent func(t *testing.T, dir string) caseRun
+	validateEvent func(t *testing.T, r caseRun)
+}
+
+// caseRun is one finished sfwatch run of a testDef: its result, the case's
+// directory, and the times just before and after it.
+type caseRun struct {
+	result
+	dir        string
+	begin, end time.Time
+}
+
+// runOffsets runs the offsets workload under sfwatch run with flags.
+func runOffsets(t *testing.T, dir string, flags ...string) caseRun {
+	t.Helper()
+	begin := time.Now()
+	r := runWorkload(t, flags, "offsets")
+	return caseRun{result: r, dir: dir, begin: begin, end: time.Now()}
 }
