@@ -149,12 +149,7 @@ func pmReady(t *testing.T, p *pmProc, path string) pmTotals {
 // pmAddr returns a loopback address whose port was free a moment ago.
 func pmAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", freePort(t))
 }
 
 // pmAssertPortFree checks that addr can be bound again: sfwatch's metrics

@@ -402,6 +402,13 @@ func readFileString(path string) string {
 // (uid 65534) can reach and run it from.
 func sfwatchForNobody(t *testing.T) (bin, dir string) {
 	t.Helper()
+	return copyForNobody(t, sfwatchBin, "sfwatch")
+}
+
+// copyForNobody copies the binary src, as name, into a new directory that
+// nobody (uid 65534) can reach and run it from.
+func copyForNobody(t *testing.T, src, name string) (bin, dir string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "sfwatch-nobody-")
 	if err != nil {
 		t.Fatal(err)
@@ -410,8 +417,8 @@ func sfwatchForNobody(t *testing.T) (bin, dir string) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin = filepath.Join(dir, "sfwatch")
-	data, err := os.ReadFile(sfwatchBin)
+	bin = filepath.Join(dir, name)
+	data, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,22 +108,7 @@ func TestRunUser(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	t.Parallel()
 	// A copy of this binary that nobody can reach and run.
-	dir, err := os.MkdirTemp("", "sfwatch-user-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, filepath.Base(os.Args[0]))
-	data, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin, _ := copyForNobody(t, os.Args[0], filepath.Base(os.Args[0]))
 	for _, tc := range []struct {
 		name  string
 		env   []string
