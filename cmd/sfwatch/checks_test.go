@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // readOnlyDir mounts a read-only tmpfs for the test: a place that refuses
@@ -30,7 +32,7 @@ func readOnlyDir(t *testing.T) string {
 // address and an unknown user are each bad usage: exit 2, one line, and
 // no output file, bound port, group, program or child.
 func TestRunCheckedBeforeStart(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	dir := t.TempDir()
 	existing := filepath.Join(dir, "existing.json")
 	if err := os.WriteFile(existing, []byte("keep"), 0o644); err != nil {
@@ -121,7 +123,7 @@ func TestRunCheckedBeforeStart(t *testing.T) {
 // is one line on stderr; the JUnit file is still written and the exit
 // code is still the command's.
 func TestRunReportOnFullDevice(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	junit := filepath.Join(t.TempDir(), "j.xml")
 	r := sfwatch(t, nil, "run", "--quiet", "--expect", "errors==0", "--report", "/dev/full", "--junit", junit, "--", "sh", "-c", "exit 7")
 	if r.code != 7 {

@@ -13,14 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads BPF programs")
-	}
-}
 
 // ownCgroup returns the id and level of this process's cgroup v2 group.
 func ownCgroup(t *testing.T) (uint64, uint32) {
@@ -126,7 +120,7 @@ func TestCountsAndEvents(t *testing.T) {
 // /dev/null as output. All are closed when the test ends.
 func openOwnTracer(t *testing.T, ringBufSize int) (tr *Tracer, in, out *os.File) {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	id, level := ownCgroup(t)
 	tr, err := Open(Config{CgroupID: id, CgroupLevel: level, RingBufSize: ringBufSize})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // TestStaleMemberIgnored: an entry of the run's tasks whose start time is
@@ -18,7 +19,7 @@ import (
 // of a task started the same way does. The start times the BPF side
 // records are the ones /proc shows (Task.Alive).
 func TestStaleMemberIgnored(t *testing.T) {
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	g, err := cgroup.New()
 	if err != nil {
 		t.Fatal(err)
