@@ -1,7 +1,8 @@
 // Package loader loads sfwatch's BPF programs, points their cgroup filter at
 // one group, attaches them to the sendfile64 syscall tracepoints (and to
 // signal_deliver, which settles calls a signal interrupts), and owns
-// the ring-buffer reader and the kernel-side counters.
+// the kernel-side counters. The events map it hands over to whoever
+// reads the events (internal/ringreader).
 package loader
 
 import (
@@ -16,11 +17,9 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 )
 
@@ -46,10 +45,9 @@ type Config struct {
 // Tracer is the loaded and attached BPF side. Close detaches everything;
 // nothing is pinned, so a crash leaves nothing behind either.
 type Tracer struct {
-	objs   SfwatchMaps
-	coll   *ebpf.Collection // the programs of programs(), and the data maps
-	links  []link.Link
-	reader *ring
+	objs  SfwatchMaps
+	coll  *ebpf.Collection // the programs of programs(), and the data maps
+	links []link.Link
 	// kretprobe is the kretprobe's link in kprobe mode: its missed count
 	// (exits beyond maxactive) is added to the program's skips.
 	kretprobe  link.Link
@@ -251,7 +249,7 @@ func Open(cfg Config) (*Tracer, error) {
 		{vars.TargetLevel, cfg.CgroupLevel},
 		{vars.SampleEvery, cfg.SampleEvery},
 		// Wake the reader once an eighth of the buffer is unread; below
-		// that it drains on its own timer (see Reader).
+		// that it drains on its own timer (internal/session).
 		{vars.WakeupBytes, uint64(cfg.RingBufSize / 8)},
 	}
 	if cfg.Follow {
@@ -332,11 +330,6 @@ func Open(cfg Config) (*Tracer, error) {
 			return nil, fmt.Errorf("attaching tracepoint %s/%s: %w", p.group, p.target, err)
 		}
 		t.links = append(t.links, l)
-	}
-	t.reader, err = newRing(t.objs.Events.FD(), int(t.objs.Events.MaxEntries()))
-	if err != nil {
-		t.Close()
-		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
 	}
 	return t, nil
 }
@@ -432,12 +425,7 @@ func (t *Tracer) Followed() ([]Task, error) {
 
 // Close detaches the programs and frees every map. Idempotent.
 func (t *Tracer) Close() error {
-	errs := []error{t.Detach()}
-	if t.reader != nil {
-		// Kept, closed: a consumer still running gets os.ErrClosed.
-		errs = append(errs, t.reader.close())
-	}
-	errs = append(errs, t.objs.Close())
+	errs := []error{t.Detach(), t.objs.Close()}
 	if t.coll != nil {
 		t.coll.Close()
 	}
@@ -466,35 +454,9 @@ func (t *Tracer) Detach() error {
 	return errors.Join(append(errs, missedErr)...)
 }
 
-// ReadInto waits for the next record, or until the deadline set with
-// SetDeadline passes (os.ErrDeadlineExceeded, after the records present at
-// that time have been returned), or until Flush (ringbuf.ErrFlushed).
-// Below the wakeup threshold the kernel does not wake us, so the caller
-// keeps a short deadline to pick up a trickle of events promptly. One
-// record at a time, copied: Drain is the fast path.
-func (t *Tracer) ReadInto(rec *ringbuf.Record) error { return t.reader.readInto(rec) }
-
-// Drain hands every record committed so far to fn, in order and in place:
-// raw is only valid during the call, and fn must not keep it. It returns
-// how many records it handed over, and fn's first error.
-func (t *Tracer) Drain(fn func(raw []byte) error) (int, error) { return t.reader.drainAll(fn) }
-
-// Wait blocks until the BPF side wakes the reader (once the unread data
-// passes the wakeup threshold), the deadline set with SetDeadline passes
-// (os.ErrDeadlineExceeded), or Flush is called (ringbuf.ErrFlushed). It
-// returns nil on a wakeup; records below the threshold are only picked up
-// by the next Drain.
-func (t *Tracer) Wait() error { return t.reader.wait() }
-
-// SetDeadline bounds the next ReadInto and Wait calls.
-func (t *Tracer) SetDeadline(d time.Time) { t.reader.deadline = d }
-
-// Flush makes a blocked ReadInto or Wait return ringbuf.ErrFlushed (ReadInto
-// after what is in the buffer): the final drain.
-func (t *Tracer) Flush() error { return t.reader.flush() }
-
-// RingBufSize is the size of the ring buffer in bytes.
-func (t *Tracer) RingBufSize() int { return t.reader.size }
+// Events is the ring buffer the programs emit events into, for a
+// ringreader.Reader; it stays readable after Detach, until Close.
+func (t *Tracer) Events() *ebpf.Map { return t.objs.Events }
 
 // Snapshot is every kernel-side total at one moment.
 type Snapshot struct {

@@ -24,6 +24,7 @@ import (
 	"github.com/sfwatch/sfwatch/internal/child"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/ringreader"
 )
 
 // DrainInterval bounds how long a trickle of events waits in the ring
@@ -174,6 +175,7 @@ func Attach(ctx context.Context, group *cgroup.Group, cfg Config) (Outcome, erro
 // watch is the BPF side and its consumer for one group.
 type watch struct {
 	tracer *loader.Tracer
+	reader *ringreader.Reader // the tracer's events
 	sink   Sink
 	agg    events.Aggregator
 	start  time.Time
@@ -197,7 +199,12 @@ func start(group *cgroup.Group, cfg Config, follow bool) (*watch, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &watch{tracer: tracer, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1), stopping: cfg.Stopping}
+	reader, err := ringreader.New(tracer.Events())
+	if err != nil {
+		tracer.Close()
+		return nil, err
+	}
+	w := &watch{tracer: tracer, reader: reader, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1), stopping: cfg.Stopping}
 	if w.sink == nil {
 		w.sink = discard{}
 	}
@@ -223,12 +230,12 @@ func (w *watch) consume() error {
 		return nil
 	}
 	deadline := time.Now().Add(DrainInterval)
-	w.tracer.SetDeadline(deadline)
+	w.reader.SetDeadline(deadline)
 	for {
-		if _, err := w.tracer.Drain(handle); err != nil {
+		if _, err := w.reader.Drain(handle); err != nil {
 			return err
 		}
-		err := w.tracer.Wait()
+		err := w.reader.Wait()
 		switch {
 		case err == nil:
 			// Woken past the threshold: a busy stream may wake us
@@ -238,14 +245,14 @@ func (w *watch) consume() error {
 			}
 			fallthrough
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			if _, err := w.tracer.Drain(handle); err != nil {
+			if _, err := w.reader.Drain(handle); err != nil {
 				return err
 			}
 			w.sink.Idle()
 			deadline = time.Now().Add(DrainInterval)
-			w.tracer.SetDeadline(deadline)
+			w.reader.SetDeadline(deadline)
 		case errors.Is(err, ringbuf.ErrFlushed):
-			if _, err := w.tracer.Drain(handle); err != nil {
+			if _, err := w.reader.Drain(handle); err != nil {
 				return err
 			}
 			w.sink.Idle()
@@ -263,7 +270,7 @@ func (w *watch) finish() (Outcome, error) {
 	if err := w.tracer.Detach(); err != nil {
 		return out, fmt.Errorf("detaching programs: %w", err)
 	}
-	if err := w.tracer.Flush(); err != nil {
+	if err := w.reader.Flush(); err != nil {
 		return out, fmt.Errorf("flushing ring buffer: %w", err)
 	}
 	if err := <-w.done; err != nil {
@@ -316,6 +323,8 @@ func (w *watch) close() {
 		if w.stopping != nil {
 			w.stopping()
 		}
+		// The reader first: a consumer still running gets os.ErrClosed.
+		w.reader.Close()
 		w.tracer.Close()
 	})
 }
