@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/counters"
 )
 
 // lossNoticeInterval is how often, at most, a run says that events were
@@ -48,15 +48,15 @@ func (n *lossNotice) run(read func() (uint64, error), tick <-chan time.Time, sto
 	}
 }
 
-// startLossNotice starts the notice for tracer t; the returned func stops
-// it and returns once t is no longer read.
-func startLossNotice(w io.Writer, interval time.Duration, t *loader.Tracer) (stop func()) {
+// startLossNotice starts the notice for the counters c; the returned func
+// stops it and returns once c is no longer read.
+func startLossNotice(w io.Writer, interval time.Duration, c *counters.Reader) (stop func()) {
 	n := &lossNotice{w: w, interval: interval}
 	ticker := time.NewTicker(interval)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		n.run(t.Lost, ticker.C, done)
+		n.run(c.Lost, ticker.C, done)
 	})
 	return func() {
 		ticker.Stop()

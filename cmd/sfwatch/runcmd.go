@@ -16,6 +16,7 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/counters"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
 	"github.com/sfwatch/sfwatch/internal/session"
@@ -262,10 +263,10 @@ func runCommand(ctx context.Context, args []string) error {
 		// before the child's own forwarding began.
 		var pending []os.Signal
 		started := cfg.Started
-		cfg.Started = func(t *loader.Tracer, agg *events.Aggregator) {
+		cfg.Started = func(c *counters.Reader, agg *events.Aggregator) {
 			pending = drainSignals(held)
 			if started != nil {
-				started(t, agg)
+				started(c, agg)
 			}
 		}
 		cfg.ChildStarted = func(pid int) {
@@ -344,8 +345,8 @@ func attachCommand(ctx context.Context, args []string) error {
 	}
 	return watch(&f, target, func(cfg session.Config) (session.Outcome, error) {
 		started := cfg.Started
-		cfg.Started = func(t *loader.Tracer, agg *events.Aggregator) {
-			started(t, agg)
+		cfg.Started = func(c *counters.Reader, agg *events.Aggregator) {
+			started(c, agg)
 			// The programs are attached: from here on every call is seen.
 			fmt.Fprintf(stderr, "sfwatch: watching %s until SIGINT or SIGTERM\n", what)
 		}
@@ -407,10 +408,10 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 	// Between Started and Stopping the tracer is open: the exporter and
 	// the loss notice read its totals; after Stopping, nothing does.
 	var stopLossNotice func()
-	cfg.Started = func(t *loader.Tracer, agg *events.Aggregator) {
-		stopLossNotice = startLossNotice(stderr, lossNoticeInterval, t)
+	cfg.Started = func(c *counters.Reader, agg *events.Aggregator) {
+		stopLossNotice = startLossNotice(stderr, lossNoticeInterval, c)
 		if srv != nil {
-			srv.exporter.SetSource(t)
+			srv.exporter.SetSource(c)
 			srv.exporter.SetEvents(agg)
 			srv.exporter.SetChildUp(true)
 		}

@@ -1,13 +1,13 @@
 // Package loader loads sfwatch's BPF programs, points their cgroup filter at
 // one group, attaches them to the sendfile64 syscall tracepoints (and to
-// signal_deliver, which settles calls a signal interrupts), and owns
-// the kernel-side counters. The events map it hands over to whoever
-// reads the events (internal/ringreader).
+// signal_deliver, which settles calls a signal interrupts), and reads
+// what only it holds: the programs' skips and the run's followed tasks.
+// Its maps it hands over: the events to internal/ringreader, the counters
+// to internal/counters.
 package loader
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -52,8 +51,6 @@ type Tracer struct {
 	// (exits beyond maxactive) is added to the program's skips.
 	kretprobe  link.Link
 	lastMissed uint64 // its missed count, read as it was detached
-	// counters and latency, read through memory (cpuRows).
-	counters, latency *cpuRows
 }
 
 type attachKind int
@@ -67,7 +64,7 @@ const (
 
 // program is one BPF program and where it is attached.
 type program struct {
-	name string // the BPF program's name, and its key in Snapshot.Skipped
+	name string // the BPF program's name, and its key in Skips
 	kind attachKind
 	// group and target: the tracepoint (group/target), or, for a kprobe,
 	// the kernel function (target).
@@ -78,7 +75,7 @@ type program struct {
 
 // ExitProgram is the one program whose skips cost no call: it forgets an
 // exited thread, and the entry a skip leaves behind is recognised as stale
-// (struct member in bpf/sfwatch.c). Its skips are Snapshot.MissedExits.
+// (struct member in bpf/sfwatch.c). Its skips are Skips' missedExits.
 const ExitProgram = "sched_process_exit"
 
 // The programs are attached in this order: what settles a call before what
@@ -182,7 +179,7 @@ func Tracepoints() []string {
 }
 
 // Programs names every program Open loads on this kernel: the keys of
-// Snapshot.Skipped, and ExitProgram's for Snapshot.MissedExits.
+// Skips' skipped, and ExitProgram's for its missedExits.
 func Programs() []string {
 	var names []string
 	for _, p := range programs() {
@@ -231,13 +228,10 @@ func Open(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("loading BPF spec: %w", err)
 	}
 	spec.Maps[SfwatchMapEvents].MaxEntries = uint32(cfg.RingBufSize)
-	counterRow, err := perCPU(spec.Maps[SfwatchMapCounters])
-	if err != nil {
-		return nil, err
-	}
-	latencyRow, err := perCPU(spec.Maps[SfwatchMapLatencyLog2])
-	if err != nil {
-		return nil, err
+	for _, name := range []string{SfwatchMapCounters, SfwatchMapLatencyLog2} {
+		if err := perCPU(spec.Maps[name]); err != nil {
+			return nil, err
+		}
 	}
 	// Through bpf2go's typed specs: a misspelt name does not compile.
 	var vars SfwatchVariableSpecs
@@ -290,13 +284,6 @@ func Open(cfg Config) (*Tracer, error) {
 		t.Close()
 		return nil, fmt.Errorf("loading BPF maps: %w", err)
 	}
-	if t.counters, err = newCPURows(t.objs.Counters, counterRow); err == nil {
-		t.latency, err = newCPURows(t.objs.LatencyLog2, latencyRow)
-	}
-	if err != nil {
-		t.Close()
-		return nil, err
-	}
 	// What is left are the data sections (.bss, .rodata): the programs
 	// hold them, Go never reads them, so their descriptors go.
 	for name, m := range t.coll.Maps {
@@ -332,6 +319,18 @@ func Open(cfg Config) (*Tracer, error) {
 		t.links = append(t.links, l)
 	}
 	return t, nil
+}
+
+// perCPU gives spec one row of its max_entries slots for every possible
+// CPU: counters and latency_log2 are arrays read through memory (see
+// internal/counters), which per-CPU maps cannot be.
+func perCPU(spec *ebpf.MapSpec) error {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("counting possible CPUs: %w", err)
+	}
+	spec.MaxEntries *= uint32(cpus)
+	return nil
 }
 
 // constant is a value for one of the programs' constants, set before load.
@@ -454,98 +453,40 @@ func (t *Tracer) Detach() error {
 	return errors.Join(append(errs, missedErr)...)
 }
 
-// Events is the ring buffer the programs emit events into, for a
-// ringreader.Reader; it stays readable after Detach, until Close.
-func (t *Tracer) Events() *ebpf.Map { return t.objs.Events }
+// Maps are the programs' maps, for the packages that read them: Events
+// for a ringreader.Reader, the counter maps for a counters.Reader. They
+// stay readable after Detach, until Close.
+func (t *Tracer) Maps() *SfwatchMaps { return &t.objs }
 
-// Snapshot is every kernel-side total at one moment.
-type Snapshot struct {
-	Totals      Totals
-	ErrnoCounts map[syscall.Errno]uint64 // failed calls by errno; only non-zero entries
-	LatencyLog2 [64]uint64               // bucket i: durations in [2^(i-1), 2^i) ns
-	// Skipped counts, by program (every one of Programs but
-	// sched_process_exit, see MissedExits), the times the kernel did not
-	// run it: its recursion misses. The kernel runs one
-	// tracing program at a time per CPU, and from Linux 7.2 syscall
-	// tracepoints run BPF preemptibly, so a thread preempted inside a
-	// program makes the same program skip for every other thread on that
-	// CPU (hence the kprobe mode, see AttachMode). In kprobe mode the
-	// kretprobe's count adds the exits its link missed: calls beyond
-	// maxactive in flight at once. A skipped entry or exit is a call
-	// missing from every total, and a skip cannot be tied to a process:
-	// any thread on the machine that hit the program may have been
-	// skipped. In kprobe mode a map read or write through the bpf syscall
-	// (by any process) holds the CPU's BPF-active flag, which kprobes
-	// share, and a thread preempted inside one makes the kprobes on that
-	// CPU skip; sfwatch reads its totals through memory for that reason.
-	Skipped map[string]uint64
-	// MissedExits counts the thread exits the kernel skipped telling the
-	// BPF side (sched_process_exit's skips, for any thread on the
-	// machine). A skip costs no call: it leaves a stale entry among the
-	// run's tasks, which the task's start time shows up for what it is.
-	MissedExits uint64
-}
-
-// Snapshot reads and sums the CPUs' counts. The counts are exact whatever
-// happened to the event stream.
-func (t *Tracer) Snapshot() (Snapshot, error) {
-	var s Snapshot
-	// Through memory, no syscall: see counters in bpf/sfwatch.c.
-	var c counterSums
-	if err := t.counters.sum(c[:]); err != nil {
-		return s, fmt.Errorf("reading counters: %w", err)
-	}
-	s.Totals = c.totals()
-	if err := t.latency.sum(s.LatencyLog2[:]); err != nil {
-		return s, fmt.Errorf("reading latency histogram: %w", err)
-	}
-	mem, err := t.objs.ErrnoCounts.Memory()
-	if err != nil {
-		return s, fmt.Errorf("reading errno counts: %w", err)
-	}
-	errnos := make([]byte, 8*t.objs.ErrnoCounts.MaxEntries())
-	if _, err := mem.ReadAt(errnos, 0); err != nil {
-		return s, fmt.Errorf("reading errno counts: %w", err)
-	}
-	s.ErrnoCounts = make(map[syscall.Errno]uint64)
-	for errno := range len(errnos) / 8 {
-		if n := binary.NativeEndian.Uint64(errnos[errno*8:]); n != 0 {
-			s.ErrnoCounts[syscall.Errno(errno)] = n
-		}
-	}
+// Skips reads, by program (every one of Programs but ExitProgram), the
+// times the kernel did not run it (counters.Snapshot.Skipped says what
+// that costs), and ExitProgram's apart: missedExits. They are read from
+// the programs and the kretprobe's link, which only the loader holds, and
+// stay readable after Detach.
+func (t *Tracer) Skips() (skipped map[string]uint64, missedExits uint64, err error) {
 	progs := programs()
-	s.Skipped = make(map[string]uint64, len(progs))
+	skipped = make(map[string]uint64, len(progs))
 	for _, p := range progs {
 		// Program info carries recursion misses since Linux 5.12 (zero
 		// before), whether or not BPF statistics are enabled.
 		stats, err := t.coll.Programs[p.name].Stats()
 		if err != nil {
-			return s, fmt.Errorf("reading skips of %s: %w", p.name, err)
+			return nil, 0, fmt.Errorf("reading skips of %s: %w", p.name, err)
 		}
 		if p.name == ExitProgram {
-			s.MissedExits = stats.RecursionMisses
+			missedExits = stats.RecursionMisses
 			continue
 		}
-		s.Skipped[p.name] = stats.RecursionMisses
+		skipped[p.name] = stats.RecursionMisses
 		if p.kind == kretprobe {
 			missed, err := t.kretprobeMissed()
 			if err != nil {
-				return s, fmt.Errorf("reading missed exits of %s: %w", p.name, err)
+				return nil, 0, fmt.Errorf("reading missed exits of %s: %w", p.name, err)
 			}
-			s.Skipped[p.name] += missed
+			skipped[p.name] += missed
 		}
 	}
-	return s, nil
-}
-
-// Lost is the events lost so far (COUNTER_LOST), for a notice while the
-// programs run: one slot per CPU, read through memory.
-func (t *Tracer) Lost() (uint64, error) {
-	n, err := t.counters.slot(int(SfwatchCounterCOUNTER_LOST))
-	if err != nil {
-		return 0, fmt.Errorf("reading lost events: %w", err)
-	}
-	return n, nil
+	return skipped, missedExits, nil
 }
 
 // kretprobeMissed is what the kretprobe's link missed: exits beyond

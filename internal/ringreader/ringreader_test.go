@@ -21,7 +21,7 @@ import (
 // and after Close every call fails instead of touching unmapped memory.
 func TestDrainWaitFlushClose(t *testing.T) {
 	tracer, in, out := loadertest.OpenOwn(t, 1<<20)
-	r, err := New(tracer.Events())
+	r, err := New(tracer.Maps().Events)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/counters"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
 	"github.com/sfwatch/sfwatch/internal/ringreader"
@@ -48,12 +49,13 @@ type Config struct {
 	ForwardSignals bool   // see child.Spec.ForwardSignals
 	Sink           Sink   // nil: events are only counted
 	// Started, when set, is called once the programs are attached, with
-	// the tracer whose totals can then be read at any time (metrics), and
-	// the aggregate of the delivered events, whose Delivered and
+	// the kernel's counters, which can then be read at any time (metrics),
+	// and the aggregate of the delivered events, whose Delivered and
 	// ViolationsByRule can be too.
-	Started func(*loader.Tracer, *events.Aggregator)
-	// Stopping, when set, is called once before that tracer is closed,
-	// after the final drain: when it returns, nothing may use the tracer.
+	Started func(*counters.Reader, *events.Aggregator)
+	// Stopping, when set, is called once before the tracer is closed,
+	// after the final drain: when it returns, nothing may read its
+	// counters.
 	Stopping func()
 	// ChildStarted, when set, is called by Run with the child's pid once
 	// the child runs, before Run waits for it.
@@ -176,6 +178,7 @@ func Attach(ctx context.Context, group *cgroup.Group, cfg Config) (Outcome, erro
 type watch struct {
 	tracer *loader.Tracer
 	reader *ringreader.Reader // the tracer's events
+	counts *counters.Reader   // the tracer's counters
 	sink   Sink
 	agg    events.Aggregator
 	start  time.Time
@@ -199,18 +202,23 @@ func start(group *cgroup.Group, cfg Config, follow bool) (*watch, error) {
 	if err != nil {
 		return nil, err
 	}
-	reader, err := ringreader.New(tracer.Events())
+	counts, err := counters.New(tracer.Maps(), tracer.Skips)
 	if err != nil {
 		tracer.Close()
 		return nil, err
 	}
-	w := &watch{tracer: tracer, reader: reader, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1), stopping: cfg.Stopping}
+	reader, err := ringreader.New(tracer.Maps().Events)
+	if err != nil {
+		tracer.Close()
+		return nil, err
+	}
+	w := &watch{tracer: tracer, reader: reader, counts: counts, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1), stopping: cfg.Stopping}
 	if w.sink == nil {
 		w.sink = discard{}
 	}
 	go func() { w.done <- w.consume() }()
 	if cfg.Started != nil {
-		cfg.Started(tracer, &w.agg)
+		cfg.Started(counts, &w.agg)
 	}
 	return w, nil
 }
@@ -276,7 +284,7 @@ func (w *watch) finish() (Outcome, error) {
 	if err := <-w.done; err != nil {
 		return out, err
 	}
-	snap, err := w.tracer.Snapshot()
+	snap, err := w.counts.Snapshot()
 	if err != nil {
 		return out, err
 	}

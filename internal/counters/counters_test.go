@@ -1,4 +1,4 @@
-package loader_test
+package counters
 
 import (
 	"errors"
@@ -37,7 +37,7 @@ func TestCountsAndEvents(t *testing.T) {
 		t.Fatalf("setup calls: %v, %v", errno, ebadf)
 	}
 
-	r, err := ringreader.New(tr.Events())
+	r, err := ringreader.New(tr.Maps().Events)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,11 @@ func TestCountsAndEvents(t *testing.T) {
 	if err := tr.Detach(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := tr.Snapshot()
+	c, err := New(tr.Maps(), tr.Skips)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
