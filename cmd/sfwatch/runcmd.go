@@ -19,6 +19,7 @@ import (
 	"github.com/sfwatch/sfwatch/internal/counters"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/report"
 	"github.com/sfwatch/sfwatch/internal/session"
 )
 
@@ -425,7 +426,7 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 			srv.exporter.SetSource(nil)
 		}
 	}
-	offending := newOffenders(f.expects)
+	offending := report.NewOffenders(f.expects)
 	if len(f.expects) > 0 {
 		sinks = append(sinks, offending)
 	}
@@ -448,7 +449,7 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 
 // finish prints what comes after the event stream (table, expectations,
 // accounting line), writes the report files, and picks the exit code.
-func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, offending *offenders) error {
+func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, offending *report.Offenders) error {
 	s := o.Summary
 	var writeErr error // reported after the report files are written
 	if f.summary {
@@ -467,7 +468,7 @@ func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, of
 		outcomes[i] = x.Evaluate(s)
 		fmt.Fprintln(stderr, describeOutcome(outcomes[i]))
 		if ok := outcomes[i].OK; ok != nil && !*ok {
-			for _, line := range strings.SplitAfter(eventsText(offending.kept[i]), "\n") {
+			for _, line := range strings.SplitAfter(offending.Text(i), "\n") {
 				if line != "" {
 					fmt.Fprint(stderr, "sfwatch:   ", line)
 				}
@@ -478,14 +479,14 @@ func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, of
 
 	// A report that cannot be written (a full disk) is said, and the
 	// other one is still written: the exit code stays the command's.
-	rep := newReport(target, o, outcomes, offending)
+	rep := report.New(versionString(), target, o, outcomes, offending)
 	if f.report != "" {
-		if err := writeJSONReport(f.report, rep); err != nil {
+		if err := rep.WriteJSON(f.report); err != nil {
 			fmt.Fprintf(stderr, "sfwatch: %v\n", err)
 		}
 	}
 	if f.junit != "" {
-		if err := writeJUnit(f.junit, rep); err != nil {
+		if err := rep.WriteJUnit(f.junit); err != nil {
 			fmt.Fprintf(stderr, "sfwatch: %v\n", err)
 		}
 	}
