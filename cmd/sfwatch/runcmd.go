@@ -16,7 +16,6 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
-	"github.com/sfwatch/sfwatch/internal/counters"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
 	"github.com/sfwatch/sfwatch/internal/report"
@@ -263,13 +262,7 @@ func runCommand(ctx context.Context, args []string) error {
 		// Started comes just before child.Start: what is held by then came
 		// before the child's own forwarding began.
 		var pending []os.Signal
-		started := cfg.Started
-		cfg.Started = func(c *counters.Reader, agg *events.Aggregator) {
-			pending = drainSignals(held)
-			if started != nil {
-				started(c, agg)
-			}
-		}
+		cfg.Started = func() { pending = drainSignals(held) }
 		cfg.ChildStarted = func(pid int) {
 			for _, sig := range pending {
 				syscall.Kill(pid, sig.(syscall.Signal)) // not reaped yet: pid is the child's
@@ -345,9 +338,7 @@ func attachCommand(ctx context.Context, args []string) error {
 		what += fmt.Sprintf(" (the group of pid %d)", pid)
 	}
 	return watch(&f, target, func(cfg session.Config) (session.Outcome, error) {
-		started := cfg.Started
-		cfg.Started = func(c *counters.Reader, agg *events.Aggregator) {
-			started(c, agg)
+		cfg.Started = func() {
 			// The programs are attached: from here on every call is seen.
 			fmt.Fprintf(stderr, "sfwatch: watching %s until SIGINT or SIGTERM\n", what)
 		}
@@ -406,25 +397,9 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 		stream = newStreamSink(out, f.format, f.textOptions())
 		sinks = append(sinks, stream)
 	}
-	// Between Started and Stopping the tracer is open: the exporter and
-	// the loss notice read its totals; after Stopping, nothing does.
-	var stopLossNotice func()
-	cfg.Started = func(c *counters.Reader, agg *events.Aggregator) {
-		stopLossNotice = startLossNotice(stderr, lossNoticeInterval, c)
-		if srv != nil {
-			srv.exporter.SetSource(c)
-			srv.exporter.SetEvents(agg)
-			srv.exporter.SetChildUp(true)
-		}
-	}
-	cfg.Stopping = func() {
-		if stopLossNotice != nil {
-			stopLossNotice()
-		}
-		if srv != nil {
-			srv.exporter.SetChildUp(false)
-			srv.exporter.SetSource(nil)
-		}
+	cfg.LossNotice = stderr
+	if srv != nil {
+		cfg.Metrics = srv.exporter
 	}
 	offending := report.NewOffenders(f.expects)
 	if len(f.expects) > 0 {

@@ -1,6 +1,8 @@
 // Package session runs one traced workload end to end: it wires the group
-// (cgroup), the process (child), the loader (BPF side) and the events
-// (decode, validate, aggregate) together and hands every event to a sink.
+// (cgroup), the process (child), the loader (BPF side), the ring-buffer
+// reader, the counters and the events (decode, validate, aggregate)
+// together, hands every event to a sink, and feeds the counters to the
+// metrics exporter and the loss notice while the programs run.
 //
 // Order matters and is the point of this package: the group exists and the
 // programs are attached before the child's first instruction; the child's
@@ -12,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"sync"
@@ -25,6 +28,7 @@ import (
 	"github.com/sfwatch/sfwatch/internal/counters"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/metrics"
 	"github.com/sfwatch/sfwatch/internal/ringreader"
 )
 
@@ -48,15 +52,16 @@ type Config struct {
 	User           string // see child.Spec.User
 	ForwardSignals bool   // see child.Spec.ForwardSignals
 	Sink           Sink   // nil: events are only counted
-	// Started, when set, is called once the programs are attached, with
-	// the kernel's counters, which can then be read at any time (metrics),
-	// and the aggregate of the delivered events, whose Delivered and
-	// ViolationsByRule can be too.
-	Started func(*counters.Reader, *events.Aggregator)
-	// Stopping, when set, is called once before the tracer is closed,
-	// after the final drain: when it returns, nothing may read its
-	// counters.
-	Stopping func()
+	// Metrics, when set, reads the kernel's counters and the aggregate
+	// of the delivered events from when the programs are attached until
+	// just before they are closed, and is told the child is up meanwhile.
+	Metrics Exporter
+	// LossNotice, when set, gets a line in every LossNoticeInterval in
+	// which events were lost while the programs run.
+	LossNotice io.Writer
+	// Started, when set, is called once the programs are attached and the
+	// sinks above are fed: from then on every call is seen.
+	Started func()
 	// ChildStarted, when set, is called by Run with the child's pid once
 	// the child runs, before Run waits for it.
 	ChildStarted func(pid int)
@@ -68,6 +73,14 @@ type Config struct {
 	// has ended (Attach), before the final drain: a sink that may block
 	// should from then on give up within a bounded time.
 	Finishing func()
+}
+
+// Exporter is fed a session's totals while its programs are attached:
+// metrics.Exporter.
+type Exporter interface {
+	SetSource(metrics.Source) // nil: stop reading the previous one
+	SetEvents(*events.Aggregator)
+	SetChildUp(bool)
 }
 
 // GroupCheckInterval is how often Attach checks that its group still exists.
@@ -185,7 +198,8 @@ type watch struct {
 	done   chan error
 	once   sync.Once
 
-	stopping func() // Config.Stopping
+	metrics        Exporter // Config.Metrics
+	stopLossNotice func()   // nil without Config.LossNotice
 }
 
 // start loads and attaches the programs for group; follow keeps watching
@@ -212,13 +226,23 @@ func start(group *cgroup.Group, cfg Config, follow bool) (*watch, error) {
 		tracer.Close()
 		return nil, err
 	}
-	w := &watch{tracer: tracer, reader: reader, counts: counts, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1), stopping: cfg.Stopping}
+	w := &watch{tracer: tracer, reader: reader, counts: counts, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1), metrics: cfg.Metrics}
 	if w.sink == nil {
 		w.sink = discard{}
 	}
 	go func() { w.done <- w.consume() }()
+	// Until close, the tracer is open: the exporter and the loss notice
+	// read its counters; after close, nothing does.
+	if cfg.LossNotice != nil {
+		w.stopLossNotice = startLossNotice(cfg.LossNotice, LossNoticeInterval, counts)
+	}
+	if w.metrics != nil {
+		w.metrics.SetSource(counts)
+		w.metrics.SetEvents(&w.agg)
+		w.metrics.SetChildUp(true)
+	}
 	if cfg.Started != nil {
-		cfg.Started(counts, &w.agg)
+		cfg.Started()
 	}
 	return w, nil
 }
@@ -328,8 +352,13 @@ func (w *watch) kill(group *cgroup.Group) error {
 
 func (w *watch) close() {
 	w.once.Do(func() {
-		if w.stopping != nil {
-			w.stopping()
+		if w.stopLossNotice != nil {
+			w.stopLossNotice()
+		}
+		if w.metrics != nil {
+			// The aggregate stays: the final counts.
+			w.metrics.SetChildUp(false)
+			w.metrics.SetSource(nil)
 		}
 		// The reader first: a consumer still running gets os.ErrClosed.
 		w.reader.Close()

@@ -1,4 +1,4 @@
-package main
+package session
 
 import (
 	"fmt"
@@ -9,9 +9,10 @@ import (
 	"github.com/sfwatch/sfwatch/internal/counters"
 )
 
-// lossNoticeInterval is how often, at most, a run says that events were
-// lost: once per interval in which some were, one line each time.
-const lossNoticeInterval = 10 * time.Second
+// LossNoticeInterval is how often, at most, a session says that events
+// were lost (Config.LossNotice): once per interval in which some were, one
+// line each time.
+const LossNoticeInterval = 10 * time.Second
 
 // lossNotice prints "sfwatch: N events lost in the last 10s" while a
 // session runs. Losses are otherwise only in the final accounting line and
