@@ -305,7 +305,7 @@ func Open(cfg Config) (*Tracer, error) {
 			l, err = link.Kprobe(p.target, prog, nil)
 		case kretprobe:
 			// The default maxactive (max(10, 2 x CPUs) calls in
-			// flight): exits beyond it are counted, see Snapshot.
+			// flight): exits beyond it are counted, see Skips.
 			l, err = link.Kretprobe(p.target, prog, nil)
 			t.kretprobe = l
 		}

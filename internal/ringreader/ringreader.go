@@ -48,12 +48,11 @@ type Reader struct {
 	prodPage []byte // mmap'ed producer page and data, read-only
 	consPos  *uint64
 	prodPos  *uint64
-	data     []byte // 2*size bytes: the data pages twice
+	data     []byte // the data pages twice: twice the map's size
 	mask     uint64
-	size     int
 
 	epfd     int
-	eventfd  int // written by flush
+	eventfd  int // written by Flush
 	deadline time.Time
 
 	// pendingErr is a deadline or flush seen by ReadInto, returned once
@@ -85,7 +84,7 @@ func New(events *ebpf.Map) (*Reader, error) {
 // open maps the ring buffer behind fd, of size data bytes.
 func open(fd, size int) (_ *Reader, err error) {
 	page := os.Getpagesize()
-	r := &Reader{size: size, mask: uint64(size - 1), epfd: -1, eventfd: -1}
+	r := &Reader{mask: uint64(size - 1), epfd: -1, eventfd: -1}
 	defer func() {
 		if err != nil {
 			r.Close()
@@ -252,9 +251,6 @@ func (r *Reader) Wait() error {
 
 // SetDeadline bounds the next ReadInto and Wait calls.
 func (r *Reader) SetDeadline(d time.Time) { r.deadline = d }
-
-// Size is the size of the ring buffer's data in bytes.
-func (r *Reader) Size() int { return r.size }
 
 // Flush makes a blocked ReadInto or Wait return ringbuf.ErrFlushed (ReadInto
 // after what is in the buffer): the final drain.
