@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/counters"
 )
 
 // MaxFirstViolations is how many violating events a Summary keeps.
@@ -69,7 +69,7 @@ func (a *Aggregator) ViolationsByRule() map[string]uint64 {
 // drawn from the delivered events.
 type Summary struct {
 	// Exact, counted in the kernel.
-	loader.Totals
+	counters.Totals
 	ErrorsByErrno map[string]uint64 // errno name -> failed calls; codes below -4095 are in Errors only
 	// Skipped is how many times the kernel did not run a program of
 	// sfwatch's (SkippedByProgram, by program). Not zero, the totals above
@@ -95,7 +95,7 @@ type Summary struct {
 func (s Summary) Complete() bool { return s.Lost == 0 && s.SampledOut == 0 && s.Skipped == 0 }
 
 // Summary merges the kernel's totals with the per-event facts.
-func (a *Aggregator) Summary(k loader.Snapshot) Summary {
+func (a *Aggregator) Summary(k counters.Snapshot) Summary {
 	s := Summary{
 		Totals:           k.Totals,
 		MissedExits:      k.MissedExits,

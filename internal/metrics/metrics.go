@@ -17,15 +17,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sfwatch/sfwatch/internal/counters"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
 )
 
 const namespace = "sfwatch"
 
-// Source gives the kernel's totals; the session's tracer is one.
+// Source gives the kernel's totals; the session's counters.Reader is one.
 type Source interface {
-	Snapshot() (loader.Snapshot, error)
+	Snapshot() (counters.Snapshot, error)
 }
 
 // Histogram bounds: 2^10 ns (1 µs) to 2^34 ns (17 s), one bucket per power
@@ -195,7 +196,7 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 // scrape (a counter that goes down reads as a reset to Prometheus). It is
 // exact when calls stop, except after a torn read that counted as ok a call
 // which then failed: that one is absorbed by the next complete call.
-func (x *Exporter) okCalls(t *loader.Totals) uint64 {
+func (x *Exporter) okCalls(t *counters.Totals) uint64 {
 	var ok uint64
 	if other := t.Short + t.EOF + t.Errors; t.Calls > other {
 		ok = t.Calls - other

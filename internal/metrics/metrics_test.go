@@ -14,26 +14,26 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/sfwatch/sfwatch/internal/counters"
 	"github.com/sfwatch/sfwatch/internal/events"
-	"github.com/sfwatch/sfwatch/internal/loader"
 )
 
 // fakeSource is a Source with a snapshot filled in by the test.
 type fakeSource struct {
 	mu    sync.Mutex
-	snap  loader.Snapshot
+	snap  counters.Snapshot
 	err   error
 	reads int
 }
 
-func (f *fakeSource) Snapshot() (loader.Snapshot, error) {
+func (f *fakeSource) Snapshot() (counters.Snapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads++
 	return f.snap, f.err
 }
 
-func (f *fakeSource) set(change func(*loader.Totals)) {
+func (f *fakeSource) set(change func(*counters.Totals)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	change(&f.snap.Totals)
@@ -42,9 +42,9 @@ func (f *fakeSource) set(change func(*loader.Totals)) {
 // snapshot is a kernel state with a value in every counter: 1000 calls, of
 // which 3 short, 5 at end of file, 7 failed (4 EBADF, 2 EPIPE, 1 EINTR),
 // the rest complete; and 17 interruptions, restarted.
-func snapshot() loader.Snapshot {
-	var s loader.Snapshot
-	s.Totals = loader.Totals{
+func snapshot() counters.Snapshot {
+	var s counters.Snapshot
+	s.Totals = counters.Totals{
 		Calls:      1000,
 		Bytes:      3_950_000,
 		Errors:     7,
@@ -336,22 +336,22 @@ func TestOKNeverWrapsNorDecreases(t *testing.T) {
 		t.Fatalf("ok = %v, want 985", got)
 	}
 	// Torn read: errors counted before their calls.
-	src.set(func(t *loader.Totals) { t.Errors = 1000 })
+	src.set(func(t *counters.Totals) { t.Errors = 1000 })
 	if got := ok(); got != 985 {
 		t.Errorf("ok after a torn read = %v, want 985 (held, neither wrapped nor 0)", got)
 	}
-	src.set(func(t *loader.Totals) { t.Errors = 7 })
-	src.set(func(t *loader.Totals) { t.Calls = 2000 })
+	src.set(func(t *counters.Totals) { t.Errors = 7 })
+	src.set(func(t *counters.Totals) { t.Calls = 2000 })
 	if got := ok(); got != 1985 {
 		t.Errorf("ok = %v, want 1985", got)
 	}
 	// Calls read ahead of their class, then the class catches up: the
 	// first read over-counts ok by one, the second must not go back.
-	src.set(func(t *loader.Totals) { t.Calls = 2001 })
+	src.set(func(t *counters.Totals) { t.Calls = 2001 })
 	if got := ok(); got != 1986 {
 		t.Errorf("ok = %v, want 1986", got)
 	}
-	src.set(func(t *loader.Totals) { t.EOF = 6 })
+	src.set(func(t *counters.Totals) { t.EOF = 6 })
 	if got := ok(); got != 1986 {
 		t.Errorf("ok = %v, want 1986 (never lower than before)", got)
 	}
@@ -426,7 +426,7 @@ func TestSetSourceWaitsForScrape(t *testing.T) {
 
 type blockingSource struct{ entered, release chan struct{} }
 
-func (b *blockingSource) Snapshot() (loader.Snapshot, error) {
+func (b *blockingSource) Snapshot() (counters.Snapshot, error) {
 	close(b.entered)
 	<-b.release
 	return snapshot(), nil

@@ -1,7 +1,9 @@
-package loader
+package counters
+
+import "github.com/sfwatch/sfwatch/internal/loader"
 
 // Totals are the kernel's exact counts (the counters map, summed over the
-// CPUs), whatever happened to the event stream. The loader decodes the map
+// CPUs), whatever happened to the event stream. Reader decodes the map
 // into it once; everything else reads the fields.
 type Totals struct {
 	Calls      uint64 // completed calls (entry and exit paired)
@@ -27,24 +29,24 @@ type Totals struct {
 
 // counterSums is the counters map summed over the CPUs, one sum per enum
 // counter.
-type counterSums [SfwatchCounterCOUNTER_MAX]uint64
+type counterSums [loader.SfwatchCounterCOUNTER_MAX]uint64
 
 // totals decodes the map; COUNTER_SAMPLE_TICK is the sampler's state, not
 // a total.
 func (c *counterSums) totals() Totals {
 	return Totals{
-		Calls:      c[SfwatchCounterCOUNTER_CALLS],
-		Bytes:      c[SfwatchCounterCOUNTER_BYTES],
-		Errors:     c[SfwatchCounterCOUNTER_ERRORS],
-		Short:      c[SfwatchCounterCOUNTER_SHORT],
-		EOF:        c[SfwatchCounterCOUNTER_EOF],
-		OffsetNull: c[SfwatchCounterCOUNTER_OFFSET_NULL],
-		OffsetPtr:  c[SfwatchCounterCOUNTER_OFFSET_PTR],
-		Lost:       c[SfwatchCounterCOUNTER_LOST],
-		SampledOut: c[SfwatchCounterCOUNTER_SAMPLED_OUT],
-		Unpaired:   c[SfwatchCounterCOUNTER_UNPAIRED],
-		Restarts:   c[SfwatchCounterCOUNTER_RESTARTS],
-		Escaped:    c[SfwatchCounterCOUNTER_ESCAPED],
-		DurationNs: c[SfwatchCounterCOUNTER_DURATION_NS],
+		Calls:      c[loader.SfwatchCounterCOUNTER_CALLS],
+		Bytes:      c[loader.SfwatchCounterCOUNTER_BYTES],
+		Errors:     c[loader.SfwatchCounterCOUNTER_ERRORS],
+		Short:      c[loader.SfwatchCounterCOUNTER_SHORT],
+		EOF:        c[loader.SfwatchCounterCOUNTER_EOF],
+		OffsetNull: c[loader.SfwatchCounterCOUNTER_OFFSET_NULL],
+		OffsetPtr:  c[loader.SfwatchCounterCOUNTER_OFFSET_PTR],
+		Lost:       c[loader.SfwatchCounterCOUNTER_LOST],
+		SampledOut: c[loader.SfwatchCounterCOUNTER_SAMPLED_OUT],
+		Unpaired:   c[loader.SfwatchCounterCOUNTER_UNPAIRED],
+		Restarts:   c[loader.SfwatchCounterCOUNTER_RESTARTS],
+		Escaped:    c[loader.SfwatchCounterCOUNTER_ESCAPED],
+		DurationNs: c[loader.SfwatchCounterCOUNTER_DURATION_NS],
 	}
 }

@@ -1,4 +1,4 @@
-package loader
+package counters
 
 import (
 	"encoding/binary"
@@ -17,24 +17,17 @@ type cpuRows struct {
 	size int // bytes: a row per possible CPU
 }
 
-// perCPU gives spec one row of its max_entries slots for every possible
-// CPU, and returns the row's length.
-func perCPU(spec *ebpf.MapSpec) (row int, err error) {
+// newCPURows maps m, which the loader sized to a row per possible CPU.
+func newCPURows(m *ebpf.Map) (*cpuRows, error) {
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
-		return 0, fmt.Errorf("counting possible CPUs: %w", err)
+		return nil, fmt.Errorf("counting possible CPUs: %w", err)
 	}
-	row = int(spec.MaxEntries)
-	spec.MaxEntries *= uint32(cpus)
-	return row, nil
-}
-
-func newCPURows(m *ebpf.Map, row int) (*cpuRows, error) {
 	mem, err := m.Memory()
 	if err != nil {
 		return nil, fmt.Errorf("mapping %s: %w", m, err)
 	}
-	return &cpuRows{mem: mem, row: row, size: 8 * int(m.MaxEntries())}, nil
+	return &cpuRows{mem: mem, row: int(m.MaxEntries()) / cpus, size: 8 * int(m.MaxEntries())}, nil
 }
 
 // sum adds every CPU's row into dst (at most a row long), slot by slot.
