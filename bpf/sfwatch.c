@@ -589,34 +589,12 @@ int signal_deliver(struct bpf_raw_tracepoint_args *ctx)
 
 // The programs below follow the run's tasks: they are attached for run,
 // which promises every descendant of the command, wherever it goes.
-//
-// Each holds preemption off for its whole body: from Linux 7.x tracepoints
-// run BPF with only migration disabled, and a program preempted midway
-// makes the kernel skip it for every other task on that CPU meanwhile
-// (sched_process_exit was, a few times in 30 runs of two exiting threads
-// on 7.3, docs/kernels.md). What is left open is a few instructions at
-// each end. The kfuncs are there from Linux 6.10 and weak: older kernels,
-// which run these programs non-preemptibly anyway, load the same object
-// with the calls left out.
-extern void bpf_preempt_disable(void) __ksym __weak;
-extern void bpf_preempt_enable(void) __ksym __weak;
-
-static __always_inline void preempt_off(void)
-{
-	if (bpf_preempt_disable)
-		bpf_preempt_disable();
-}
-
-static __always_inline void preempt_on(void)
-{
-	if (bpf_preempt_enable)
-		bpf_preempt_enable();
-}
 
 // A task of the run (inside the group, or followed outside it) forked:
 // the child is the run's too, and followed if its parent is.
 // trace_sched_process_fork(struct task_struct *parent, struct task_struct *child)
-static __always_inline int sched_process_fork_body(struct bpf_raw_tracepoint_args *ctx)
+SEC("raw_tp/sched_process_fork")
+int sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 {
 	int inside = in_target_cgroup();
 	if (!inside && !current_followed())
@@ -633,19 +611,11 @@ static __always_inline int sched_process_fork_body(struct bpf_raw_tracepoint_arg
 	return 0;
 }
 
-SEC("raw_tp/sched_process_fork")
-int sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
-{
-	preempt_off();
-	int ret = sched_process_fork_body(ctx);
-	preempt_on();
-	return ret;
-}
-
 // A task inside the group execs: the command itself, started directly in
 // the group by a parent outside it, is a member from before its first
 // instruction.
-static __always_inline int sched_process_exec_body(struct bpf_raw_tracepoint_args *ctx)
+SEC("raw_tp/sched_process_exec")
+int sched_process_exec(struct bpf_raw_tracepoint_args *ctx)
 {
 	if (!in_target_cgroup())
 		return 0;
@@ -658,33 +628,16 @@ static __always_inline int sched_process_exec_body(struct bpf_raw_tracepoint_arg
 	return 0;
 }
 
-SEC("raw_tp/sched_process_exec")
-int sched_process_exec(struct bpf_raw_tracepoint_args *ctx)
-{
-	preempt_off();
-	int ret = sched_process_exec_body(ctx);
-	preempt_on();
-	return ret;
-}
-
 // A thread of the run exits: forget it, which keeps the map to the tasks
 // alive. A skipped run leaves a stale entry that member_of sees through.
-static __always_inline int sched_process_exit_body(struct bpf_raw_tracepoint_args *ctx)
+SEC("raw_tp/sched_process_exit")
+int sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	if (!watched())
 		return 0;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	bpf_map_delete_elem(&members, &tid);
 	return 0;
-}
-
-SEC("raw_tp/sched_process_exit")
-int sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
-{
-	preempt_off();
-	int ret = sched_process_exit_body(ctx);
-	preempt_on();
-	return ret;
 }
 
 // path_in_target tells whether a group path, as the kernel prints it, is
@@ -713,7 +666,8 @@ static __always_inline int path_in_target(__u64 kernel_path)
 // trace_cgroup_attach_task(struct cgroup *dst_cgrp, const char *path,
 // struct task_struct *task, bool threadgroup); for a whole process, task
 // is its leader, whose id is the pid.
-static __always_inline int cgroup_attach_task_body(struct bpf_raw_tracepoint_args *ctx)
+SEC("raw_tp/cgroup_attach_task")
+int cgroup_attach_task(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 task = ctx->args[2];
 	__u32 tid = task_u32(task, task_pid_off);
@@ -744,13 +698,4 @@ static __always_inline int cgroup_attach_task_body(struct bpf_raw_tracepoint_arg
 	}
 	any_followed = 1;
 	return 0;
-}
-
-SEC("raw_tp/cgroup_attach_task")
-int cgroup_attach_task(struct bpf_raw_tracepoint_args *ctx)
-{
-	preempt_off();
-	int ret = cgroup_attach_task_body(ctx);
-	preempt_on();
-	return ret;
 }
