@@ -221,12 +221,8 @@ func Open(cfg Config) (*Tracer, error) {
 	if cfg.SampleEvery == 0 {
 		cfg.SampleEvery = 1
 	}
-	if err := EnsureTracefs(); err != nil {
+	if err := prepareKernel(); err != nil {
 		return nil, err
-	}
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; a no-op here.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("removing memlock limit: %w", err)
 	}
 
 	spec, err := LoadSfwatch()
@@ -272,17 +268,8 @@ func Open(cfg Config) (*Tracer, error) {
 		}
 	}
 	t := &Tracer{}
-	t.coll, err = ebpf.NewCollection(spec)
-	if err != nil {
-		// A missing feature says more than "map create: invalid argument".
-		if ferr := checkFeatures(Features()); ferr != nil {
-			return nil, ferr
-		}
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("loading BPF programs: %+v", ve)
-		}
-		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	if t.coll, err = newCollection(spec); err != nil {
+		return nil, err
 	}
 	if err := t.coll.Assign(&t.objs); err != nil {
 		t.Close()
@@ -305,27 +292,13 @@ func Open(cfg Config) (*Tracer, error) {
 		if p.follow && !cfg.Follow {
 			continue
 		}
-		prog := t.coll.Programs[p.name]
-		var l link.Link
-		switch p.kind {
-		case rawTracepoint:
-			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: p.target, Program: prog})
-		case tracepoint:
-			l, err = link.Tracepoint(p.group, p.target, prog, nil)
-		case kprobe:
-			l, err = link.Kprobe(p.target, prog, nil)
-		case kretprobe:
-			// The default maxactive (max(10, 2 x CPUs) calls in
-			// flight): exits beyond it are counted, see Snapshot.
-			l, err = link.Kretprobe(p.target, prog, nil)
-			t.kretprobe = l
-		}
+		l, err := p.attach(t.coll.Programs[p.name])
 		if err != nil {
 			t.Close()
-			if p.kind == kprobe || p.kind == kretprobe {
-				return nil, fmt.Errorf("attaching %s to %s (%s): %w", p.name, p.target, AttachMode().Why, err)
-			}
-			return nil, fmt.Errorf("attaching tracepoint %s/%s: %w", p.group, p.target, err)
+			return nil, err
+		}
+		if p.kind == kretprobe {
+			t.kretprobe = l
 		}
 		t.links = append(t.links, l)
 	}
@@ -335,6 +308,58 @@ func Open(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
 	}
 	return t, nil
+}
+
+// prepareKernel mounts tracefs when it is missing, and lifts the memlock
+// limit that kernels before 5.11 charge BPF memory to (a no-op after).
+func prepareKernel() error {
+	if err := EnsureTracefs(); err != nil {
+		return err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("removing memlock limit: %w", err)
+	}
+	return nil
+}
+
+// newCollection loads spec's maps and programs, and says why it could not.
+func newCollection(spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		// A missing feature says more than "map create: invalid argument".
+		if ferr := checkFeatures(Features()); ferr != nil {
+			return nil, ferr
+		}
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("loading BPF programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	}
+	return coll, nil
+}
+
+// attach attaches prog where p says.
+func (p program) attach(prog *ebpf.Program) (l link.Link, err error) {
+	switch p.kind {
+	case rawTracepoint:
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: p.target, Program: prog})
+	case tracepoint:
+		l, err = link.Tracepoint(p.group, p.target, prog, nil)
+	case kprobe:
+		l, err = link.Kprobe(p.target, prog, nil)
+	case kretprobe:
+		// The default maxactive (max(10, 2 x CPUs) calls in
+		// flight): exits beyond it are counted, see Snapshot.
+		l, err = link.Kretprobe(p.target, prog, nil)
+	}
+	if err != nil {
+		if p.kind == kprobe || p.kind == kretprobe {
+			return nil, fmt.Errorf("attaching %s to %s (%s): %w", p.name, p.target, AttachMode().Why, err)
+		}
+		return nil, fmt.Errorf("attaching tracepoint %s/%s: %w", p.group, p.target, err)
+	}
+	return l, nil
 }
 
 // followConsts are the constants of the follow programs: the group's path
@@ -446,14 +471,21 @@ func (t *Tracer) Detach() error {
 		_, missedErr = t.kretprobeMissed()
 		t.kretprobe = nil
 	}
-	errs := make([]error, len(t.links), len(t.links)+1)
+	err := closeLinks(t.links)
+	t.links = nil
+	return errors.Join(err, missedErr)
+}
+
+// closeLinks closes links in parallel: each close waits for an RCU grace
+// period in the kernel (about 27 ms here), and concurrent closes share it.
+func closeLinks(links []link.Link) error {
+	errs := make([]error, len(links))
 	var wg sync.WaitGroup
-	for i, l := range t.links {
+	for i, l := range links {
 		wg.Go(func() { errs[i] = l.Close() })
 	}
 	wg.Wait()
-	t.links = nil
-	return errors.Join(append(errs, missedErr)...)
+	return errors.Join(errs...)
 }
 
 // ReadInto waits for the next record, or until the deadline set with
@@ -545,29 +577,36 @@ func (t *Tracer) Snapshot() (Snapshot, error) {
 			s.ErrnoCounts[syscall.Errno(errno)] = n
 		}
 	}
-	progs := programs()
-	s.Skipped = make(map[string]uint64, len(progs))
+	s.Skipped, s.MissedExits, err = programSkips(t.coll, programs(), t.kretprobeMissed)
+	return s, err
+}
+
+// programSkips reads the skips of progs (see Snapshot.Skipped), and
+// ExitProgram's apart; missed gives the kretprobe's missed exits.
+func programSkips(coll *ebpf.Collection, progs []program, missed func() (uint64, error)) (map[string]uint64, uint64, error) {
+	skipped := make(map[string]uint64, len(progs))
+	var missedExits uint64
 	for _, p := range progs {
 		// Program info carries recursion misses since Linux 5.12 (zero
 		// before), whether or not BPF statistics are enabled.
-		stats, err := t.coll.Programs[p.name].Stats()
+		stats, err := coll.Programs[p.name].Stats()
 		if err != nil {
-			return s, fmt.Errorf("reading skips of %s: %w", p.name, err)
+			return nil, 0, fmt.Errorf("reading skips of %s: %w", p.name, err)
 		}
 		if p.name == ExitProgram {
-			s.MissedExits = stats.RecursionMisses
+			missedExits = stats.RecursionMisses
 			continue
 		}
-		s.Skipped[p.name] = stats.RecursionMisses
+		skipped[p.name] = stats.RecursionMisses
 		if p.kind == kretprobe {
-			missed, err := t.kretprobeMissed()
+			n, err := missed()
 			if err != nil {
-				return s, fmt.Errorf("reading missed exits of %s: %w", p.name, err)
+				return nil, 0, fmt.Errorf("reading missed exits of %s: %w", p.name, err)
 			}
-			s.Skipped[p.name] += missed
+			skipped[p.name] += n
 		}
 	}
-	return s, nil
+	return skipped, missedExits, nil
 }
 
 // Lost is the events lost so far (COUNTER_LOST), for a notice while the
@@ -587,7 +626,17 @@ func (t *Tracer) kretprobeMissed() (uint64, error) {
 	if t.kretprobe == nil {
 		return t.lastMissed, nil
 	}
-	info, err := t.kretprobe.Info()
+	n, err := linkMissed(t.kretprobe)
+	if err != nil {
+		return 0, err
+	}
+	t.lastMissed = n
+	return n, nil
+}
+
+// linkMissed is what a kprobe link missed.
+func linkMissed(l link.Link) (uint64, error) {
+	info, err := l.Info()
 	if err != nil {
 		return 0, err
 	}
@@ -595,6 +644,5 @@ func (t *Tracer) kretprobeMissed() (uint64, error) {
 	if pe == nil || pe.Kprobe() == nil {
 		return 0, fmt.Errorf("link info of type %v has no kprobe info", info.Type)
 	}
-	t.lastMissed = pe.Kprobe().Missed
-	return t.lastMissed, nil
+	return pe.Kprobe().Missed, nil
 }

@@ -1,0 +1,292 @@
+package loader
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// The daemon's rows (bpf/daemon.c): ROW_SIZE slots each, the enum counter
+// slots first, then the group's id, the latency buckets and the errnos.
+const (
+	RowSize           = int(DaemonRowSlotROW_SIZE)
+	RowID             = int(DaemonRowSlotROW_ID)
+	RowLatency        = int(DaemonRowSlotROW_LATENCY)
+	RowLatencyBuckets = int(DaemonRowSlotROW_ERRNO - DaemonRowSlotROW_LATENCY)
+	RowErrno          = int(DaemonRowSlotROW_ERRNO)
+	RowErrnos         = int(DaemonRowSlotROW_SIZE - DaemonRowSlotROW_ERRNO) // slot 0: errnos past the table
+)
+
+// DefaultMaxGroups and MaxMaxGroups bound the daemon's rows: each costs
+// 1.5 KiB of kernel memory, so the largest table is 96 MiB.
+const (
+	DefaultMaxGroups = 1024
+	MaxMaxGroups     = 65536
+)
+
+// Daemon is the daemon's BPF side, loaded and attached once: exact totals
+// per group for every watched subtree. Nothing is pinned: when the process
+// ends, however it ends, the kernel detaches and frees everything.
+type Daemon struct {
+	coll      *ebpf.Collection
+	objs      DaemonMaps
+	links     []link.Link
+	kretprobe link.Link
+	progs     []program
+	rows      *ebpf.Memory
+	rowBuf    []byte
+	counters  *cpuRows
+	groups    *ring
+	levels    *ebpf.Variable
+	maxGroups int
+}
+
+// daemonPrograms are the daemon's programs, in attach order: the group
+// events first (a group created from then on is named before its first
+// call), then the call programs as run attaches them, without the follow
+// programs.
+func daemonPrograms() []program {
+	progs := []program{
+		{"cgroup_mkdir", tracepoint, "cgroup", "cgroup_mkdir", false},
+		{"cgroup_rmdir", tracepoint, "cgroup", "cgroup_rmdir", false},
+	}
+	for _, p := range programs() {
+		if !p.follow {
+			progs = append(progs, p)
+		}
+	}
+	return progs
+}
+
+// ValidateMaxGroups says why n cannot be --max-groups, or nil.
+func ValidateMaxGroups(n int) error {
+	if n < 1 || n > MaxMaxGroups {
+		return fmt.Errorf("max groups %d: want 1 to %d (each costs 1.5 KiB of kernel memory)", n, MaxMaxGroups)
+	}
+	return nil
+}
+
+// OpenDaemon loads the daemon's programs with maxGroups rows and attaches
+// them. Nothing is watched until Watch.
+func OpenDaemon(maxGroups int) (*Daemon, error) {
+	if err := ValidateMaxGroups(maxGroups); err != nil {
+		return nil, err
+	}
+	if err := prepareKernel(); err != nil {
+		return nil, err
+	}
+	spec, err := LoadDaemon()
+	if err != nil {
+		return nil, fmt.Errorf("loading BPF spec: %w", err)
+	}
+	n := uint32(maxGroups)
+	spec.Maps[DaemonMapGroupRows].MaxEntries = n
+	spec.Maps[DaemonMapFreeRows].MaxEntries = n
+	spec.Maps[DaemonMapRows].MaxEntries = (n + 1) * uint32(RowSize)
+	counterRow, err := perCPU(spec.Maps[DaemonMapDaemonCounters])
+	if err != nil {
+		return nil, err
+	}
+	progs := daemonPrograms()
+	for name := range spec.Programs {
+		if !slices.ContainsFunc(progs, func(p program) bool { return p.name == name }) {
+			delete(spec.Programs, name)
+		}
+	}
+	d := &Daemon{progs: progs, maxGroups: maxGroups}
+	if d.coll, err = newCollection(spec); err != nil {
+		return nil, err
+	}
+	if err := d.open(counterRow); err != nil {
+		d.Close()
+		return nil, err
+	}
+	for _, p := range progs {
+		l, err := p.attach(d.coll.Programs[p.name])
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		if p.kind == kretprobe {
+			d.kretprobe = l
+		}
+		d.links = append(d.links, l)
+	}
+	return d, nil
+}
+
+// open maps what the daemon reads and fills the free rows.
+func (d *Daemon) open(counterRow int) error {
+	var err error
+	if err = d.coll.Assign(&d.objs); err != nil {
+		return fmt.Errorf("loading BPF maps: %w", err)
+	}
+	if d.rows, err = d.objs.Rows.Memory(); err != nil {
+		return fmt.Errorf("mapping %s: %w", d.objs.Rows, err)
+	}
+	d.rowBuf = make([]byte, d.rows.Size())
+	if d.counters, err = newCPURows(d.objs.DaemonCounters, counterRow); err != nil {
+		return err
+	}
+	if d.levels = d.coll.Variables[DaemonVarWatchLevels]; d.levels == nil {
+		return errors.New("loading BPF variables: watch_levels is missing")
+	}
+	for row := uint32(1); row <= uint32(d.maxGroups); row++ {
+		if err := d.objs.FreeRows.Update(nil, row, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("filling free rows: %w", err)
+		}
+	}
+	if d.groups, err = newRing(d.objs.GroupEvents.FD(), int(d.objs.GroupEvents.MaxEntries())); err != nil {
+		return fmt.Errorf("opening group event reader: %w", err)
+	}
+	return nil
+}
+
+// MaxGroups is how many groups get a row of their own.
+func (d *Daemon) MaxGroups() int { return d.maxGroups }
+
+// Watch makes the subtree of group id, at level, watched; depth > 0
+// counts its groups at that depth below it rather than each leaf.
+// SetLevels must then include level.
+func (d *Daemon) Watch(id uint64, level, depth uint32) error {
+	if level >= 32 {
+		return fmt.Errorf("watching group %d: at level %d, deeper than the 31 levels the filter tries", id, level)
+	}
+	if err := d.objs.Watched.Update(id, DaemonWatch{Level: level, Depth: depth}, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("watching group %d: %w", id, err)
+	}
+	return nil
+}
+
+// Unwatch stops watching the subtree of group id.
+func (d *Daemon) Unwatch(id uint64) error {
+	if err := d.objs.Watched.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unwatching group %d: %w", id, err)
+	}
+	return nil
+}
+
+// SetLevels tells the filter which levels have a watched group (bit i:
+// level i). A level set with no group watched there costs a lookup per
+// call; a watched group whose level is not set is not seen.
+func (d *Daemon) SetLevels(mask uint64) error {
+	if err := d.levels.Set(mask); err != nil {
+		return fmt.Errorf("setting watched levels: %w", err)
+	}
+	return nil
+}
+
+// Rows reads every row through memory (no syscall): rows[r*RowSize+slot].
+// The slice is reused by the next call.
+func (d *Daemon) Rows(rows []uint64) ([]uint64, error) {
+	if _, err := d.rows.ReadAt(d.rowBuf, 0); err != nil {
+		return rows, fmt.Errorf("reading group totals: %w", err)
+	}
+	rows = slices.Grow(rows[:0], len(d.rowBuf)/8)[:len(d.rowBuf)/8]
+	for i := range rows {
+		rows[i] = binary.NativeEndian.Uint64(d.rowBuf[i*8:])
+	}
+	return rows, nil
+}
+
+// Forget ends the row of group id: the group's next call (there is none
+// once it is removed) would take a new row. A program that looked the row
+// up just before may still add to it: read it again a while later, then
+// FreeRow it.
+func (d *Daemon) Forget(id uint64) error {
+	if err := d.objs.GroupRows.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("forgetting group %d: %w", id, err)
+	}
+	return nil
+}
+
+// FreeRow zeroes a forgotten row and gives it back for another group.
+func (d *Daemon) FreeRow(row uint32) error {
+	if row == 0 || int(row) > d.maxGroups {
+		return fmt.Errorf("freeing row %d: want 1 to %d", row, d.maxGroups)
+	}
+	zero := make([]byte, RowSize*8)
+	if _, err := d.rows.WriteAt(zero, int64(row)*int64(RowSize)*8); err != nil {
+		return fmt.Errorf("freeing row %d: %w", row, err)
+	}
+	if err := d.objs.FreeRows.Update(nil, row, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("freeing row %d: %w", row, err)
+	}
+	return nil
+}
+
+// DaemonCounters are the daemon's own totals, by DaemonDaemonCounter.
+type DaemonCounters [DaemonDaemonCounterDAEMON_COUNTER_MAX]uint64
+
+// Counters reads the daemon's own totals through memory.
+func (d *Daemon) Counters() (DaemonCounters, error) {
+	var c DaemonCounters
+	if err := d.counters.sum(c[:]); err != nil {
+		return c, fmt.Errorf("reading daemon counters: %w", err)
+	}
+	return c, nil
+}
+
+// Skipped counts, by program, the times the kernel did not run one of the
+// daemon's programs (see Snapshot.Skipped).
+func (d *Daemon) Skipped() (map[string]uint64, error) {
+	skipped, _, err := programSkips(d.coll, d.progs, func() (uint64, error) {
+		if d.kretprobe == nil {
+			return 0, nil
+		}
+		return linkMissed(d.kretprobe)
+	})
+	return skipped, err
+}
+
+// WaitGroups blocks until a group event arrives (every one wakes the
+// reader), the deadline passes (os.ErrDeadlineExceeded), or FlushGroups.
+func (d *Daemon) WaitGroups(deadline time.Time) error {
+	d.groups.deadline = deadline
+	return d.groups.wait()
+}
+
+// FlushGroups makes a blocked WaitGroups return.
+func (d *Daemon) FlushGroups() error { return d.groups.flush() }
+
+// DrainGroups hands every group event committed so far to fn, in order;
+// e is only valid during the call.
+func (d *Daemon) DrainGroups(fn func(e *DaemonGroupEvent)) error {
+	_, err := d.groups.drainAll(func(raw []byte) error {
+		var e DaemonGroupEvent
+		if len(raw) < binary.Size(e) {
+			return fmt.Errorf("group event of %d bytes", len(raw))
+		}
+		if _, err := binary.Decode(raw, binary.NativeEndian, &e); err != nil {
+			return fmt.Errorf("decoding group event: %w", err)
+		}
+		fn(&e)
+		return nil
+	})
+	return err
+}
+
+// Detach stops counting; the rows stay readable.
+func (d *Daemon) Detach() error {
+	err := closeLinks(d.links)
+	d.links, d.kretprobe = nil, nil
+	return err
+}
+
+// Close detaches and frees everything. Idempotent.
+func (d *Daemon) Close() error {
+	errs := []error{d.Detach()}
+	if d.groups != nil {
+		errs = append(errs, d.groups.close())
+	}
+	errs = append(errs, d.objs.Close())
+	if d.coll != nil {
+		d.coll.Close()
+	}
+	return errors.Join(errs...)
+}
