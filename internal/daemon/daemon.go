@@ -118,6 +118,7 @@ type Daemon struct {
 	rowOf   map[uint64]uint32 // group id -> its row, while named
 	groups  map[string]*group
 	buf     []uint64 // the last read of every row
+	ids     []uint64 // the id of every row, as last read
 	lost    uint64   // group events lost, as last seen
 	checked time.Time
 	other   Totals // row 0, as last read
@@ -135,6 +136,13 @@ func CheckWatch(mount, path string) (string, error) {
 		return "", fmt.Errorf("--watch %s: %w", path, err)
 	}
 	fi, err := os.Stat(filepath.Join(mount, rel))
+	if errors.Is(err, fs.ErrNotExist) && filepath.IsAbs(path) && !strings.HasPrefix(path, mount+"/") {
+		// Not below the mount, but there in the file system: a cgroup
+		// v1 hierarchy, say, not a group to come.
+		if _, serr := os.Stat(path); serr == nil {
+			return "", fmt.Errorf("--watch %s: is outside the cgroup2 mount %s; give a path below it, or relative to it", path, mount)
+		}
+	}
 	if err == nil && !fi.IsDir() {
 		return "", fmt.Errorf("--watch %s: %s is not a cgroup (a directory of the cgroup2 mount)", path, filepath.Join(mount, rel))
 	}
@@ -211,6 +219,7 @@ func Start(mount string, cfg Config) (*Daemon, error) {
 		groups: make(map[string]*group),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
+		ids:    make([]uint64, cfg.MaxGroups+1),
 	}
 	if err := d.SetWatch(cfg.Watch); err != nil {
 		bpf.Close()
@@ -404,6 +413,15 @@ func (d *Daemon) groupEvent(e *loader.DaemonGroupEvent) {
 func (d *Daemon) removed(id uint64, now time.Time) {
 	row, ok := d.rowOf[id]
 	if !ok {
+		// Its row, if it has one, may not be named yet: name it now,
+		// while its name is known (every call of the group came before
+		// its removal, so its row is taken by now).
+		if err := d.scan(); err != nil {
+			fmt.Fprintf(d.log, "sfwatch: %v\n", err)
+		}
+		row, ok = d.rowOf[id]
+	}
+	if !ok {
 		// Without a row, the name is no longer needed; with one, it
 		// is kept until the row is given back.
 		delete(d.names, id)
@@ -498,8 +516,27 @@ func (d *Daemon) read() error {
 		return err
 	}
 	copy(d.other[:], d.row(0))
-	for row := 1; row <= d.bpf.MaxGroups(); row++ {
-		id := d.buf[row*loader.RowSize+loader.RowID]
+	for row := range d.ids {
+		d.ids[row] = d.buf[row*loader.RowSize+loader.RowID]
+	}
+	d.nameRows()
+	return nil
+}
+
+// scan names the rows not named yet, reading only their ids. Under mu.
+func (d *Daemon) scan() error {
+	var err error
+	if d.ids, err = d.bpf.RowIDs(d.ids); err != nil {
+		return err
+	}
+	d.nameRows()
+	return nil
+}
+
+// nameRows names the rows of d.ids not named yet.
+func (d *Daemon) nameRows() {
+	for row := 1; row < len(d.ids); row++ {
+		id := d.ids[row]
 		r := d.rows[uint32(row)]
 		if r != nil && r.id == id {
 			continue
@@ -513,7 +550,6 @@ func (d *Daemon) read() error {
 			d.name(uint32(row), id)
 		}
 	}
-	return nil
 }
 
 // unname forgets what row was.

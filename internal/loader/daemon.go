@@ -194,6 +194,38 @@ func (d *Daemon) Rows(rows []uint64) ([]uint64, error) {
 	return rows, nil
 }
 
+// RowIDs reads the id slot of every row, ids[r], through memory: which
+// rows are taken, and by which group, without copying their totals.
+func (d *Daemon) RowIDs(ids []uint64) ([]uint64, error) {
+	ids = slices.Grow(ids[:0], d.maxGroups+1)[:d.maxGroups+1]
+	var b [8]byte
+	for r := range ids {
+		if _, err := d.rows.ReadAt(b[:], int64(r*RowSize+RowID)*8); err != nil {
+			return ids, fmt.Errorf("reading group ids: %w", err)
+		}
+		ids[r] = binary.NativeEndian.Uint64(b[:])
+	}
+	return ids, nil
+}
+
+// GroupRows counts the entries of the kernel's group -> row map (through
+// the bpf syscall: for tests and diagnostics, not for scrapes).
+func (d *Daemon) GroupRows() (int, error) {
+	var (
+		id  uint64
+		row uint32
+		n   int
+	)
+	it := d.objs.GroupRows.Iterate()
+	for it.Next(&id, &row) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("counting group rows: %w", err)
+	}
+	return n, nil
+}
+
 // Forget ends the row of group id: the group's next call (there is none
 // once it is removed) would take a new row. A program that looked the row
 // up just before may still add to it: read it again a while later, then
