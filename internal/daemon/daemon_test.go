@@ -286,6 +286,7 @@ func TestWatchNotYetExisting(t *testing.T) {
 	requireRoot(t)
 	p := parent(t)
 	d := start(t, Config{Watch: []string{p.Rel + "/later"}})
+	created := time.Now()
 	later := mkdir(t, p, "later/leaf")
 	// The daemon is woken by the group's creation: give it a moment.
 	deadline := time.Now().Add(time.Second)
@@ -299,8 +300,9 @@ func TestWatchNotYetExisting(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the created path was not watched within a second")
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(100 * time.Microsecond)
 	}
+	t.Logf("watched %v after the mkdir began", time.Since(created))
 	runIn(t, later, "ok=2")
 	want(t, snapshot(t, d), p.Rel+"/later/leaf", 2, nil)
 }
