@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/daemon"
 	"github.com/sfwatch/sfwatch/internal/loader"
@@ -202,12 +200,7 @@ func daemonCommand(ctx context.Context, args []string) error {
 	}
 	defer d.Close()
 	if addr != "" {
-		reg := daemon.NewRegistry(d, versionNumber())
-		h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-			MaxRequestsInFlight: maxConcurrentScrapes,
-			Timeout:             scrapeTimeout,
-			ErrorHandling:       promhttp.ContinueOnError,
-		})
+		h := daemon.Handler(d, daemon.NewRegistry(d, versionNumber()), maxConcurrentScrapes, scrapeTimeout)
 		srv, err := serveMetrics(addr, f.webConfig, f.webWhat, h)
 		if err != nil {
 			return err

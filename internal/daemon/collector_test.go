@@ -1,11 +1,14 @@
 package daemon
 
 import (
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 func TestKubeLabels(t *testing.T) {
@@ -33,30 +36,41 @@ func TestKubeLabels(t *testing.T) {
 	}
 }
 
-// series finds the value of the metric name whose labels include want.
-func series(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) (float64, bool) {
+// scrape serves one scrape of d's handler and parses it.
+func scrape(t *testing.T, d *Daemon) map[string]*dto.MetricFamily {
 	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	rec := httptest.NewRecorder()
+	Handler(d, NewRegistry(d, "test"), 1, time.Minute).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("scrape: %d %s", rec.Code, rec.Body)
 	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(rec.Body)
+	if err != nil {
+		t.Fatalf("parsing the scrape: %v", err)
+	}
+	return fams
+}
+
+// series finds the value of the metric name whose labels include want.
+func series(t *testing.T, fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	t.Helper()
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+metrics:
+	for _, m := range f.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
 		}
-	metrics:
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
+		for k, v := range want {
+			if labels[k] != v {
+				continue metrics
 			}
-			for k, v := range want {
-				if labels[k] != v {
-					continue metrics
-				}
-			}
-			return value(m), true
 		}
+		return value(m), true
 	}
 	return 0, false
 }
@@ -86,7 +100,7 @@ func TestMetricsKubeletPaths(t *testing.T) {
 	runIn(t, mkdir(t, p, systemd), "ok=2,ebadf=1")
 	runIn(t, mkdir(t, p, cgroupfs), "ok=1,einval=2")
 
-	reg := NewRegistry(d, "test")
+	reg := scrape(t, d)
 	for _, tc := range []struct {
 		path     string
 		ok, errs float64
