@@ -5,9 +5,9 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -s -w -X main.version=$(VERSION)
-DEBIAN_PACKAGES := clang llvm libbpf-dev strace nginx-light qemu-system-x86 busybox-static cpio
+DEBIAN_PACKAGES := clang llvm strace nginx-light qemu-system-x86 busybox-static cpio
 
-.PHONY: all build generate check-generate test test-unprivileged selftest vet deps ci bench kernels
+.PHONY: all build generate check-generate test test-unprivileged selftest vet staticcheck deps ci bench kernels
 
 all: build
 
@@ -22,8 +22,14 @@ DOCKER_IMAGE ?= sfwatch
 docker:
 	$(DOCKER) build --build-arg VERSION=$(VERSION) -t $(DOCKER_IMAGE) .
 
-# Rebuild bpf/sfwatch.c into internal/loader (needs clang and libbpf-dev).
+# Rebuild bpf/sfwatch.c into internal/loader. The headers it includes are
+# vendored in bpf/include (-nostdinc: nothing from the machine's); the
+# compiler is pinned, since another clang emits other bytes, which
+# check-generate would flag: Debian bookworm's clang package.
+CLANG_VERSION := 14
 generate:
+	@clang --version 2>/dev/null | grep -q 'clang version $(CLANG_VERSION)\.' || \
+		{ echo "make generate: needs clang $(CLANG_VERSION) (Debian bookworm: apt-get install clang); found: $$(clang --version 2>&1 | head -1)"; exit 1; }
 	$(GO) generate ./...
 
 # CI: regenerating must change nothing that is committed.
@@ -33,6 +39,16 @@ check-generate: generate
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo 'gofmt: files above need formatting'; exit 1; }
+
+# staticcheck at a pinned version, installed from the Go module proxy into
+# .bin/ the first time (CI starts from a machine with Go but no linters).
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(CURDIR)/.bin/staticcheck-$(STATICCHECK_VERSION)
+$(STATICCHECK):
+	GOBIN=$(CURDIR)/.bin/tmp $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(CURDIR)/.bin/tmp/staticcheck $@ && rmdir $(CURDIR)/.bin/tmp
+staticcheck: $(STATICCHECK)
+	$(STATICCHECK) ./...
 
 # All tests; as root, privileged tests must run (a skip fails them). One
 # package at a time: tests check that no sfwatch program is left loaded.
@@ -54,7 +70,7 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES); \
 	fi
 
-ci: deps check-generate vet test selftest soak kernels-ci-stable
+ci: deps check-generate vet staticcheck test selftest soak kernels-ci-stable
 
 # Soak (as root): a sendfile-heavy child under sfwatch for SOAK_SECONDS,
 # printing sfwatch's RSS, open fds, goroutines and losses at intervals;

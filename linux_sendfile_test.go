@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sfwatch/sfwatch"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // TestLinuxSendfile is Go's net/http TestLinuxSendfile without strace and
@@ -22,7 +23,7 @@ import (
 // kernel saw.
 func TestLinuxSendfile(t *testing.T) {
 	if err := sfwatch.Supported(); err != nil {
-		skipOrFail(t, err)
+		testenv.SkipOrFail(t, "privileged test cannot run: %v", err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -118,14 +119,4 @@ func TestLinuxSendfileChild(t *testing.T) {
 	if err := s.Serve(ln); err != nil {
 		panic(err)
 	}
-}
-
-// skipOrFail skips a test that needs privilege, except in CI, where a
-// skipped privileged test would hide that nothing was tested.
-func skipOrFail(t *testing.T, err error) {
-	t.Helper()
-	if os.Getenv("SFWATCH_REQUIRE_PRIVILEGED") != "" {
-		t.Fatalf("privileged test cannot run: %v", err)
-	}
-	t.Skipf("skipping: %v", err)
 }

@@ -49,10 +49,67 @@ type Event struct {
 	Violations []string // sendfile contract rules the call broke; empty when fine
 }
 
-// Summary holds the totals of a run. Calls, Bytes, Errors, Short, EOF,
-// OffsetNull and OffsetPtr are counted in the kernel and exact even when
-// events were lost.
-type Summary = events.Summary
+// Summary holds the totals of a run. The fields up to MissedExits are
+// counted in the kernel and exact even when events were lost; the rest are
+// drawn from the events, and exact only when Complete.
+type Summary struct {
+	Calls      uint64 // sendfile calls that returned
+	Bytes      uint64 // bytes sent: the sum of positive return values
+	Errors     uint64 // calls that failed (Ret < 0)
+	Short      uint64 // calls that sent less than asked (0 < Ret < Count)
+	EOF        uint64 // calls that returned 0: end of file, or a Count of 0
+	OffsetNull uint64 // calls with a NULL offset argument
+	OffsetPtr  uint64 // calls with an offset pointer
+	Lost       uint64 // events dropped because the ring buffer was full
+	SampledOut uint64 // events not emitted because of sampling
+	Unpaired   uint64 // calls already in flight when tracing began: not counted
+	// Restarts are calls a signal interrupted before any byte moved and
+	// the kernel ran again: not calls, not errors. A call the signal ended
+	// with EINTR is a call and an error.
+	Restarts      uint64
+	Escaped       uint64            // tasks of the command that left its cgroup: followed, their calls counted
+	ErrorsByErrno map[string]uint64 // failed calls by errno name, such as "EBADF"; a Ret below -4095 is in Errors only
+	// Skipped is how many times the kernel did not run one of sfwatch's
+	// programs (SkippedByProgram, by program). Not zero, the counts above
+	// are lower bounds: a skipped entry or exit is a call counted nowhere.
+	Skipped          uint64
+	SkippedByProgram map[string]uint64
+	// MissedExits counts thread exits the kernel skipped telling sfwatch
+	// (its sched_process_exit program's skips): they cost no call.
+	MissedExits uint64
+
+	Events           uint64            // events delivered: one per call unless some were lost or sampled out
+	EventsByClass    map[string]uint64 // delivered events by Event.Class; only classes seen
+	Violations       uint64            // delivered events that broke at least one rule
+	ViolationsByRule map[string]uint64 // delivered events by rule broken; only rules broken
+	OffsetUnknown    uint64            // offset pointers that could not be read (Offset.Known false)
+	P50, P99, Max    time.Duration     // call durations; Max exact, the quantiles within about 3%
+	FirstViolations  []Event           // the first few events that broke a rule
+}
+
+// Complete reports whether every call was delivered as an event, so that
+// the facts drawn from the events (Violations, latency) are exact rather
+// than a sample.
+func (s Summary) Complete() bool { return s.Lost == 0 && s.SampledOut == 0 && s.Skipped == 0 }
+
+func summaryOf(s *events.Summary, wallOffsetNs int64) Summary {
+	first := make([]Event, len(s.FirstViolations))
+	for i := range s.FirstViolations {
+		first[i] = eventOf(&s.FirstViolations[i].Event, s.FirstViolations[i].Verdict, wallOffsetNs)
+	}
+	return Summary{
+		Calls: s.Calls, Bytes: s.Bytes, Errors: s.Errors, Short: s.Short, EOF: s.EOF,
+		OffsetNull: s.OffsetNull, OffsetPtr: s.OffsetPtr,
+		Lost: s.Lost, SampledOut: s.SampledOut, Unpaired: s.Unpaired, Restarts: s.Restarts,
+		Escaped: s.Escaped, ErrorsByErrno: s.ErrorsByErrno,
+		Skipped: s.Skipped, SkippedByProgram: s.SkippedByProgram, MissedExits: s.MissedExits,
+
+		Events: s.Events, EventsByClass: s.EventsByClass,
+		Violations: s.Violations, ViolationsByRule: s.ViolationsByRule,
+		OffsetUnknown: s.OffsetUnknown, P50: s.P50, P99: s.P99, Max: s.Max,
+		FirstViolations: first,
+	}
+}
 
 // Result is what Run observed.
 type Result struct {
@@ -97,7 +154,7 @@ func Run(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Events: sink.events, Summary: o.Summary, ExitCode: o.ExitCode}, nil
+	return &Result{Events: sink.events, Summary: summaryOf(&o.Summary, sink.wallOffsetNs), ExitCode: o.ExitCode}, nil
 }
 
 // collector converts each event to the public form.
@@ -107,6 +164,10 @@ type collector struct {
 }
 
 func (c *collector) Event(e *events.Event, v events.Verdict) {
+	c.events = append(c.events, eventOf(e, v, c.wallOffsetNs))
+}
+
+func eventOf(e *events.Event, v events.Verdict, wallOffsetNs int64) Event {
 	ev := Event{
 		PID:        int(e.Pid),
 		TID:        int(e.Tid),
@@ -116,7 +177,7 @@ func (c *collector) Event(e *events.Event, v events.Verdict) {
 		Count:      e.Count,
 		Ret:        e.Ret,
 		Class:      v.Class.String(),
-		Start:      time.Unix(0, e.UnixNs(c.wallOffsetNs)),
+		Start:      time.Unix(0, e.UnixNs(wallOffsetNs)),
 		Duration:   time.Duration(e.DurationNs),
 		Violations: v.Violations.Names(),
 	}
@@ -126,7 +187,7 @@ func (c *collector) Event(e *events.Event, v events.Verdict) {
 	if errno := e.Errno(); errno != 0 {
 		ev.Errno = events.ErrnoName(errno)
 	}
-	c.events = append(c.events, ev)
+	return ev
 }
 
 func (c *collector) Idle() {}

@@ -38,7 +38,7 @@ struct sys_exit_sendfile64_ctx {
 // struct sigaction (include/linux/signal_types.h): sa_handler then sa_flags
 // on every 64-bit architecture but MIPS, unchanged since Linux 2.x. Read by
 // offset rather than relocated with CO-RE: a CO-RE relocation makes the
-// loader parse the kernel's BTF, 20 ms of every run. signal_deliver is a raw
+// loader parse the whole kernel BTF on every run. signal_deliver is a raw
 // tracepoint (see the loader), so its arguments are the kernel's own:
 // trace_signal_deliver(int sig, struct kernel_siginfo *info,
 // struct k_sigaction *ka).
@@ -110,8 +110,8 @@ struct inflight {
 };
 
 // Per-thread calls in flight: task-local storage, reached from the task
-// itself with no hashing and no lock (the LRU hash it replaces took bucket
-// and LRU-list locks on every update, lookup and delete). A thread is in at
+// itself with no hashing and no lock (an LRU hash takes bucket and LRU-list
+// locks on every update, lookup and delete). A thread is in at
 // most one sendfile at a time; its slot is created at its first call and
 // freed with the thread, so a thread that dies inside the call leaves
 // nothing behind, and memory grows only with the threads that call.
@@ -229,7 +229,7 @@ static __always_inline int exit_call(__s64 ret, __u32 group)
 // A kprobe and a kretprobe on the syscall's x86-64 entry point: from Linux
 // 7.2 the syscall tracepoints run BPF preemptibly, and a thread preempted
 // inside a program makes the kernel skip that program for every other
-// thread on the CPU, 1-20% of the calls under contention. Kprobes run BPF
+// thread on the CPU (docs/kernels.md has how often). Kprobes run BPF
 // with preemption disabled: never skipped in the measurements
 // (docs/kernels.md, scripts/kernels/recexp). Their limit: the kretprobe
 // holds at most maxactive calls in flight; exits beyond it are missed, and

@@ -133,15 +133,12 @@ struct {
 	__type(value, __u64);
 } rows SEC(".maps");
 
-// The daemon's counters (enum daemon_counter): a row of DAEMON_ROW per
-// CPU (the loader multiplies the entries by the possible CPUs), read
-// through memory, added to atomically, as sfwatch.c's counters.
-#define DAEMON_ROW 8
-_Static_assert(DAEMON_COUNTER_MAX <= DAEMON_ROW, "a CPU's counters must fit its row");
+// The daemon's counters (enum daemon_counter). Rare events, so one shared
+// row, added to atomically, read through memory.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, DAEMON_ROW);
+	__uint(max_entries, DAEMON_COUNTER_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
 } daemon_counters SEC(".maps");
@@ -167,8 +164,7 @@ const struct watch *unused_watch __attribute__((unused));
 
 static __always_inline void daemon_add(__u32 idx, __u64 n)
 {
-	__u32 key = bpf_get_smp_processor_id() * DAEMON_ROW + idx;
-	__u64 *v = bpf_map_lookup_elem(&daemon_counters, &key);
+	__u64 *v = bpf_map_lookup_elem(&daemon_counters, &idx);
 	if (v)
 		__sync_fetch_and_add(v, n);
 }

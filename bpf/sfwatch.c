@@ -35,7 +35,7 @@ volatile const __u64 wakeup_bytes = 0;     // wake the reader only past this muc
 // root), and where the running kernel keeps pid, tgid, group_leader and
 // start_boottime in struct task_struct, read from its BTF at load time: the
 // follow programs are raw tracepoints (closing a perf tracepoint event
-// waits for grace periods, 40 ms each, one after another), and theirs are
+// waits for an RCU grace period, one close after another), and theirs are
 // the kernel's own arguments, task pointers.
 volatile const char target_path[TARGET_PATH_MAX] = {};
 volatile const __u32 target_path_len = 0;

@@ -2,4 +2,4 @@
 // compiled by bpf2go. It is part of the benchmark only, never of sfwatch.
 package floor
 
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package floor -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel Floor floor.c
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -go-package floor -cc clang -cflags "-O2 -g -Wall -Werror -nostdinc -I../../bpf/include" -target bpfel Floor floor.c

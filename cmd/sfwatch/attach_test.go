@@ -4,172 +4,22 @@ package main
 // exactly the calls made inside it (by a process moved in after attach
 // started, too) and none from outside, exports the same metrics as run,
 // and owns nothing: on SIGINT or SIGTERM it leaves the group and its
-// processes as they were. Helpers come from metrics_test.go (pm*).
+// processes as they were. Helpers are in helpers_attach_test.go and
+// helpers_metrics_test.go (pm*).
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
-
-func init() {
-	workloads["pm-wait-calls"] = pmWaitCallsWorkload
-}
-
-// pmWaitCallsWorkload: GO N DONE. Waits until the file GO exists, makes N
-// pointer-offset sendfile calls of 4 KiB to /dev/null from one thread,
-// writes its totals to DONE, then waits for SIGTERM and exits 0.
-func pmWaitCallsWorkload(args []string) error {
-	if len(args) != 3 {
-		return errors.New("usage: pm-wait-calls GO N DONE")
-	}
-	goFile, done := args[0], args[2]
-	n, _ := strconv.Atoi(args[1])
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM)
-	f, err := openWorkloadFiles()
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for {
-		if _, err := os.Stat(goFile); err == nil {
-			break
-		}
-		select {
-		case <-term:
-			return nil
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	runtime.LockOSThread()
-	var tot pmTotals
-	off := new(int64)
-	for range n {
-		*off = 0
-		r, _, e := unix.Syscall6(unix.SYS_SENDFILE, f.devNull.Fd(), f.in.Fd(), uintptr(unsafe.Pointer(off)), 4096, 0, 0)
-		if e != 0 {
-			return fmt.Errorf("sendfile: %w", e)
-		}
-		tot.Calls++
-		tot.Pointer++
-		tot.Bytes += uint64(r)
-	}
-	runtime.KeepAlive(off)
-	tot.PID = os.Getpid()
-	if err := pmWriteFile(done, tot); err != nil {
-		return err
-	}
-	<-term
-	return nil
-}
-
-// pmTarget is a pm-wait-calls process started by the test (not by sfwatch).
-type pmTarget struct {
-	cmd      *exec.Cmd
-	goFile   string
-	doneFile string
-	exited   chan struct{}
-}
-
-func startTarget(t *testing.T, dir, name string, n int) *pmTarget {
-	t.Helper()
-	p := &pmTarget{goFile: filepath.Join(dir, name+".go"), doneFile: filepath.Join(dir, name+".done"), exited: make(chan struct{})}
-	p.cmd = exec.Command(os.Args[0], "pm-wait-calls", p.goFile, strconv.Itoa(n), p.doneFile)
-	p.cmd.Env = append(os.Environ(), pmEnv...)
-	p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	return p
-}
-
-func (p *pmTarget) pid() int { return p.cmd.Process.Pid }
-
-func (p *pmTarget) alive() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// pmGroup creates a cgroup v2 group for the test, outside sfwatch's
-// naming, and removes it (after killing what is left in it) at the end.
-func pmGroup(t *testing.T) (mount, path string) {
-	t.Helper()
-	mount, err := cgroup.Mount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path = filepath.Join(mount, fmt.Sprintf("attachtest-%d-%d", os.Getpid(), time.Now().UnixNano()))
-	if err := os.Mkdir(path, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0)
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			err := os.Remove(path)
-			if err == nil || errors.Is(err, os.ErrNotExist) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("removing test cgroup %s: %v", path, err)
-				return
-			}
-		}
-	})
-	return mount, path
-}
-
-// moveInto writes pid into the group's cgroup.procs.
-func moveInto(t *testing.T, group string, pid int) {
-	t.Helper()
-	if err := os.WriteFile(filepath.Join(group, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
-		t.Fatalf("moving pid %d into %s: %v", pid, group, err)
-	}
-}
-
-// cgroupOf returns the cgroup v2 path of pid, as /proc/PID/cgroup says.
-func cgroupOf(t *testing.T, pid int) string {
-	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			return p
-		}
-	}
-	t.Fatalf("no cgroup v2 line for pid %d", pid)
-	return ""
-}
 
 // TestAttach: a process sleeps in a group, sfwatch attaches (by --cgroup,
 // with the group moved into after attach started; or by --pid), the
@@ -178,7 +28,7 @@ func cgroupOf(t *testing.T, pid int) string {
 // process in the group; exact metrics while it runs; the group and both
 // processes still there afterwards.
 func TestAttach(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	for _, tc := range []struct {
 		name   string
 		by     string // "cgroup", "cgroup-relative" or "pid"
@@ -308,7 +158,7 @@ func TestAttachUsage(t *testing.T) {
 			t.Errorf("%v: exit %d, want %d, with one line; stderr:\n%s", args, r.code, exitUsage, r.stderr)
 		}
 	}
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	mount, err := cgroup.Mount()
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +192,7 @@ func TestAttachUsage(t *testing.T) {
 // TestAttachGroupRemoved: when the watched group is removed, attach says
 // so in one line, reports and exits 0 within a few seconds.
 func TestAttachGroupRemoved(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	_, group := pmGroup(t)
 	report := filepath.Join(t.TempDir(), "r.json")
 	addr := pmAddr(t)

@@ -1,5 +1,8 @@
 package main
 
+// The metrics endpoint under a flood of wrong passwords: a valid scrape
+// still gets through in time (the metrics server alone, no session).
+
 import (
 	"fmt"
 	"io"

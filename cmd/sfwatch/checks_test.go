@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // readOnlyDir mounts a read-only tmpfs for the test: a place that refuses
@@ -30,7 +32,7 @@ func readOnlyDir(t *testing.T) string {
 // address and an unknown user are each bad usage: exit 2, one line, and
 // no output file, bound port, group, program or child.
 func TestRunCheckedBeforeStart(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	dir := t.TempDir()
 	existing := filepath.Join(dir, "existing.json")
 	if err := os.WriteFile(existing, []byte("keep"), 0o644); err != nil {
@@ -121,7 +123,7 @@ func TestRunCheckedBeforeStart(t *testing.T) {
 // is one line on stderr; the JUnit file is still written and the exit
 // code is still the command's.
 func TestRunReportOnFullDevice(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	junit := filepath.Join(t.TempDir(), "j.xml")
 	r := sfwatch(t, nil, "run", "--quiet", "--expect", "errors==0", "--report", "/dev/full", "--junit", junit, "--", "sh", "-c", "exit 7")
 	if r.code != 7 {
@@ -132,33 +134,5 @@ func TestRunReportOnFullDevice(t *testing.T) {
 	}
 	if j := readJUnit(t, junit); j.Tests != 1 || j.Failures != 0 {
 		t.Errorf("junit: %+v, want 1 test, 0 failures", j)
-	}
-}
-
-// TestWriteWholeKeepsLinks: a report written over a symbolic link
-// replaces the file it points to, not the link; a rename leaves no
-// temporary file behind.
-func TestWriteWholeKeepsLinks(t *testing.T) {
-	dir := t.TempDir()
-	target := filepath.Join(dir, "target.json")
-	if err := os.WriteFile(target, []byte("old"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(dir, "link.json")
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeWhole(link, []byte("new")); err != nil {
-		t.Fatal(err)
-	}
-	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
-		t.Errorf("the link was replaced: %v %v", fi, err)
-	}
-	fi, err := os.Stat(target)
-	if data, _ := os.ReadFile(target); string(data) != "new" || err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("target: %q, %v %v; want \"new\", mode 0600", data, fi, err)
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
-		t.Errorf("left %v", entries)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // TestDaemonBadInput: a --watch path out of the cgroup2 mount or naming a
@@ -110,7 +111,7 @@ func ownedGroup(t *testing.T) *cgroup.Group {
 // nowhere; SIGHUP adds a path from --config; a second daemon is refused;
 // SIGTERM detaches and prints the accounting line.
 func TestDaemonEndToEnd(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	p := ownedGroup(t)
 	outside := ownedGroup(t)
 	for _, sub := range []string{"a", "b", "c"} {
@@ -204,7 +205,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 // TestDaemonKilled: kill -9 of the daemon leaves no program attached or
 // loaded, and a new daemon starts cleanly with the same lock.
 func TestDaemonKilled(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	p := ownedGroup(t)
 	lock := filepath.Join(t.TempDir(), "daemon.lock")
 	d := startDaemon(t, lock, "--watch", p.Rel)

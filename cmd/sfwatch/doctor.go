@@ -107,8 +107,8 @@ func runChecks() []check {
 		add("tracepoint "+path.Base(tp), true, err, tp)
 	}
 	if mode.Kprobes {
-		// Not checked by run, which would pay 25-75 ms every time: a
-		// missing symbol makes it fail at attach.
+		// Not checked by run, which would read all of /proc/kallsyms
+		// every time: a missing symbol makes it fail at attach.
 		add("kprobe "+loader.KprobeSymbol, true, kallsymsHas(loader.KprobeSymbol), "in /proc/kallsyms (the kprobe pair's function)")
 	}
 

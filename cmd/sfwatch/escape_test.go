@@ -5,96 +5,25 @@ package main
 // what it forks there), counts it as escaped, and kills it at the end.
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
-
-func init() {
-	workloads["escape"] = escapeWorkload
-	workloads["escape-child"] = escapeChildWorkload
-}
-
-// pointerCalls makes n calls of 4096 bytes from offset 0 of a file of
-// workloadFileSize bytes to /dev/null: n calls, n*4096 bytes.
-func pointerCalls(n int) error {
-	f, err := openWorkloadFiles()
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	off := new(int64)
-	for range n {
-		*off = 0
-		r, _, errno := unix.Syscall6(unix.SYS_SENDFILE, f.devNull.Fd(), f.in.Fd(), uintptr(unsafe.Pointer(off)), 4096, 0, 0)
-		if errno != 0 || r != 4096 {
-			return fmt.Errorf("sendfile: %d, %v", r, errno)
-		}
-	}
-	return nil
-}
-
-// escapeWorkload GROUP N: N calls; moves itself into GROUP (outside the
-// run's group); N calls; starts escape-child there, which makes N calls
-// and stays; prints that child's pid and exits once it has made them.
-func escapeWorkload(args []string) error {
-	group := args[0]
-	n, _ := strconv.Atoi(args[1])
-	if err := pointerCalls(n); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(group, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
-		return fmt.Errorf("leaving the group: %w", err)
-	}
-	if err := pointerCalls(n); err != nil {
-		return err
-	}
-	cmd := exec.Command(os.Args[0], "escape-child", args[1])
-	cmd.Env = os.Environ()
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || line != "ready\n" {
-		return fmt.Errorf("escape-child said %q: %v", line, err)
-	}
-	fmt.Println(cmd.Process.Pid)
-	return nil // the child stays: the run's cleanup must end it
-}
-
-// escapeChildWorkload N: N calls, "ready", then waits to be killed.
-func escapeChildWorkload(args []string) error {
-	n, _ := strconv.Atoi(args[0])
-	if err := pointerCalls(n); err != nil {
-		return err
-	}
-	fmt.Println("ready")
-	time.Sleep(time.Minute)
-	return errors.New("still alive after a minute: nobody killed the run's leftovers")
-}
 
 // TestRunFollowsEscapedProcess: 3N calls (N in the group, N after moving
 // out, N by a child started outside) are all the run's; one task escaped;
 // the child outside is killed when the run ends.
 func TestRunFollowsEscapedProcess(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	mount, err := cgroup.Mount()
 	if err != nil {
 		t.Fatal(err)

@@ -1,5 +1,10 @@
 package main
 
+// --expect, --report and --junit: expectations that hold, fail or are
+// inconclusive (events lost) against the offsets workload's exact counts,
+// the exit code they give, malformed expressions, and every field of the
+// report and the JUnit file.
+
 import (
 	"bytes"
 	"encoding/json"
@@ -13,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // expectKeys are every --expect key, as documented.
@@ -76,7 +83,7 @@ func expectLine(expr, verdict, key string, actual uint64) string {
 // against the offsets workload's exact counts: exit 0, all ok in the
 // report and in JUnit.
 func TestExpectAllHold(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	// The counts are checked against the manifest after the run; the
 	// expressions are written from the known values.
@@ -142,7 +149,7 @@ func TestExpectAllHold(t *testing.T) {
 // ones: exit 3, each failure named with its actual value on stderr, in
 // the report and in JUnit, with the events behind it.
 func TestExpectFails(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	type tc struct {
 		expr, key string
@@ -291,7 +298,7 @@ func joinRaw(raws []json.RawMessage) []byte {
 // the command exits non-zero; with every expectation holding, the
 // command's status is sfwatch's.
 func TestExpectExitCodeOutranksChild(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	report := filepath.Join(t.TempDir(), "report.json")
 	r := runWorkload(t, []string{"--expect", "calls>=1", "--report", report}, "exit", "7")
@@ -315,7 +322,7 @@ func TestExpectExitCodeOutranksChild(t *testing.T) {
 // inconclusive (exit 4, ok null, a skipped JUnit case), and a failure
 // still outranks it.
 func TestExpectForcedLoss(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	const threads, n = 4, 20000
 	want := loopTotals(threads, n, false)
@@ -380,7 +387,7 @@ func TestExpectForcedLoss(t *testing.T) {
 // TestExpectMalformed: a malformed expression is a usage error before
 // anything starts.
 func TestExpectMalformed(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	for _, x := range []string{"", "calls", "calls=1", "calls==", "calls==x", "calls==1.5", "calls==0x10", "calls==-1", "calls==1 2",
 		"Calls==1", "bytes=>1", "frobs==1", "==1", "calls===1", "calls==99999999999999999999"} {
@@ -394,7 +401,7 @@ func TestExpectMalformed(t *testing.T) {
 
 // TestReport: --report and --junit for a plain run: every field.
 func TestReport(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	t.Parallel()
 	dir := t.TempDir()
 	report, junit := filepath.Join(dir, "report.json"), filepath.Join(dir, "junit.xml")

@@ -1,8 +1,16 @@
 package main
 
+// Helpers of every test of the package: the traced command's name and pid,
+// the strace line and the accounting line a call must give, the counts and
+// the --report document read independently of sfwatch's own types,
+// starting sfwatch in the background and waiting for it, fetching a page,
+// and running sfwatch as nobody.
+
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,9 +22,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/loader"
 )
 
@@ -325,24 +335,6 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// needTool finds a program the test needs; without it the test is skipped,
-// unless SFWATCH_REQUIRE_PRIVILEGED is set (CI), where it fails, except for
-// a tool named in SFWATCH_ALLOW_MISSING (comma-separated: a booted kernel's
-// initramfs has no nginx), which skips even then.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	allowed := slices.Contains(strings.Split(os.Getenv("SFWATCH_ALLOW_MISSING"), ","), name)
-	if os.Getenv("SFWATCH_REQUIRE_PRIVILEGED") != "" && !allowed {
-		t.Fatalf("needs %s, and SFWATCH_REQUIRE_PRIVILEGED is set", name)
-	}
-	t.Skipf("needs %s: %v", name, err)
-	return ""
-}
-
 // lockedBuffer is a bytes.Buffer that a test may read while a process
 // writes to it.
 type lockedBuffer struct {
@@ -375,4 +367,104 @@ func slow(d time.Duration) time.Duration {
 		return d * time.Duration(n)
 	}
 	return d
+}
+
+// procState is the state letter of pid from /proc/PID/stat, "" if gone.
+func procState(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+3 > len(s) {
+		return "?"
+	}
+	return s[i+2 : i+3]
+}
+
+// groupPattern globs the groups that sfwatch process pid creates.
+func groupPattern(t *testing.T, pid int) string {
+	t.Helper()
+	mount, err := cgroup.Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(mount, fmt.Sprintf("sfwatch-%d-*", pid))
+}
+
+func readFileString(path string) string {
+	data, _ := os.ReadFile(path)
+	return string(data)
+}
+
+// sfwatchForNobody copies the sfwatch binary into a directory that nobody
+// (uid 65534) can reach and run it from.
+func sfwatchForNobody(t *testing.T) (bin, dir string) {
+	t.Helper()
+	return copyForNobody(t, sfwatchBin, "sfwatch")
+}
+
+// copyForNobody copies the binary src, as name, into a new directory that
+// nobody (uid 65534) can reach and run it from.
+func copyForNobody(t *testing.T, src, name string) (bin, dir string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sfwatch-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(dir, name)
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin, dir
+}
+
+// startRetryingBusy starts the command newCmd makes, whose binary the test
+// has just written: a fork by a parallel test between that write and its
+// close holds the file open for writing until its exec, and exec fails
+// with ETXTBSY meanwhile. A Cmd starts once, so each try makes a new one.
+func startRetryingBusy(newCmd func() *exec.Cmd) (*exec.Cmd, error) {
+	for i := 0; ; i++ {
+		cmd := newCmd()
+		err := cmd.Start()
+		if !errors.Is(err, syscall.ETXTBSY) || i == 50 {
+			return cmd, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// runAsNobody runs bin (from sfwatchForNobody) with args as uid 65534,
+// with the ambient capabilities caps, and checks it left nothing behind.
+func runAsNobody(t *testing.T, bin, dir string, caps []uintptr, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd, err := startRetryingBusy(func() *exec.Cmd {
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.WaitDelay = waitDelay
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, AmbientCaps: caps}
+		stdout.Reset()
+		stderr.Reset()
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		return cmd
+	})
+	if err != nil {
+		t.Fatalf("starting %v as nobody: %v", args, err)
+	}
+	cmd.Wait()
+	r := result{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode(), pid: cmd.Process.Pid}
+	assertNothingLeft(t, r.pid)
+	return r
 }

@@ -1,5 +1,11 @@
 package main
 
+// TestMain, and the helpers that run sfwatch: TestMain builds the binary once
+// (or runs a workload, or prebuilds the C programs for a kernel guest);
+// sfwatch and runWorkload run it and check that it left nothing behind (no
+// group, no BPF program); parseJSONEvents and parseManifest read its events
+// and a workload's account of its calls.
+
 import (
 	"bytes"
 	"context"
@@ -48,20 +54,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// needRoot skips a privileged test when not root, except when
-// SFWATCH_REQUIRE_PRIVILEGED is set (CI), where a skip would hide that
-// nothing was tested.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("SFWATCH_REQUIRE_PRIVILEGED") != "" {
-		t.Fatal("needs root (BPF and cgroups), and SFWATCH_REQUIRE_PRIVILEGED is set")
-	}
-	t.Skip("needs root: loads BPF programs and creates cgroups")
 }
 
 // result is one finished sfwatch process.
@@ -176,16 +168,6 @@ func orphanSfwatchPrograms(t *testing.T) []string {
 		}
 	}
 	return orphans
-}
-
-// loadedSfwatchPrograms lists loaded BPF programs with sfwatch's names.
-func loadedSfwatchPrograms(t *testing.T) []string {
-	t.Helper()
-	var names []string
-	for _, name := range loadedSfwatchProgramIDs(t) {
-		names = append(names, name)
-	}
-	return names
 }
 
 func loadedSfwatchProgramIDs(t *testing.T) map[ebpf.ProgramID]string {

@@ -31,7 +31,8 @@ const (
 	// consumer for CPU; extra scrapes get 503.
 	maxConcurrentScrapes = 4
 	// scrapeTimeout bounds one scrape (Prometheus' default scrape timeout
-	// is 10s); a scrape reads three small BPF maps and takes about a ms.
+	// is 10s); a scrape reads the kernel's counters and takes far less
+	// (README, What it costs).
 	scrapeTimeout = 10 * time.Second
 	// shutdownTimeout bounds how long running scrapes may delay exit.
 	shutdownTimeout = 5 * time.Second

@@ -1,5 +1,7 @@
 package main
 
+// The cost of the bounded writer that every output goes through.
+
 import (
 	"io"
 	"os"

@@ -1,10 +1,19 @@
 package main
 
+// Who may run sfwatch, and as whom: the privilege decision; doctor and run
+// agreeing for a non-root user with or without the four capabilities; run
+// refusing without root in one line; --user and sudo's user running the
+// command as that user, still traced.
+
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 func TestPrivilegeDecision(t *testing.T) {
@@ -40,7 +49,7 @@ func TestPrivilegeDecision(t *testing.T) {
 // with the four capabilities (ambient, across exec) both go ahead and run
 // traces; with one missing, both name it and run creates nothing.
 func TestPrivilegesAgree(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	bin, dir := sfwatchForNobody(t)
 	four := []uintptr{unix.CAP_BPF, unix.CAP_PERFMON, unix.CAP_SYS_ADMIN, unix.CAP_DAC_OVERRIDE}
 	asNobody := func(caps []uintptr, args ...string) result { return runAsNobody(t, bin, dir, caps, args...) }
@@ -70,5 +79,60 @@ func TestPrivilegesAgree(t *testing.T) {
 	r = asNobody(three, "run", "--", "true")
 	if r.code != exitFailed || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "run needs root") || !strings.Contains(r.stderr, "lacks CAP_DAC_OVERRIDE: run it with sudo") {
 		t.Errorf("run without CAP_DAC_OVERRIDE: exit %d, stderr %q; want 125 and one line naming it", r.code, r.stderr)
+	}
+}
+
+// TestRunNotRoot: without root, run says so in one line and exits 125.
+func TestRunNotRoot(t *testing.T) {
+	testenv.RequirePrivileged(t) // to switch to nobody
+	t.Parallel()
+	bin, dir := sfwatchForNobody(t)
+	for _, args := range [][]string{
+		{"run", "--", "true"},
+		{"run", "-c", "--expect", "calls>=1", "--", "true"},
+		{"selftest"},
+		{"attach", "--pid", "1"},
+	} {
+		r := runAsNobody(t, bin, dir, nil, args...)
+		if r.code != exitFailed || r.stdout != "" || strings.Count(r.stderr, "\n") != 1 ||
+			!strings.Contains(r.stderr, "needs root") || !strings.Contains(r.stderr, "sudo") || !strings.Contains(r.stderr, args[0]) {
+			t.Errorf("%v as nobody: exit %d, stdout %q, stderr %q; want 125 and one line saying %s needs root and sudo",
+				args, r.code, r.stdout, r.stderr, args[0])
+		}
+	}
+}
+
+// TestRunUser: --user, or the user behind sudo by default, runs the
+// command as that user, still traced.
+func TestRunUser(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	t.Parallel()
+	// A copy of this binary that nobody can reach and run.
+	bin, _ := copyForNobody(t, os.Args[0], filepath.Base(os.Args[0]))
+	for _, tc := range []struct {
+		name  string
+		env   []string
+		flags []string
+	}{
+		{"--user", nil, []string{"--user", "65534"}},
+		{"sudo", []string{"SUDO_UID=65534", "SUDO_GID=65534"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append(append([]string{"run", "--format", "json"}, tc.flags...), "--", bin, "offsets")
+			r := sfwatch(t, append(workloadEnv(), tc.env...), args...)
+			if r.code != 0 || !strings.Contains(r.stdout, "\nuid 65534\n") {
+				t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+			calls := offsetsManifest(t, r.stdout)
+			out := lines(r.stderr)
+			if len(out) != len(calls)+1 || out[len(calls)] != accountingLine(9, 9, 0) {
+				t.Fatalf("stderr:\n%s", r.stderr)
+			}
+			for i, e := range parseJSONEvents(t, strings.Join(out[:len(calls)], "\n")) {
+				if c := calls[i]; e.TID != c.Tid || e.Ret != c.Ret || e.OutFD != c.OutFD {
+					t.Errorf("event %d: %+v, want %+v", i, e, c)
+				}
+			}
+		})
 	}
 }

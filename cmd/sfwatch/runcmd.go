@@ -18,6 +18,7 @@ import (
 	"github.com/sfwatch/sfwatch/internal/child"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/report"
 	"github.com/sfwatch/sfwatch/internal/session"
 )
 
@@ -261,13 +262,7 @@ func runCommand(ctx context.Context, args []string) error {
 		// Started comes just before child.Start: what is held by then came
 		// before the child's own forwarding began.
 		var pending []os.Signal
-		started := cfg.Started
-		cfg.Started = func(t *loader.Tracer) {
-			pending = drainSignals(held)
-			if started != nil {
-				started(t)
-			}
-		}
+		cfg.Started = func() { pending = drainSignals(held) }
 		cfg.ChildStarted = func(pid int) {
 			for _, sig := range pending {
 				syscall.Kill(pid, sig.(syscall.Signal)) // not reaped yet: pid is the child's
@@ -343,9 +338,7 @@ func attachCommand(ctx context.Context, args []string) error {
 		what += fmt.Sprintf(" (the group of pid %d)", pid)
 	}
 	return watch(&f, target, func(cfg session.Config) (session.Outcome, error) {
-		started := cfg.Started
-		cfg.Started = func(t *loader.Tracer) {
-			started(t)
+		cfg.Started = func() {
 			// The programs are attached: from here on every call is seen.
 			fmt.Fprintf(stderr, "sfwatch: watching %s until SIGINT or SIGTERM\n", what)
 		}
@@ -404,29 +397,11 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 		stream = newStreamSink(out, f.format, f.textOptions())
 		sinks = append(sinks, stream)
 	}
+	cfg.LossNotice = stderr
 	if srv != nil {
-		sinks = append(sinks, srv.exporter)
+		cfg.Metrics = srv.exporter
 	}
-	// Between Started and Stopping the tracer is open: the exporter and
-	// the loss notice read its totals; after Stopping, nothing does.
-	var stopLossNotice func()
-	cfg.Started = func(t *loader.Tracer) {
-		stopLossNotice = startLossNotice(stderr, lossNoticeInterval, t)
-		if srv != nil {
-			srv.exporter.SetSource(t)
-			srv.exporter.SetChildUp(true)
-		}
-	}
-	cfg.Stopping = func() {
-		if stopLossNotice != nil {
-			stopLossNotice()
-		}
-		if srv != nil {
-			srv.exporter.SetChildUp(false)
-			srv.exporter.SetSource(nil)
-		}
-	}
-	offending := newOffenders(f.expects)
+	offending := report.NewOffenders(f.expects)
 	if len(f.expects) > 0 {
 		sinks = append(sinks, offending)
 	}
@@ -449,7 +424,7 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 
 // finish prints what comes after the event stream (table, expectations,
 // accounting line), writes the report files, and picks the exit code.
-func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, offending *offenders) error {
+func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, offending *report.Offenders) error {
 	s := o.Summary
 	var writeErr error // reported after the report files are written
 	if f.summary {
@@ -468,7 +443,7 @@ func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, of
 		outcomes[i] = x.Evaluate(s)
 		fmt.Fprintln(stderr, describeOutcome(outcomes[i]))
 		if ok := outcomes[i].OK; ok != nil && !*ok {
-			for _, line := range strings.SplitAfter(eventsText(offending.kept[i]), "\n") {
+			for _, line := range strings.SplitAfter(offending.Text(i), "\n") {
 				if line != "" {
 					fmt.Fprint(stderr, "sfwatch:   ", line)
 				}
@@ -479,14 +454,14 @@ func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, of
 
 	// A report that cannot be written (a full disk) is said, and the
 	// other one is still written: the exit code stays the command's.
-	rep := newReport(target, o, outcomes, offending)
+	rep := report.New(versionString(), target, o, outcomes, offending)
 	if f.report != "" {
-		if err := writeJSONReport(f.report, rep); err != nil {
+		if err := rep.WriteJSON(f.report); err != nil {
 			fmt.Fprintf(stderr, "sfwatch: %v\n", err)
 		}
 	}
 	if f.junit != "" {
-		if err := writeJUnit(f.junit, rep); err != nil {
+		if err := rep.WriteJUnit(f.junit); err != nil {
 			fmt.Fprintf(stderr, "sfwatch: %v\n", err)
 		}
 	}

@@ -80,13 +80,11 @@ func selftestCommand(ctx context.Context, args []string) error {
 type collectSink struct {
 	print  *streamSink
 	events []events.Event
-	checks []events.Verdict
 }
 
 func (c *collectSink) Event(e *events.Event, v events.Verdict) {
 	c.print.Event(e, v)
 	c.events = append(c.events, *e)
-	c.checks = append(c.checks, v)
 }
 
 func (c *collectSink) Idle() { c.print.Idle() }

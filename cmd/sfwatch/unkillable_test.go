@@ -1,5 +1,10 @@
 package main
 
+// sfwatch ends, reports and cleans up whatever happens to its outputs or to
+// itself: an output that is open but never read (a pipe, a FIFO), an output
+// whose reader went away, a FIFO that nobody opens, attach with a stderr
+// nobody reads, and sfwatch killed with SIGKILL (its watchdog).
+
 import (
 	"bufio"
 	"context"
@@ -12,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // endBound is how long sfwatch may take, after its child exited or it was
@@ -45,7 +52,7 @@ func runBounded(t *testing.T, limit time.Duration, cmd *exec.Cmd) (elapsed time.
 // outputGiveUp, still removes its group, detaches, writes --report, and
 // exits 125. Before, it hung there for good, deaf to SIGINT and SIGTERM.
 func TestRunBlockedOutput(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	const n = 20000 // about 1.4 MB of lines: far more than a pipe holds
 	for _, where := range []string{"stderr", "fifo"} {
 		t.Run(where, func(t *testing.T) {
@@ -115,7 +122,7 @@ func checkBlockedRun(t *testing.T, cmd *exec.Cmd, report string, n uint64) {
 // reading does not block sfwatch in open(2) forever: after outputGiveUp it
 // says so in one line and exits 2, having started nothing.
 func TestRunOutputFIFONoReader(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	fifo := filepath.Join(t.TempDir(), "events")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
@@ -142,7 +149,7 @@ func TestRunOutputFIFONoReader(t *testing.T) {
 // read; SIGTERM still ends sfwatch within outputGiveUp and a few seconds,
 // with exit 125 and the programs detached. Before, it hung for good.
 func TestAttachBlockedStderr(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	const n = 20000
 	dir := t.TempDir()
 	_, group := pmGroup(t)
@@ -211,7 +218,7 @@ func TestAttachBlockedStderr(t *testing.T) {
 // a second, then exits itself; the programs went with sfwatch's
 // descriptors. Before, the group and child stayed until a later run.
 func TestRunKilledWatchdog(t *testing.T) {
-	needRoot(t)
+	testenv.RequirePrivileged(t)
 	cmd := exec.Command(sfwatchBin, "run", "--", "sleep", "60")
 	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
@@ -293,4 +300,37 @@ func TestRunKilledWatchdog(t *testing.T) {
 	}
 	t.Logf("group, child and watchdog gone %v after sfwatch was killed", time.Since(start))
 	assertNothingLeft(t, pid)
+}
+
+// TestRunOutputPipeClosed: when whoever reads sfwatch's stderr goes away
+// (sfwatch run ... 2>&1 | head), sfwatch is not killed by SIGPIPE with its
+// group left behind: the child runs to its end, everything is cleaned up,
+// and the exit code says sfwatch failed.
+func TestRunOutputPipeClosed(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr.Close() // nobody reads: the first write fails
+	const n = 20000
+	report := filepath.Join(t.TempDir(), "report.json")
+	ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sfwatchBin, "run", "--report", report, "--", os.Args[0], "loop", "1", strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), workloadEnv()...)
+	cmd.Stderr = pw
+	err = cmd.Run()
+	pw.Close()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		t.Fatalf("sfwatch was killed by %v", ws.Signal())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != exitFailed {
+		t.Errorf("exit %d (%v), want %d", code, err, exitFailed)
+	}
+	// The workload ran to its end, and the report was still written.
+	if r := readReport(t, report); *r.Summary.Calls != n || *r.ExitCode != 0 {
+		t.Errorf("report: calls %d, exit code %d; want %d, 0", *r.Summary.Calls, *r.ExitCode, n)
+	}
+	assertNothingLeft(t, cmd.Process.Pid)
 }

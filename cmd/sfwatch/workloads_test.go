@@ -1,7 +1,12 @@
 package main
 
+// The workloads: this test binary, re-executed under sfwatch run with
+// SFWATCH_TEST_WORKLOAD set, runs the one named by its first argument.
+
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,20 +16,17 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sfwatch/sfwatch/internal/testworkload"
 )
 
 // workloadEnvVar, when set, makes the test binary run a workload instead
 // of the tests: `test.binary NAME ARGS...` under `sfwatch run`.
 const workloadEnvVar = "SFWATCH_TEST_WORKLOAD"
-
-// workloadFileSize is the size of the file the workloads send from.
-const workloadFileSize = 16 << 10
 
 var workloads = map[string]func(args []string) error{
 	"offsets":        offsetsWorkload,
@@ -38,6 +40,10 @@ var workloads = map[string]func(args []string) error{
 	"loop":           loopWorkload,
 	"restart":        restartWorkload,
 	"nonblock":       nonblockWorkload,
+	"pm-calls":       pmCallsWorkload,
+	"pm-wait-calls":  pmWaitCallsWorkload,
+	"escape":         escapeWorkload,
+	"escape-child":   escapeChildWorkload,
 }
 
 // init keeps a workload's main goroutine on the main thread, locked before
@@ -66,72 +72,30 @@ func workloadMain(name string, args []string) int {
 	return 0
 }
 
-// workloadFiles are the descriptors the workloads call sendfile with.
-type workloadFiles struct {
-	dir     string
-	in      *os.File // workloadFileSize bytes
-	devNull *os.File
-	appendF *os.File // opened O_APPEND: sendfile to it is EINVAL
-	pipeR   *os.File // not seekable: a pointer offset on it is ESPIPE
-	pipeW   *os.File
-}
-
-func openWorkloadFiles() (*workloadFiles, error) {
-	dir, err := os.MkdirTemp("", "sfwatch-workload-")
-	if err != nil {
-		return nil, err
-	}
-	f := &workloadFiles{dir: dir}
-	path := filepath.Join(dir, "data")
-	if err := os.WriteFile(path, make([]byte, workloadFileSize), 0o644); err != nil {
-		return nil, err
-	}
-	if f.in, err = os.Open(path); err != nil {
-		return nil, err
-	}
-	if f.devNull, err = os.OpenFile(os.DevNull, os.O_WRONLY, 0); err != nil {
-		return nil, err
-	}
-	if f.appendF, err = os.OpenFile(filepath.Join(dir, "append"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
-		return nil, err
-	}
-	if f.pipeR, f.pipeW, err = os.Pipe(); err != nil {
-		return nil, err
-	}
-	return f, nil
-}
-
-func (f *workloadFiles) Close() {
-	for _, c := range []*os.File{f.in, f.devNull, f.appendF, f.pipeR, f.pipeW} {
-		c.Close()
-	}
-	os.RemoveAll(f.dir)
-}
-
 func ptr(v int64) *int64 { return &v }
 
 // offsetsWorkload makes one call of each kind and prints a manifest line
 // per call, after a "pid N" and a "uid N" line.
 func offsetsWorkload([]string) error {
 	fmt.Printf("pid %d\nuid %d\n", os.Getpid(), os.Getuid())
-	f, err := openWorkloadFiles()
+	f, err := testworkload.OpenFiles()
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	runtime.LockOSThread()
-	out, in := int(f.devNull.Fd()), int(f.in.Fd())
+	out, in := int(f.DevNull.Fd()), int(f.In.Fd())
 	calls := []directCall{
-		sendfileCall(out, in, nil, 4096),                       // NULL offset: the file position moves
-		sendfileCall(out, in, ptr(0), 4096),                    // [0] => [4096]
-		sendfileCall(out, in, ptr(workloadFileSize-100), 4096), // short: 100 bytes left
-		sendfileCall(out, in, ptr(workloadFileSize), 4096),     // EOF: 0, [16384] unchanged
-		sendfileCall(999, in, nil, 4096),                       // EBADF
-		sendfileCall(out, int(f.pipeR.Fd()), ptr(0), 4096),     // ESPIPE
-		sendfileCall(int(f.appendF.Fd()), in, nil, 4096),       // EINVAL
-		sendfileCall(out, in, ptr(0), 0),                       // count 0: returns 0
+		sendfileCall(out, in, nil, 4096),                            // NULL offset: the file position moves
+		sendfileCall(out, in, ptr(0), 4096),                         // [0] => [4096]
+		sendfileCall(out, in, ptr(testworkload.FileSize-100), 4096), // short: 100 bytes left
+		sendfileCall(out, in, ptr(testworkload.FileSize), 4096),     // EOF: 0, [16384] unchanged
+		sendfileCall(999, in, nil, 4096),                            // EBADF
+		sendfileCall(out, int(f.PipeR.Fd()), ptr(0), 4096),          // ESPIPE
+		sendfileCall(int(f.Append.Fd()), in, nil, 4096),             // EINVAL
+		sendfileCall(out, in, ptr(0), 0),                            // count 0: returns 0
 	}
-	f.in.Seek(0, 2)
+	f.In.Seek(0, 2)
 	calls = append(calls, sendfileCall(out, in, nil, 4096)) // EOF with NULL: 0
 	enc := json.NewEncoder(os.Stdout)
 	for _, c := range calls {
@@ -146,7 +110,8 @@ func offsetsWorkload([]string) error {
 func threadsWorkload(args []string) error {
 	threads, _ := strconv.Atoi(args[0])
 	n, _ := strconv.Atoi(args[1])
-	return parallelLoop(threads, n, false)
+	_, err := testworkload.Loop{Threads: threads, N: n, Offsets: testworkload.Null}.Run()
+	return err
 }
 
 // loopWorkload: THREADS threads make N calls each of 4 KiB to /dev/null,
@@ -154,49 +119,8 @@ func threadsWorkload(args []string) error {
 func loopWorkload(args []string) error {
 	threads, _ := strconv.Atoi(args[0])
 	n, _ := strconv.Atoi(args[1])
-	return parallelLoop(threads, n, true)
-}
-
-func parallelLoop(threads, n int, alternate bool) error {
-	f, err := openWorkloadFiles()
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	// Each thread reads through a descriptor of its own, so that its NULL
-	// offset calls move a file position no other thread touches and the
-	// bytes sent are known exactly (see loopTotals).
-	ins := make([]*os.File, threads)
-	for i := range ins {
-		if ins[i], err = os.Open(f.in.Name()); err != nil {
-			return err
-		}
-		defer ins[i].Close()
-	}
-	var wg sync.WaitGroup
-	for t := range threads {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			runtime.LockOSThread() // one OS thread per loop, so tids are distinct
-			out, in := uintptr(f.devNull.Fd()), uintptr(ins[t].Fd())
-			off := new(int64) // on the heap, which Go never moves
-			for i := range n {
-				var offset uintptr // NULL: the file position moves
-				if alternate && i%2 == 1 {
-					*off = 0
-					offset = uintptr(unsafe.Pointer(off))
-				}
-				r, _, _ := unix.Syscall6(unix.SYS_SENDFILE, out, in, offset, 4096, 0, 0)
-				if r == 0 && offset == 0 {
-					unix.Seek(int(in), 0, 0) // end of file: rewind
-				}
-			}
-			runtime.KeepAlive(off)
-		}()
-	}
-	wg.Wait()
-	return nil
+	_, err := testworkload.Loop{Threads: threads, N: n, Offsets: testworkload.Alternate}.Run()
+	return err
 }
 
 // grandchildWorkload starts a middle process that starts a setsid
@@ -225,13 +149,13 @@ func grandchildMidWorkload(args []string) error {
 
 // grandchildEndWorkload makes 3 calls, writes its pid to READY, and sleeps.
 func grandchildEndWorkload(args []string) error {
-	f, err := openWorkloadFiles()
+	f, err := testworkload.OpenFiles()
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	for range 3 {
-		sendfileCall(int(f.devNull.Fd()), int(f.in.Fd()), ptr(0), 4096)
+		sendfileCall(int(f.DevNull.Fd()), int(f.In.Fd()), ptr(0), 4096)
 	}
 	tmp := args[0] + ".tmp"
 	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
@@ -354,26 +278,16 @@ type loopCounts struct {
 	calls, bytes, eof, offsetNull, offsetPtr uint64
 }
 
-// loopTotals computes, from what parallelLoop does, the exact totals of
-// THREADS threads making N calls each: a NULL-offset call reads the next
-// 4 KiB of the thread's own descriptor and returns 0 at the end of the
-// file (then rewinds), a pointer-offset call reads [0, 4096).
+// loopTotals are the exact totals of the threads workload (alternate
+// false) or the loop workload (true) of THREADS threads making N calls each
+// (testworkload.Loop.Expected).
 func loopTotals(threads, n int, alternate bool) loopCounts {
-	null := n
+	offsets := testworkload.Null
 	if alternate {
-		null = (n + 1) / 2 // i = 0, 2, 4, ...
+		offsets = testworkload.Alternate
 	}
-	every := workloadFileSize/4096 + 1 // 4 full reads, then 0
-	eof := null / every
-	per := loopCounts{
-		calls:      uint64(n),
-		bytes:      uint64(null-eof+n-null) * 4096,
-		eof:        uint64(eof),
-		offsetNull: uint64(null),
-		offsetPtr:  uint64(n - null),
-	}
-	th := uint64(threads)
-	return loopCounts{per.calls * th, per.bytes * th, per.eof * th, per.offsetNull * th, per.offsetPtr * th}
+	w := testworkload.Loop{Threads: threads, N: n, Offsets: offsets}.Expected()
+	return loopCounts{w.Calls, w.Bytes, w.EOF, w.Null, w.Pointer}
 }
 
 // restartWorkload makes one sendfile that blocks on a full pipe, has a
@@ -383,7 +297,7 @@ func loopTotals(threads, n int, alternate bool) loopCounts {
 // the call's manifest line: one call, whatever the interruptions.
 func restartWorkload(args []string) error {
 	signals, _ := strconv.Atoi(args[0])
-	f, err := openWorkloadFiles()
+	f, err := testworkload.OpenFiles()
 	if err != nil {
 		return err
 	}
@@ -415,7 +329,7 @@ func restartWorkload(args []string) error {
 	go func() {
 		runtime.LockOSThread()
 		tid <- unix.Gettid()
-		done <- sendfileCall(fds[0], int(f.in.Fd()), nil, 4096)
+		done <- sendfileCall(fds[0], int(f.In.Fd()), nil, 4096)
 	}()
 	target := <-tid
 	for range signals {
@@ -443,7 +357,7 @@ func restartWorkload(args []string) error {
 // calls that move what fits (TCP takes part of a call when that is all
 // the room there is: short), then EAGAIN. It prints the manifest.
 func nonblockWorkload([]string) error {
-	f, err := openWorkloadFiles()
+	f, err := testworkload.OpenFiles()
 	if err != nil {
 		return err
 	}
@@ -476,16 +390,127 @@ func nonblockWorkload([]string) error {
 	enc := json.NewEncoder(os.Stdout)
 	off := int64(0)
 	for range 1000 {
-		c := sendfileCall(out, int(f.in.Fd()), &off, workloadFileSize)
+		c := sendfileCall(out, int(f.In.Fd()), &off, testworkload.FileSize)
 		if err := enc.Encode(c); err != nil {
 			return err
 		}
 		if c.Ret < 0 {
 			return nil // EAGAIN: full
 		}
-		if off == workloadFileSize {
+		if off == testworkload.FileSize {
 			off = 0
 		}
 	}
 	return fmt.Errorf("the socket never filled")
+}
+
+// pmCallsWorkload: THREADS N READY [pin]. THREADS threads make N sendfile
+// calls each of 4 KiB to /dev/null, alternating NULL and pointer offsets,
+// every one a full transfer (a NULL-offset descriptor is rewound with
+// lseek before it reaches the end). The workload counts what the calls
+// returned, writes the totals (JSON) to READY, then waits for SIGTERM and
+// exits 0: metrics can be scraped while sfwatch still runs. With "pin",
+// every thread runs on one CPU, so that --sample's per-CPU cycle is one
+// cycle and the number of emitted events is exact.
+func pmCallsWorkload(args []string) error {
+	if len(args) < 3 {
+		return errors.New("usage: pm-calls THREADS N READY [pin]")
+	}
+	threads, _ := strconv.Atoi(args[0])
+	n, _ := strconv.Atoi(args[1])
+	ready := args[2]
+	pin := len(args) > 3 && args[3] == "pin"
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+
+	return pmRunLoop(testworkload.Loop{Threads: threads, N: n, Offsets: testworkload.Alternate, Size: 64 << 10, Full: true, Pin: pin}, ready, term)
+}
+
+// pmWaitCallsWorkload: GO N DONE. Waits until the file GO exists, makes N
+// pointer-offset sendfile calls of 4 KiB to /dev/null from one thread,
+// writes its totals to DONE, then waits for SIGTERM and exits 0.
+func pmWaitCallsWorkload(args []string) error {
+	if len(args) != 3 {
+		return errors.New("usage: pm-wait-calls GO N DONE")
+	}
+	goFile, done := args[0], args[2]
+	n, _ := strconv.Atoi(args[1])
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	for {
+		if _, err := os.Stat(goFile); err == nil {
+			break
+		}
+		select {
+		case <-term:
+			return nil
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	runtime.LockOSThread()
+	return pmRunLoop(testworkload.Loop{N: n, Offsets: testworkload.Pointer, Full: true}, done, term)
+}
+
+// pmRunLoop runs l, writes its totals to path, then waits for SIGTERM (on
+// term) and returns nil: metrics can be scraped while sfwatch still runs.
+func pmRunLoop(l testworkload.Loop, path string, term <-chan os.Signal) error {
+	w, err := l.Run()
+	if err != nil {
+		return err
+	}
+	if err := pmWriteFile(path, pmTotals{Totals: w, PID: os.Getpid()}); err != nil {
+		return err
+	}
+	<-term
+	return nil
+}
+
+// pointerCalls makes n calls of 4096 bytes from offset 0 of a file of
+// testworkload.FileSize bytes to /dev/null: n calls, n*4096 bytes.
+func pointerCalls(n int) error {
+	_, err := testworkload.Loop{N: n, Offsets: testworkload.Pointer, Full: true}.Run()
+	return err
+}
+
+// escapeWorkload GROUP N: N calls; moves itself into GROUP (outside the
+// run's group); N calls; starts escape-child there, which makes N calls
+// and stays; prints that child's pid and exits once it has made them.
+func escapeWorkload(args []string) error {
+	group := args[0]
+	n, _ := strconv.Atoi(args[1])
+	if err := pointerCalls(n); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(group, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+		return fmt.Errorf("leaving the group: %w", err)
+	}
+	if err := pointerCalls(n); err != nil {
+		return err
+	}
+	cmd := exec.Command(os.Args[0], "escape-child", args[1])
+	cmd.Env = os.Environ()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		return fmt.Errorf("escape-child said %q: %v", line, err)
+	}
+	fmt.Println(cmd.Process.Pid)
+	return nil // the child stays: the run's cleanup must end it
+}
+
+// escapeChildWorkload N: N calls, "ready", then waits to be killed.
+func escapeChildWorkload(args []string) error {
+	n, _ := strconv.Atoi(args[0])
+	if err := pointerCalls(n); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	time.Sleep(time.Minute)
+	return errors.New("still alive after a minute: nobody killed the run's leftovers")
 }

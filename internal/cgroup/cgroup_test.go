@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -40,17 +42,10 @@ func ourGroups() []string {
 	return left
 }
 
-func needsRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates cgroups and starts children in them")
-	}
-}
-
 // newGroup is New for a test, closed (and checked) at its end.
 func newGroup(t *testing.T) *Group {
 	t.Helper()
-	needsRoot(t)
+	testenv.RequirePrivileged(t)
 	g, err := New()
 	if err != nil {
 		t.Fatal(err)
@@ -341,7 +336,7 @@ func TestCloseWithoutCgroupKill(t *testing.T) {
 }
 
 func TestStaleGroupRemoved(t *testing.T) {
-	needsRoot(t)
+	testenv.RequirePrivileged(t)
 	mount, err := Mount()
 	if err != nil {
 		t.Fatal(err)
@@ -407,7 +402,7 @@ func TestStaleGroupRemoved(t *testing.T) {
 // Groups in use, by this process or another, survive the sweep of a
 // concurrent New.
 func TestNewConcurrent(t *testing.T) {
-	needsRoot(t)
+	testenv.RequirePrivileged(t)
 	groups := make([]*Group, 8)
 	errs := make([]error, len(groups))
 	var wg sync.WaitGroup
@@ -438,7 +433,7 @@ func TestNewConcurrent(t *testing.T) {
 // on the cgroup2 root (which anyone can open), it still returns at once.
 // Before, it waited for that lock for as long as the user liked.
 func TestNewIgnoresUserLocks(t *testing.T) {
-	needsRoot(t)
+	testenv.RequirePrivileged(t)
 	mount, err := Mount()
 	if err != nil {
 		t.Fatal(err)

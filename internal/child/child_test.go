@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // helperEnv makes the test binary act as a child program (see TestMain).
@@ -54,17 +55,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func needsRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates cgroups and starts children in them")
-	}
-}
-
 // newGroup is cgroup.New for a test, closed (and checked) at its end.
 func newGroup(t *testing.T) *cgroup.Group {
 	t.Helper()
-	needsRoot(t)
+	testenv.RequirePrivileged(t)
 	g, err := cgroup.New()
 	if err != nil {
 		t.Fatal(err)
@@ -339,7 +333,7 @@ func TestForwardSignals(t *testing.T) {
 // At a terminal the child's process group gets the terminal: Ctrl-C reaches
 // the child alone, once, and the terminal comes back after it.
 func TestTerminalForeground(t *testing.T) {
-	needsRoot(t)
+	testenv.RequirePrivileged(t)
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
 		t.Skipf("no pseudo-terminal: %v", err)
@@ -382,7 +376,7 @@ func TestTerminalForeground(t *testing.T) {
 }
 
 func TestUser(t *testing.T) {
-	needsRoot(t)
+	testenv.RequirePrivileged(t)
 	for _, tc := range []struct {
 		name, user, sudoUID, want string
 	}{

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // usage is what should stay flat while groups come and go.
@@ -52,7 +53,7 @@ func measure(t *testing.T, d *Daemon) usage {
 // runs: memory, map entries, goroutines and descriptors stay flat, and
 // calls past --max-groups are counted under _other.
 func TestChurn(t *testing.T) {
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	if testing.Short() {
 		t.Skip("5,000 groups: not with -short")
 	}

@@ -9,6 +9,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 func TestKubeLabels(t *testing.T) {
@@ -90,7 +92,7 @@ func value(m *dto.Metric) float64 {
 // TestMetricsKubeletPaths: groups in both kubelet layouts, created by the
 // test, get their pod_uid and container_id, and their calls by errno.
 func TestMetricsKubeletPaths(t *testing.T) {
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	const uid = "6b1a7f0e-2c3d-4e5f-8a9b-1c2d3e4f5a6b"
 	const cid = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0"
 	p := parent(t)

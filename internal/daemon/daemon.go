@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/ringreader"
 )
 
 // Defaults of Config.
@@ -105,11 +106,12 @@ type watch struct {
 
 // Daemon is the running observer.
 type Daemon struct {
-	bpf   *loader.Daemon
-	mount string
-	depth uint32
-	keep  time.Duration
-	log   io.Writer
+	bpf    *loader.Daemon
+	events *ringreader.Reader // group creations and removals
+	mount  string
+	depth  uint32
+	keep   time.Duration
+	log    io.Writer
 
 	mu      sync.Mutex
 	watches []*watch
@@ -207,8 +209,14 @@ func Start(mount string, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	events, err := ringreader.New(bpf.GroupEvents())
+	if err != nil {
+		bpf.Close()
+		return nil, err
+	}
 	d := &Daemon{
 		bpf:    bpf,
+		events: events,
 		mount:  mount,
 		depth:  uint32(cfg.GroupDepth),
 		keep:   cfg.Retention,
@@ -222,6 +230,7 @@ func Start(mount string, cfg Config) (*Daemon, error) {
 		ids:    make([]uint64, cfg.MaxGroups+1),
 	}
 	if err := d.SetWatch(cfg.Watch); err != nil {
+		events.Close()
 		bpf.Close()
 		return nil, err
 	}
@@ -348,9 +357,10 @@ func (d *Daemon) loop() {
 			return
 		default:
 		}
-		err := d.bpf.WaitGroups(next)
+		d.events.SetDeadline(next)
+		err := d.events.Wait()
 		d.mu.Lock()
-		if derr := d.bpf.DrainGroups(d.groupEvent); derr != nil {
+		if derr := d.drainGroups(); derr != nil {
 			fmt.Fprintf(d.log, "sfwatch: %v\n", derr)
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) || time.Now().After(next) {
@@ -368,6 +378,19 @@ func (d *Daemon) loop() {
 			}
 		}
 	}
+}
+
+// drainGroups handles every group event committed so far. Under mu.
+func (d *Daemon) drainGroups() error {
+	var e loader.DaemonGroupEvent
+	_, err := d.events.Drain(func(raw []byte) error {
+		if err := loader.DecodeGroupEvent(raw, &e); err != nil {
+			return err
+		}
+		d.groupEvent(&e)
+		return nil
+	})
+	return err
 }
 
 // groupEvent handles a group's creation or removal. Under mu.
@@ -688,7 +711,7 @@ func (d *Daemon) Close() error {
 	default:
 	}
 	close(d.stop)
-	d.bpf.FlushGroups()
+	d.events.Flush()
 	<-d.done
-	return d.bpf.Close()
+	return errors.Join(d.events.Close(), d.bpf.Close())
 }

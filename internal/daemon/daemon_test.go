@@ -16,6 +16,7 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // childEnv makes the test binary a workload: "ok=N,ebadf=N,espipe=N,einval=N"
@@ -92,19 +93,6 @@ func calls(spec string) error {
 	return nil
 }
 
-// requireRoot skips without root, but fails when SFWATCH_REQUIRE_PRIVILEGED
-// is set (CI), where a skip would hide that nothing was tested.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("SFWATCH_REQUIRE_PRIVILEGED") != "" {
-		t.Fatal("needs root (BPF and cgroups), and SFWATCH_REQUIRE_PRIVILEGED is set")
-	}
-	t.Skip("needs root: loads BPF programs and creates cgroups")
-}
-
 // parent creates an owned group for a test's groups: removed, with all
 // below it and whatever runs there, at the end.
 func parent(t *testing.T) *cgroup.Group {
@@ -149,7 +137,7 @@ func runIn(t *testing.T, path, spec string) {
 
 func start(t *testing.T, cfg Config) *Daemon {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	mount, err := cgroup.Mount()
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +215,7 @@ func keys(s map[string]Totals) []string {
 // different workloads, each get exactly their calls, bytes and errnos; a
 // process outside the watched subtree is counted nowhere.
 func TestSiblingGroups(t *testing.T) {
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	p := parent(t)
 	a := mkdir(t, p, "a")
 	d := start(t, Config{Watch: []string{p.Rel}})
@@ -256,7 +244,7 @@ func TestSiblingGroups(t *testing.T) {
 // TestRecreatedGroup: a group removed and re-created at the same path goes
 // on counting from where it was, also once the old row is given back.
 func TestRecreatedGroup(t *testing.T) {
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	p := parent(t)
 	d := start(t, Config{Watch: []string{p.Rel}})
 	x := mkdir(t, p, "x")
@@ -283,7 +271,7 @@ func TestRecreatedGroup(t *testing.T) {
 // TestWatchNotYetExisting: a watched path that does not exist at start is
 // watched from its creation, and again after it is removed and re-created.
 func TestWatchNotYetExisting(t *testing.T) {
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	p := parent(t)
 	d := start(t, Config{Watch: []string{p.Rel + "/later"}})
 	created := time.Now()
@@ -310,7 +298,7 @@ func TestWatchNotYetExisting(t *testing.T) {
 // TestGroupDepth: --group-depth 1 counts every group below a child of the
 // watched path in that child.
 func TestGroupDepth(t *testing.T) {
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	p := parent(t)
 	d := start(t, Config{Watch: []string{p.Rel}, GroupDepth: 1})
 	runIn(t, mkdir(t, p, "svc/a/b"), "ok=2")

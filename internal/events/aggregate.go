@@ -3,57 +3,34 @@ package events
 import (
 	"math"
 	"math/bits"
-	"syscall"
+	"sync/atomic"
 	"time"
-)
 
-// Totals are the exact counts the kernel keeps in its per-CPU maps, whatever
-// happened to the event stream. The caller reads and sums them.
-type Totals struct {
-	Calls, Bytes, Errors, Short, EOF, OffsetNull, OffsetPtr uint64
-	Lost                                                    uint64 // events dropped because the ring buffer was full
-	SampledOut                                              uint64 // events not emitted because of sampling
-	Unpaired                                                uint64 // exits without an entry: calls that began before attach
-	// Restarts are calls a signal interrupted before any byte moved and
-	// the kernel ran again (SA_RESTART): the run that completes is the
-	// call. Not calls, not errors. An interruption that returned EINTR to
-	// the program is a call, and an error.
-	Restarts uint64
-	// Escaped counts the run's tasks that moved out of its group; their
-	// calls are still counted (the BPF side follows them).
-	Escaped uint64
-	// ErrorsByErrno counts failed calls by errno; codes below -4095 are
-	// counted in Errors only.
-	ErrorsByErrno map[syscall.Errno]uint64
-	// Skipped counts, by program, the times the kernel did not run it
-	// (loader.Snapshot.Skipped): calls that may be missing from every
-	// other total.
-	Skipped map[string]uint64
-	// MissedExits counts thread exits the kernel skipped telling the BPF
-	// side (loader.Snapshot.MissedExits): no call is missing for them.
-	MissedExits uint64
-}
+	"github.com/sfwatch/sfwatch/internal/counters"
+)
 
 // MaxFirstViolations is how many violating events a Summary keeps.
 const MaxFirstViolations = 5
 
 // Aggregator accumulates what only the events can tell (violations,
 // latency quantiles) without allocating per event. The zero value is ready
-// to use; it is not safe for concurrent use.
+// to use. Add and Summary are for one goroutine; Delivered and
+// ViolationsByRule may be called from any other while Add runs (a metrics
+// scrape), so the counts they read are atomics.
 type Aggregator struct {
-	events        uint64
+	delivered     atomic.Uint64
+	byRule        [32]atomic.Uint64 // by bit of Violations
 	violating     uint64
-	byRule        [32]uint64 // by bit of Violations
 	offsetUnknown uint64
 	byClass       [numClasses]uint64
 	latency       latencyHistogram
-	first         [MaxFirstViolations]Event
+	first         [MaxFirstViolations]Checked
 	nfirst        int
 }
 
 // Add counts one delivered event and its verdict.
 func (a *Aggregator) Add(e *Event, v Verdict) {
-	a.events++
+	a.delivered.Add(1)
 	if v.Class < numClasses {
 		a.byClass[v.Class]++
 	}
@@ -63,24 +40,37 @@ func (a *Aggregator) Add(e *Event, v Verdict) {
 	if v.Violations != 0 {
 		a.violating++
 		for set := uint32(v.Violations); set != 0; set &= set - 1 {
-			a.byRule[bits.TrailingZeros32(set)]++
+			a.byRule[bits.TrailingZeros32(set)].Add(1)
 		}
 		if a.nfirst < len(a.first) {
-			a.first[a.nfirst] = *e
+			a.first[a.nfirst] = Checked{*e, v}
 			a.nfirst++
 		}
 	}
 	a.latency.add(e.DurationNs)
 }
 
+// Delivered is how many events Add has counted.
+func (a *Aggregator) Delivered() uint64 { return a.delivered.Load() }
+
+// ViolationsByRule maps each rule that delivered events broke to how many
+// broke it. It allocates.
+func (a *Aggregator) ViolationsByRule() map[string]uint64 {
+	m := make(map[string]uint64)
+	for bit := range a.byRule {
+		if n := a.byRule[bit].Load(); n != 0 {
+			m[ruleName(bit)] = n
+		}
+	}
+	return m
+}
+
 // Summary is the outcome of a run: the kernel's exact totals and the facts
 // drawn from the delivered events.
 type Summary struct {
 	// Exact, counted in the kernel.
-	Calls, Bytes, Errors, Short, EOF, OffsetNull, OffsetPtr uint64
-	Lost, SampledOut, Unpaired, Restarts                    uint64
-	Escaped                                                 uint64            // tasks of the run that left its group, followed
-	ErrorsByErrno                                           map[string]uint64 // errno name -> failed calls
+	counters.Totals
+	ErrorsByErrno map[string]uint64 // errno name -> failed calls; codes below -4095 are in Errors only
 	// Skipped is how many times the kernel did not run a program of
 	// sfwatch's (SkippedByProgram, by program). Not zero, the totals above
 	// are lower bounds: a skipped entry or exit is a call counted nowhere.
@@ -97,7 +87,7 @@ type Summary struct {
 	ViolationsByRule map[string]uint64 // rule name -> events; only rules that fired
 	OffsetUnknown    uint64            // pointer offsets that could not be read
 	P50, P99, Max    time.Duration     // call durations; Max is exact, quantiles within ~3%
-	FirstViolations  []Event           // the first MaxFirstViolations violating events
+	FirstViolations  []Checked         // the first MaxFirstViolations violating events
 }
 
 // Complete reports whether every call was delivered as an event, so that
@@ -105,43 +95,35 @@ type Summary struct {
 func (s Summary) Complete() bool { return s.Lost == 0 && s.SampledOut == 0 && s.Skipped == 0 }
 
 // Summary merges the kernel's totals with the per-event facts.
-func (a *Aggregator) Summary(t Totals) Summary {
+func (a *Aggregator) Summary(k counters.Snapshot) Summary {
 	s := Summary{
-		Calls: t.Calls, Bytes: t.Bytes, Errors: t.Errors, Short: t.Short, EOF: t.EOF,
-		OffsetNull: t.OffsetNull, OffsetPtr: t.OffsetPtr,
-		Lost: t.Lost, SampledOut: t.SampledOut, Unpaired: t.Unpaired, Restarts: t.Restarts,
-		Escaped:          t.Escaped,
-		MissedExits:      t.MissedExits,
-		ErrorsByErrno:    make(map[string]uint64, len(t.ErrorsByErrno)),
-		SkippedByProgram: make(map[string]uint64, len(t.Skipped)),
+		Totals:           k.Totals,
+		MissedExits:      k.MissedExits,
+		ErrorsByErrno:    make(map[string]uint64, len(k.ErrnoCounts)),
+		SkippedByProgram: make(map[string]uint64, len(k.Skipped)),
 
-		Events:           a.events,
+		Events:           a.Delivered(),
 		EventsByClass:    make(map[string]uint64, numClasses),
 		Violations:       a.violating,
-		ViolationsByRule: make(map[string]uint64),
+		ViolationsByRule: a.ViolationsByRule(),
 		OffsetUnknown:    a.offsetUnknown,
 		P50:              a.latency.quantile(0.50),
 		P99:              a.latency.quantile(0.99),
 		Max:              durationNs(a.latency.max),
-		FirstViolations:  append([]Event(nil), a.first[:a.nfirst]...),
+		FirstViolations:  append([]Checked(nil), a.first[:a.nfirst]...),
 	}
-	for errno, n := range t.ErrorsByErrno {
+	for errno, n := range k.ErrnoCounts {
 		if n != 0 {
 			s.ErrorsByErrno[ErrnoName(errno)] += n
 		}
 	}
-	for prog, n := range t.Skipped {
+	for prog, n := range k.Skipped {
 		s.SkippedByProgram[prog] = n
 		s.Skipped += n
 	}
 	for c, n := range a.byClass {
 		if n != 0 {
 			s.EventsByClass[Class(c).String()] = n
-		}
-	}
-	for bit, n := range a.byRule {
-		if n != 0 {
-			s.ViolationsByRule[ruleName(bit)] = n
 		}
 	}
 	return s

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sfwatch/sfwatch/internal/counters"
 )
 
 func TestLatencyBuckets(t *testing.T) {
@@ -63,7 +65,7 @@ func TestQuantiles(t *testing.T) {
 				a.Add(&e, Validate(&e))
 			}
 			slices.Sort(all)
-			s := a.Summary(Totals{})
+			s := a.Summary(counters.Snapshot{})
 			for _, q := range []struct {
 				name string
 				p    float64
@@ -86,11 +88,11 @@ func TestQuantiles(t *testing.T) {
 
 func TestSummary(t *testing.T) {
 	var a Aggregator
-	if s := a.Summary(Totals{}); s.P50 != 0 || s.P99 != 0 || s.Max != 0 || s.Events != 0 || len(s.FirstViolations) != 0 {
+	if s := a.Summary(counters.Snapshot{}); s.P50 != 0 || s.P99 != 0 || s.Max != 0 || s.Events != 0 || len(s.FirstViolations) != 0 {
 		t.Errorf("empty aggregator: %+v", s)
 	}
 
-	var violating []Event
+	var violating []Checked
 	for i := range 20 {
 		ok := call(4, 3, 4096, 4096)
 		a.Add(&ok, Validate(&ok))
@@ -98,7 +100,7 @@ func TestSummary(t *testing.T) {
 		if i%2 == 1 {
 			bad = withOffset(bad, 0, 0) // and offset_not_advanced
 		}
-		violating = append(violating, bad)
+		violating = append(violating, Checked{bad, Validate(&bad)})
 		a.Add(&bad, Validate(&bad))
 	}
 	unknown := withUnreadableOffset(call(4, 3, 4096, -14), 0)
@@ -108,10 +110,10 @@ func TestSummary(t *testing.T) {
 	eof := call(4, 3, 4096, 0)
 	a.Add(&eof, Validate(&eof))
 
-	totals := Totals{
-		Calls: 100, Bytes: 1 << 30, Errors: 3, Short: 1, EOF: 1, OffsetNull: 90, OffsetPtr: 10,
-		Lost: 57, SampledOut: 0, Unpaired: 2,
-		ErrorsByErrno: map[syscall.Errno]uint64{syscall.EBADF: 2, syscall.EFAULT: 1, 1234: 4, syscall.EIO: 0},
+	totals := counters.Snapshot{
+		Totals: counters.Totals{Calls: 100, Bytes: 1 << 30, Errors: 3, Short: 1, EOF: 1, OffsetNull: 90, OffsetPtr: 10,
+			Lost: 57, SampledOut: 0, Unpaired: 2},
+		ErrnoCounts: map[syscall.Errno]uint64{syscall.EBADF: 2, syscall.EFAULT: 1, 1234: 4, syscall.EIO: 0},
 	}
 	s := a.Summary(totals)
 
@@ -152,7 +154,7 @@ func TestComplete(t *testing.T) {
 		lost, sampled uint64
 		want          bool
 	}{{0, 0, true}, {1, 0, false}, {0, 1, false}, {5, 5, false}} {
-		if got := (Summary{Lost: tc.lost, SampledOut: tc.sampled, Unpaired: 3}).Complete(); got != tc.want {
+		if got := (Summary{Totals: counters.Totals{Lost: tc.lost, SampledOut: tc.sampled, Unpaired: 3}}).Complete(); got != tc.want {
 			t.Errorf("lost %d sampled out %d: Complete() = %v", tc.lost, tc.sampled, got)
 		}
 	}

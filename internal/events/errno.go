@@ -6,10 +6,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Kernel-internal codes that the ERESTART* mechanism leaves in the return
-// register at syscall exit when a signal interrupts a call; the tracepoint
-// sees them before the kernel restarts the call or turns them into EINTR.
-// Neither syscall nor x/sys/unix defines them.
+// The ERESTART* codes: what a syscall returns when a signal interrupts it
+// before it has done anything (include/linux/errno.h; neither syscall nor
+// x/sys/unix defines them). No event carries one: the BPF exit holds such
+// a call back until signal_deliver settles it as -EINTR or the kernel runs
+// it again, and a task that dies meanwhile emits nothing (bpf/sfwatch.c).
+// They stay because AppendText and Validate take any return value, not
+// only those the BPF side emits: AppendText spells these as strace does
+// ("= ? ERESTARTSYS", checked against strace with the rest of errnoTable),
+// and Validate counts them in sendfile's contract (contractErrnos), as
+// codes of the kernel's own rather than unexpected errors.
 const (
 	errRestartSys          syscall.Errno = 512 // ERESTARTSYS
 	errRestartNoIntr       syscall.Errno = 513 // ERESTARTNOINTR
@@ -210,8 +216,7 @@ func appendUnknownErrno(dst []byte, e syscall.Errno) []byte {
 	return appendUint(append(dst, "errno "...), uint64(e))
 }
 
-// isRestart reports whether e asks the kernel to restart the call: strace
-// shows those as "= ? ERESTARTSYS" because the call is not over yet.
+// isRestart reports whether e is an ERESTART* code (see errRestartSys).
 func isRestart(e syscall.Errno) bool {
 	switch e {
 	case errRestartSys, errRestartNoIntr, errRestartNoHand, errRestartRestartBlock:
@@ -221,9 +226,8 @@ func isRestart(e syscall.Errno) bool {
 }
 
 // contractErrnos are the errors sendfile(2) is documented to return (see
-// "sendfile's contract" in docs/design.md), plus the ERESTART* codes a signal
-// leaves at syscall exit before a restart. Anything else is an
-// unexpected_errno violation.
+// "sendfile's contract" in docs/design.md), and the ERESTART* codes (see
+// errRestartSys). Anything else is an unexpected_errno violation.
 var contractErrnos = [...]syscall.Errno{
 	unix.EAGAIN, unix.EBADF, unix.EFAULT, unix.EINVAL, unix.EIO, unix.ENOMEM,
 	unix.ESPIPE, unix.EOVERFLOW, unix.EPIPE, unix.ECONNRESET, unix.EINTR,

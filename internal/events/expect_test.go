@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sfwatch/sfwatch/internal/counters"
 )
 
 func TestParseExpectation(t *testing.T) {
@@ -75,7 +77,7 @@ func TestParseExpectationErrors(t *testing.T) {
 }
 
 func TestEvaluate(t *testing.T) {
-	complete := Summary{Calls: 10, Bytes: 40960, Errors: 2, Short: 1, EOF: 3, OffsetNull: 6, OffsetPtr: 4, Violations: 1, Events: 10}
+	complete := Summary{Totals: counters.Totals{Calls: 10, Bytes: 40960, Errors: 2, Short: 1, EOF: 3, OffsetNull: 6, OffsetPtr: 4}, Violations: 1, Events: 10}
 	for _, tc := range []struct {
 		expr   string
 		actual uint64
@@ -110,8 +112,8 @@ func TestEvaluate(t *testing.T) {
 // Violations needs every event; the kernel's counts do not.
 func TestEvaluateIncomplete(t *testing.T) {
 	for _, s := range []Summary{
-		{Calls: 10, Events: 9, Lost: 1},
-		{Calls: 10, Events: 1, SampledOut: 9},
+		{Totals: counters.Totals{Calls: 10, Lost: 1}, Events: 9},
+		{Totals: counters.Totals{Calls: 10, SampledOut: 9}, Events: 1},
 	} {
 		x, _ := ParseExpectation("violations==0")
 		if o := x.Evaluate(s); o.OK != nil {
@@ -129,7 +131,7 @@ func TestEvaluateIncomplete(t *testing.T) {
 // A skipped program makes every kernel count a lower bound: only a lower
 // bound that already holds still concludes.
 func TestEvaluateSkipped(t *testing.T) {
-	s := Summary{Calls: 10, Events: 10, Skipped: 2, SkippedByProgram: map[string]uint64{"sys_exit_sendfile64": 2}}
+	s := Summary{Totals: counters.Totals{Calls: 10}, Events: 10, Skipped: 2, SkippedByProgram: map[string]uint64{"sys_exit_sendfile64": 2}}
 	for _, tc := range []struct {
 		expr string
 		ok   *bool // nil: inconclusive

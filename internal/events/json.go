@@ -9,8 +9,8 @@ import (
 // JSONOptions changes what AppendJSON adds to each object.
 type JSONOptions struct {
 	// Time adds time_unix_ns, as -t, -tt and -ttt ask. Off by default,
-	// like strace's timestamps: the 19 digits cost 14 ns an event, a
-	// fifth of the rest of the object (BenchmarkAppendJSON).
+	// like strace's timestamps: its 19 digits are a fifth more to write
+	// per object (bench/README.md, Rendering).
 	Time bool
 	// WallOffsetNs turns StartNs into Unix time: see WallOffset.
 	WallOffsetNs int64

@@ -153,7 +153,15 @@ func AccountingLine(s Summary) string {
 		b = fmt.Appendf(b, ", %d left the group (followed)", s.Escaped)
 	}
 	if s.Skipped != 0 {
-		b = fmt.Appendf(b, ", %d program runs skipped by the kernel (calls may be missing; see 'sfwatch doctor')", s.Skipped)
+		// Which programs: a skipped exit or entry loses a call, a skipped
+		// signal_deliver may misplace one.
+		b = fmt.Appendf(b, ", %d program runs skipped by the kernel (", s.Skipped)
+		for _, kv := range sortedCounts(s.SkippedByProgram) {
+			if kv.n != 0 {
+				b = fmt.Appendf(b, "%s %d; ", kv.name, kv.n)
+			}
+		}
+		b = append(b, "calls may be missing; see 'sfwatch doctor')"...)
 	}
 	if d := int64(s.Calls) - int64(s.Events+s.Lost+s.SampledOut); d != 0 {
 		b = fmt.Appendf(b, ", %d unaccounted for", d)

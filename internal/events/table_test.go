@@ -5,6 +5,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/sfwatch/sfwatch/internal/counters"
 )
 
 // sampleSummary is a run of 1003 calls of which 2 events were lost.
@@ -17,9 +19,9 @@ func sampleSummary() Summary {
 	}
 	bad := withOffset(call(4, 3, 10, 4096), 0, 0)
 	a.Add(&bad, Validate(&bad))
-	return a.Summary(Totals{
-		Calls: 1003, Bytes: 4100096, Errors: 2, EOF: 1, OffsetNull: 1000, OffsetPtr: 3, Lost: 2,
-		ErrorsByErrno: map[syscall.Errno]uint64{syscall.EBADF: 1, syscall.EINVAL: 1},
+	return a.Summary(counters.Snapshot{
+		Totals:      counters.Totals{Calls: 1003, Bytes: 4100096, Errors: 2, EOF: 1, OffsetNull: 1000, OffsetPtr: 3, Lost: 2},
+		ErrnoCounts: map[syscall.Errno]uint64{syscall.EBADF: 1, syscall.EINVAL: 1},
 	})
 }
 
@@ -59,7 +61,7 @@ func TestWriteTable(t *testing.T) {
 		}
 	}
 
-	s := Summary{SampledOut: 7, Unpaired: 1, OffsetUnknown: 4, Restarts: 9, Escaped: 6,
+	s := Summary{Totals: counters.Totals{SampledOut: 7, Unpaired: 1, Restarts: 9, Escaped: 6}, OffsetUnknown: 4,
 		Skipped: 5, SkippedByProgram: map[string]uint64{"sys_enter_sendfile64": 3, "sys_exit_sendfile64": 2, "signal_deliver": 0}}
 	b.Reset()
 	if err := WriteTable(&b, s); err != nil {
@@ -96,20 +98,20 @@ func TestAccountingLine(t *testing.T) {
 		s    Summary
 		want string
 	}{
-		{Summary{Calls: 1000000, Events: 1000000},
+		{Summary{Totals: counters.Totals{Calls: 1000000}, Events: 1000000},
 			"sfwatch: 1000000 calls counted in the kernel, 1000000 events delivered, 0 lost"},
-		{Summary{Calls: 1000000, Events: 999990, Lost: 10},
+		{Summary{Totals: counters.Totals{Calls: 1000000, Lost: 10}, Events: 999990},
 			"sfwatch: 1000000 calls counted in the kernel, 999990 events delivered, 10 lost"},
-		{Summary{Calls: 10000, Events: 100, SampledOut: 9900},
+		{Summary{Totals: counters.Totals{Calls: 10000, SampledOut: 9900}, Events: 100},
 			"sfwatch: 10000 calls counted in the kernel, 100 events delivered, 0 lost, 9900 sampled out"},
-		{Summary{Calls: 5, Events: 5, Unpaired: 1},
+		{Summary{Totals: counters.Totals{Calls: 5, Unpaired: 1}, Events: 5},
 			"sfwatch: 5 calls counted in the kernel, 5 events delivered, 0 lost, 1 unpaired (in flight when tracing began)"},
-		{Summary{Calls: 5, Events: 3},
+		{Summary{Totals: counters.Totals{Calls: 5}, Events: 3},
 			"sfwatch: 5 calls counted in the kernel, 3 events delivered, 0 lost, 2 unaccounted for"},
-		{Summary{Calls: 5, Events: 5, Escaped: 2},
+		{Summary{Totals: counters.Totals{Calls: 5, Escaped: 2}, Events: 5},
 			"sfwatch: 5 calls counted in the kernel, 5 events delivered, 0 lost, 2 left the group (followed)"},
-		{Summary{Calls: 5, Events: 5, Skipped: 7},
-			"sfwatch: 5 calls counted in the kernel, 5 events delivered, 0 lost, 7 program runs skipped by the kernel (calls may be missing; see 'sfwatch doctor')"},
+		{Summary{Totals: counters.Totals{Calls: 5}, Events: 5, Skipped: 7, SkippedByProgram: map[string]uint64{"signal_deliver": 2, "sys_exit_sendfile64": 5, "sys_enter_sendfile64": 0}},
+			"sfwatch: 5 calls counted in the kernel, 5 events delivered, 0 lost, 7 program runs skipped by the kernel (sys_exit_sendfile64 5; signal_deliver 2; calls may be missing; see 'sfwatch doctor')"},
 	} {
 		if got := AccountingLine(tc.s); got != tc.want {
 			t.Errorf("got  %q\nwant %q", got, tc.want)

@@ -203,9 +203,7 @@ func appendTextResult(dst []byte, e *Event) []byte {
 		dst = appendUnknownErrno(dst, errno)
 		return append(dst, ')')
 	case isRestart(errno):
-		// The call is not over: the kernel restarts it or turns it into
-		// EINTR after the signal handler.
-		dst = append(dst, "? "...)
+		dst = append(dst, "? "...) // strace's: the call is not over
 	default:
 		dst = append(dst, "-1 "...)
 	}

@@ -75,6 +75,14 @@ type Verdict struct {
 	OffsetUnknown bool
 }
 
+// Checked is an event with the verdict Validate gave it when it was
+// delivered: what is kept of an event past its sink call, so that nothing
+// validates it again.
+type Checked struct {
+	Event
+	Verdict Verdict
+}
+
 // Validate checks one call against sendfile's contract (docs/design.md). A short
 // transfer and end of file are legal; an unreadable offset is unknown, never
 // a violation.

@@ -22,10 +22,9 @@ type taskOffsets struct {
 // readTaskOffsets finds them in the kernel's BTF.
 //
 // Why not cilium/ebpf's btf package: it builds a Go value for every type
-// it decodes, 48 ms here for LoadKernelSpec and one lookup, on every run.
-// The offsets need one streamed pass over the string section and one
-// over the type section: a few ms, and 64 KiB of memory rather than the
-// file's 5 MiB.
+// it decodes, on every run. The offsets need one streamed pass over the
+// string section and one over the type section, through 64 KiB buffers,
+// whatever the size of the kernel's BTF.
 func readTaskOffsets() (taskOffsets, error) {
 	f, err := os.Open(kernelBTFPath)
 	if err != nil {

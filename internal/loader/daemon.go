@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -40,8 +39,7 @@ type Daemon struct {
 	progs     []program
 	rows      *ebpf.Memory
 	rowBuf    []byte
-	counters  *cpuRows
-	groups    *ring
+	counters  *ebpf.Memory
 	levels    *ebpf.Variable
 	maxGroups int
 }
@@ -88,10 +86,6 @@ func OpenDaemon(maxGroups int) (*Daemon, error) {
 	spec.Maps[DaemonMapGroupRows].MaxEntries = n
 	spec.Maps[DaemonMapFreeRows].MaxEntries = n
 	spec.Maps[DaemonMapRows].MaxEntries = (n + 1) * uint32(RowSize)
-	counterRow, err := perCPU(spec.Maps[DaemonMapDaemonCounters])
-	if err != nil {
-		return nil, err
-	}
 	progs := daemonPrograms()
 	for name := range spec.Programs {
 		if !slices.ContainsFunc(progs, func(p program) bool { return p.name == name }) {
@@ -102,7 +96,7 @@ func OpenDaemon(maxGroups int) (*Daemon, error) {
 	if d.coll, err = newCollection(spec); err != nil {
 		return nil, err
 	}
-	if err := d.open(counterRow); err != nil {
+	if err := d.open(); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -121,7 +115,7 @@ func OpenDaemon(maxGroups int) (*Daemon, error) {
 }
 
 // open maps what the daemon reads and fills the free rows.
-func (d *Daemon) open(counterRow int) error {
+func (d *Daemon) open() error {
 	var err error
 	if err = d.coll.Assign(&d.objs); err != nil {
 		return fmt.Errorf("loading BPF maps: %w", err)
@@ -130,8 +124,8 @@ func (d *Daemon) open(counterRow int) error {
 		return fmt.Errorf("mapping %s: %w", d.objs.Rows, err)
 	}
 	d.rowBuf = make([]byte, d.rows.Size())
-	if d.counters, err = newCPURows(d.objs.DaemonCounters, counterRow); err != nil {
-		return err
+	if d.counters, err = d.objs.DaemonCounters.Memory(); err != nil {
+		return fmt.Errorf("mapping %s: %w", d.objs.DaemonCounters, err)
 	}
 	if d.levels = d.coll.Variables[DaemonVarWatchLevels]; d.levels == nil {
 		return errors.New("loading BPF variables: watch_levels is missing")
@@ -140,9 +134,6 @@ func (d *Daemon) open(counterRow int) error {
 		if err := d.objs.FreeRows.Update(nil, row, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("filling free rows: %w", err)
 		}
-	}
-	if d.groups, err = newRing(d.objs.GroupEvents.FD(), int(d.objs.GroupEvents.MaxEntries())); err != nil {
-		return fmt.Errorf("opening group event reader: %w", err)
 	}
 	return nil
 }
@@ -258,8 +249,12 @@ type DaemonCounters [DaemonDaemonCounterDAEMON_COUNTER_MAX]uint64
 // Counters reads the daemon's own totals through memory.
 func (d *Daemon) Counters() (DaemonCounters, error) {
 	var c DaemonCounters
-	if err := d.counters.sum(c[:]); err != nil {
+	var b [len(c) * 8]byte
+	if _, err := d.counters.ReadAt(b[:], 0); err != nil {
 		return c, fmt.Errorf("reading daemon counters: %w", err)
+	}
+	for i := range c {
+		c[i] = binary.NativeEndian.Uint64(b[i*8:])
 	}
 	return c, nil
 }
@@ -276,31 +271,19 @@ func (d *Daemon) Skipped() (map[string]uint64, error) {
 	return skipped, err
 }
 
-// WaitGroups blocks until a group event arrives (every one wakes the
-// reader), the deadline passes (os.ErrDeadlineExceeded), or FlushGroups.
-func (d *Daemon) WaitGroups(deadline time.Time) error {
-	d.groups.deadline = deadline
-	return d.groups.wait()
-}
+// GroupEvents is the ring buffer of group creations and removals (struct
+// group_event), for a ringreader.Reader: every event wakes the reader.
+func (d *Daemon) GroupEvents() *ebpf.Map { return d.objs.GroupEvents }
 
-// FlushGroups makes a blocked WaitGroups return.
-func (d *Daemon) FlushGroups() error { return d.groups.flush() }
-
-// DrainGroups hands every group event committed so far to fn, in order;
-// e is only valid during the call.
-func (d *Daemon) DrainGroups(fn func(e *DaemonGroupEvent)) error {
-	_, err := d.groups.drainAll(func(raw []byte) error {
-		var e DaemonGroupEvent
-		if len(raw) < binary.Size(e) {
-			return fmt.Errorf("group event of %d bytes", len(raw))
-		}
-		if _, err := binary.Decode(raw, binary.NativeEndian, &e); err != nil {
-			return fmt.Errorf("decoding group event: %w", err)
-		}
-		fn(&e)
-		return nil
-	})
-	return err
+// DecodeGroupEvent decodes one record of GroupEvents.
+func DecodeGroupEvent(raw []byte, e *DaemonGroupEvent) error {
+	if len(raw) < binary.Size(e) {
+		return fmt.Errorf("group event of %d bytes", len(raw))
+	}
+	if _, err := binary.Decode(raw, binary.NativeEndian, e); err != nil {
+		return fmt.Errorf("decoding group event: %w", err)
+	}
+	return nil
 }
 
 // Detach stops counting; the rows stay readable.
@@ -312,11 +295,7 @@ func (d *Daemon) Detach() error {
 
 // Close detaches and frees everything. Idempotent.
 func (d *Daemon) Close() error {
-	errs := []error{d.Detach()}
-	if d.groups != nil {
-		errs = append(errs, d.groups.close())
-	}
-	errs = append(errs, d.objs.Close())
+	errs := []error{d.Detach(), d.objs.Close()}
 	if d.coll != nil {
 		d.coll.Close()
 	}

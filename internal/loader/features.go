@@ -23,8 +23,8 @@ type Feature struct {
 // loading fails with only "map create: invalid argument".
 //
 // slow marks a probe that costs more than a run can spend on it every time
-// (the task storage map: 25 ms here, against well under 1 ms for the
-// others): CheckKernel leaves it out, and Open runs it only to explain a
+// (creating a task storage map is far slower than the other probes):
+// CheckKernel leaves it out, and Open runs it only to explain a
 // failed load. No kernel has bpf_task_storage_get without task storage.
 var probes = []struct {
 	name, detail string

@@ -1,11 +1,15 @@
 package loader
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/sfwatch/sfwatch/internal/testenv"
+)
 
 // On a kernel that runs the other tests, every probe must find its
 // feature: a probe that fails here would refuse runs that work.
 func TestFeaturesPresent(t *testing.T) {
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	for _, f := range Features() {
 		if f.Err != nil {
 			t.Errorf("%s: %v", f.Name, f.Err)

@@ -1,27 +1,24 @@
 // Package loader loads sfwatch's BPF programs, points their cgroup filter at
 // one group, attaches them to the sendfile64 syscall tracepoints (and to
-// signal_deliver, which settles calls a signal interrupts), and owns
-// the ring-buffer reader and the kernel-side counters.
+// signal_deliver, which settles calls a signal interrupts), and reads
+// what only it holds: the programs' skips and the run's followed tasks.
+// Its maps it hands over: the events to internal/ringreader, the counters
+// to internal/counters.
 package loader
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 )
 
@@ -47,16 +44,13 @@ type Config struct {
 // Tracer is the loaded and attached BPF side. Close detaches everything;
 // nothing is pinned, so a crash leaves nothing behind either.
 type Tracer struct {
-	objs   SfwatchMaps
-	coll   *ebpf.Collection // the programs of programs(), and the data maps
-	links  []link.Link
-	reader *ring
+	objs  SfwatchMaps
+	coll  *ebpf.Collection // the programs of programs(), and the data maps
+	links []link.Link
 	// kretprobe is the kretprobe's link in kprobe mode: its missed count
 	// (exits beyond maxactive) is added to the program's skips.
 	kretprobe  link.Link
 	lastMissed uint64 // its missed count, read as it was detached
-	// counters and latency, read through memory (cpuRows).
-	counters, latency *cpuRows
 }
 
 type attachKind int
@@ -70,7 +64,7 @@ const (
 
 // program is one BPF program and where it is attached.
 type program struct {
-	name string // the BPF program's name, and its key in Snapshot.Skipped
+	name string // the BPF program's name, and its key in Skips
 	kind attachKind
 	// group and target: the tracepoint (group/target), or, for a kprobe,
 	// the kernel function (target).
@@ -81,7 +75,7 @@ type program struct {
 
 // ExitProgram is the one program whose skips cost no call: it forgets an
 // exited thread, and the entry a skip leaves behind is recognised as stale
-// (struct member in bpf/sfwatch.c). Its skips are Snapshot.MissedExits.
+// (struct member in bpf/sfwatch.c). Its skips are Skips' missedExits.
 const ExitProgram = "sched_process_exit"
 
 // The programs are attached in this order: what settles a call before what
@@ -135,12 +129,12 @@ type Mode struct {
 //
 // From Linux 7.2 syscall tracepoints are faultable, and run BPF
 // preemptibly: a thread preempted inside a program makes the kernel skip
-// the program for every other thread on that CPU (1-20% of the calls of a
-// busy server, docs/kernels.md). A kprobe pair runs with preemption
-// disabled and was never skipped there, so it is used where the kernel
-// has kprobes; everywhere else the tracepoints, which have no maxactive
-// bound. The version decides: the kernel symbol that would tell
-// (/proc/kallsyms) costs 25-75 ms to find, every run.
+// the program for every other thread on that CPU (docs/kernels.md has the
+// measurements). A kprobe pair runs with preemption disabled and was never
+// skipped there, so it is used where the kernel has kprobes; everywhere
+// else the tracepoints, which have no maxactive bound. The version
+// decides: the kernel symbol that would tell is found only by reading all
+// of /proc/kallsyms, too slow for every run.
 var AttachMode = sync.OnceValue(func() Mode {
 	return attachMode(runtime.GOARCH, kernelRelease(), statOK(kprobePMU))
 })
@@ -185,7 +179,7 @@ func Tracepoints() []string {
 }
 
 // Programs names every program Open loads on this kernel: the keys of
-// Snapshot.Skipped, and ExitProgram's for Snapshot.MissedExits.
+// Skips' skipped, and ExitProgram's for its missedExits.
 func Programs() []string {
 	var names []string
 	for _, p := range programs() {
@@ -196,7 +190,7 @@ func Programs() []string {
 
 // MaxRingBufSize is the largest ring buffer sfwatch asks for. The kernel
 // maps the data pages twice, so the buffer costs twice its size in memory
-// (2 GiB here); 128 times the default, it holds minutes of a tight loop.
+// (2 GiB at this size); 128 times the default, it holds minutes of a tight loop.
 // Sizes from 4 GiB on do not fit the map's 32-bit size at all.
 const MaxRingBufSize = 1 << 30
 
@@ -230,32 +224,34 @@ func Open(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("loading BPF spec: %w", err)
 	}
 	spec.Maps[SfwatchMapEvents].MaxEntries = uint32(cfg.RingBufSize)
-	counterRow, err := perCPU(spec.Maps[SfwatchMapCounters])
-	if err != nil {
-		return nil, err
+	for _, name := range []string{SfwatchMapCounters, SfwatchMapLatencyLog2} {
+		if err := perCPU(spec.Maps[name]); err != nil {
+			return nil, err
+		}
 	}
-	latencyRow, err := perCPU(spec.Maps[SfwatchMapLatencyLog2])
-	if err != nil {
-		return nil, err
+	// Through bpf2go's typed specs: a misspelt name does not compile.
+	var vars SfwatchVariableSpecs
+	if err := spec.Assign(&vars); err != nil {
+		return nil, fmt.Errorf("loading BPF variables: %w", err)
 	}
-	consts := map[string]any{
-		"target_cgroup_id": cfg.CgroupID,
-		"target_level":     cfg.CgroupLevel,
-		"sample_every":     cfg.SampleEvery,
+	consts := []constant{
+		{vars.TargetCgroupId, cfg.CgroupID},
+		{vars.TargetLevel, cfg.CgroupLevel},
+		{vars.SampleEvery, cfg.SampleEvery},
 		// Wake the reader once an eighth of the buffer is unread; below
-		// that it drains on its own timer (see Reader).
-		"wakeup_bytes": uint64(cfg.RingBufSize / 8),
+		// that it drains on its own timer (internal/session).
+		{vars.WakeupBytes, uint64(cfg.RingBufSize / 8)},
 	}
 	if cfg.Follow {
-		follow, err := followConsts(cfg.CgroupPath)
+		follow, err := followConsts(&vars, cfg.CgroupPath)
 		if err != nil {
 			return nil, err
 		}
-		maps.Copy(consts, follow)
+		consts = append(consts, follow...)
 	}
-	for name, v := range consts {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("setting %s: %w", name, err)
+	for _, c := range consts {
+		if err := c.spec.Set(c.value); err != nil {
+			return nil, fmt.Errorf("setting %s: %w", c.spec.Name, err)
 		}
 	}
 
@@ -274,13 +270,6 @@ func Open(cfg Config) (*Tracer, error) {
 	if err := t.coll.Assign(&t.objs); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("loading BPF maps: %w", err)
-	}
-	if t.counters, err = newCPURows(t.objs.Counters, counterRow); err == nil {
-		t.latency, err = newCPURows(t.objs.LatencyLog2, latencyRow)
-	}
-	if err != nil {
-		t.Close()
-		return nil, err
 	}
 	// What is left are the data sections (.bss, .rodata): the programs
 	// hold them, Go never reads them, so their descriptors go.
@@ -301,11 +290,6 @@ func Open(cfg Config) (*Tracer, error) {
 			t.kretprobe = l
 		}
 		t.links = append(t.links, l)
-	}
-	t.reader, err = newRing(t.objs.Events.FD(), int(t.objs.Events.MaxEntries()))
-	if err != nil {
-		t.Close()
-		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
 	}
 	return t, nil
 }
@@ -350,7 +334,7 @@ func (p program) attach(prog *ebpf.Program) (l link.Link, err error) {
 		l, err = link.Kprobe(p.target, prog, nil)
 	case kretprobe:
 		// The default maxactive (max(10, 2 x CPUs) calls in
-		// flight): exits beyond it are counted, see Snapshot.
+		// flight): exits beyond it are counted, see Skips.
 		l, err = link.Kretprobe(p.target, prog, nil)
 	}
 	if err != nil {
@@ -362,9 +346,27 @@ func (p program) attach(prog *ebpf.Program) (l link.Link, err error) {
 	return l, nil
 }
 
+// perCPU gives spec one row of its max_entries slots for every possible
+// CPU: counters and latency_log2 are arrays read through memory (see
+// internal/counters), which per-CPU maps cannot be.
+func perCPU(spec *ebpf.MapSpec) error {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("counting possible CPUs: %w", err)
+	}
+	spec.MaxEntries *= uint32(cpus)
+	return nil
+}
+
+// constant is a value for one of the programs' constants, set before load.
+type constant struct {
+	spec  *ebpf.VariableSpec
+	value any
+}
+
 // followConsts are the constants of the follow programs: the group's path
 // as the kernel prints it, and where task_struct keeps what they read.
-func followConsts(cgroupPath string) (map[string]any, error) {
+func followConsts(vars *SfwatchVariableSpecs, cgroupPath string) ([]constant, error) {
 	path := strings.TrimSuffix(cgroupPath, "/")
 	var buf [256]byte // TARGET_PATH_MAX in bpf/sfwatch.c
 	if len(path) > len(buf) {
@@ -375,13 +377,13 @@ func followConsts(cgroupPath string) (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("finding pid, tgid, group_leader and start_boottime in struct task_struct: %w", err)
 	}
-	return map[string]any{
-		"target_path":           buf,
-		"target_path_len":       uint32(len(path)),
-		"task_pid_off":          offs.pid,
-		"task_tgid_off":         offs.tgid,
-		"task_group_leader_off": offs.groupLeader,
-		"task_start_off":        offs.startBoottime,
+	return []constant{
+		{vars.TargetPath, buf},
+		{vars.TargetPathLen, uint32(len(path))},
+		{vars.TaskPidOff, offs.pid},
+		{vars.TaskTgidOff, offs.tgid},
+		{vars.TaskGroupLeaderOff, offs.groupLeader},
+		{vars.TaskStartOff, offs.startBoottime},
 	}, nil
 }
 
@@ -447,12 +449,7 @@ func (t *Tracer) Followed() ([]Task, error) {
 
 // Close detaches the programs and frees every map. Idempotent.
 func (t *Tracer) Close() error {
-	errs := []error{t.Detach()}
-	if t.reader != nil {
-		// Kept, closed: a consumer still running gets os.ErrClosed.
-		errs = append(errs, t.reader.close())
-	}
-	errs = append(errs, t.objs.Close())
+	errs := []error{t.Detach(), t.objs.Close()}
 	if t.coll != nil {
 		t.coll.Close()
 	}
@@ -463,7 +460,7 @@ func (t *Tracer) Close() error {
 // ring buffer readable, so the caller can drain and read final totals.
 //
 // The links are closed in parallel: each close waits for an RCU grace
-// period in the kernel (about 27 ms here), and concurrent closes share it.
+// period in the kernel, and concurrent closes share it.
 func (t *Tracer) Detach() error {
 	var missedErr error
 	if t.kretprobe != nil {
@@ -477,7 +474,7 @@ func (t *Tracer) Detach() error {
 }
 
 // closeLinks closes links in parallel: each close waits for an RCU grace
-// period in the kernel (about 27 ms here), and concurrent closes share it.
+// period in the kernel, and concurrent closes share it.
 func closeLinks(links []link.Link) error {
 	errs := make([]error, len(links))
 	var wg sync.WaitGroup
@@ -488,101 +485,22 @@ func closeLinks(links []link.Link) error {
 	return errors.Join(errs...)
 }
 
-// ReadInto waits for the next record, or until the deadline set with
-// SetDeadline passes (os.ErrDeadlineExceeded, after the records present at
-// that time have been returned), or until Flush (ringbuf.ErrFlushed).
-// Below the wakeup threshold the kernel does not wake us, so the caller
-// keeps a short deadline to pick up a trickle of events promptly. One
-// record at a time, copied: Drain is the fast path.
-func (t *Tracer) ReadInto(rec *ringbuf.Record) error { return t.reader.readInto(rec) }
+// Maps are the programs' maps, for the packages that read them: Events
+// for a ringreader.Reader, the counter maps for a counters.Reader. They
+// stay readable after Detach, until Close.
+func (t *Tracer) Maps() *SfwatchMaps { return &t.objs }
 
-// Drain hands every record committed so far to fn, in order and in place:
-// raw is only valid during the call, and fn must not keep it. It returns
-// how many records it handed over, and fn's first error.
-func (t *Tracer) Drain(fn func(raw []byte) error) (int, error) { return t.reader.drainAll(fn) }
-
-// Wait blocks until the BPF side wakes the reader (once the unread data
-// passes the wakeup threshold), the deadline set with SetDeadline passes
-// (os.ErrDeadlineExceeded), or Flush is called (ringbuf.ErrFlushed). It
-// returns nil on a wakeup; records below the threshold are only picked up
-// by the next Drain.
-func (t *Tracer) Wait() error { return t.reader.wait() }
-
-// SetDeadline bounds the next ReadInto and Wait calls.
-func (t *Tracer) SetDeadline(d time.Time) { t.reader.deadline = d }
-
-// Flush makes a blocked ReadInto or Wait return ringbuf.ErrFlushed (ReadInto
-// after what is in the buffer): the final drain.
-func (t *Tracer) Flush() error { return t.reader.flush() }
-
-// RingBufSize is the size of the ring buffer in bytes.
-func (t *Tracer) RingBufSize() int { return t.reader.size }
-
-// Counters holds the summed per-CPU totals, indexed by SfwatchCounter.
-type Counters [SfwatchCounterCOUNTER_MAX]uint64
-
-// Get returns one total.
-func (c *Counters) Get(i SfwatchCounter) uint64 { return c[i] }
-
-// Snapshot is every kernel-side total at one moment.
-type Snapshot struct {
-	Counters    Counters
-	ErrnoCounts map[syscall.Errno]uint64 // failed calls by errno; only non-zero entries
-	LatencyLog2 [64]uint64               // bucket i: durations in [2^(i-1), 2^i) ns
-	// Skipped counts, by program (every one of Programs but
-	// sched_process_exit, see MissedExits), the times the kernel did not
-	// run it: its recursion misses. The kernel runs one
-	// tracing program at a time per CPU, and from Linux 7.2 syscall
-	// tracepoints run BPF preemptibly, so a thread preempted inside a
-	// program makes the same program skip for every other thread on that
-	// CPU (hence the kprobe mode, see AttachMode). In kprobe mode the
-	// kretprobe's count adds the exits its link missed: calls beyond
-	// maxactive in flight at once. A skipped entry or exit is a call
-	// missing from every total, and a skip cannot be tied to a process:
-	// any thread on the machine that hit the program may have been
-	// skipped. In kprobe mode a map read or write through the bpf syscall
-	// (by any process) holds the CPU's BPF-active flag, which kprobes
-	// share, and a thread preempted inside one makes the kprobes on that
-	// CPU skip; sfwatch reads its totals through memory for that reason.
-	Skipped map[string]uint64
-	// MissedExits counts the thread exits the kernel skipped telling the
-	// BPF side (sched_process_exit's skips, for any thread on the
-	// machine). A skip costs no call: it leaves a stale entry among the
-	// run's tasks, which the task's start time shows up for what it is.
-	MissedExits uint64
+// Skips reads, by program (every one of Programs but ExitProgram), the
+// times the kernel did not run it (counters.Snapshot.Skipped says what
+// that costs), and ExitProgram's apart: missedExits. They are read from
+// the programs and the kretprobe's link, which only the loader holds, and
+// stay readable after Detach.
+func (t *Tracer) Skips() (skipped map[string]uint64, missedExits uint64, err error) {
+	return programSkips(t.coll, programs(), t.kretprobeMissed)
 }
 
-// Snapshot reads and sums the CPUs' counts. The counts are exact whatever
-// happened to the event stream.
-func (t *Tracer) Snapshot() (Snapshot, error) {
-	var s Snapshot
-	// Through memory, no syscall: see counters in bpf/sfwatch.c.
-	if err := t.counters.sum(s.Counters[:]); err != nil {
-		return s, fmt.Errorf("reading counters: %w", err)
-	}
-	if err := t.latency.sum(s.LatencyLog2[:]); err != nil {
-		return s, fmt.Errorf("reading latency histogram: %w", err)
-	}
-	mem, err := t.objs.ErrnoCounts.Memory()
-	if err != nil {
-		return s, fmt.Errorf("reading errno counts: %w", err)
-	}
-	errnos := make([]byte, 8*t.objs.ErrnoCounts.MaxEntries())
-	if _, err := mem.ReadAt(errnos, 0); err != nil {
-		return s, fmt.Errorf("reading errno counts: %w", err)
-	}
-	s.ErrnoCounts = make(map[syscall.Errno]uint64)
-	for errno := range len(errnos) / 8 {
-		if n := binary.NativeEndian.Uint64(errnos[errno*8:]); n != 0 {
-			s.ErrnoCounts[syscall.Errno(errno)] = n
-		}
-	}
-	s.Skipped, s.MissedExits, err = programSkips(t.coll, programs(), t.kretprobeMissed)
-	return s, err
-}
-
-// programSkips reads the skips of progs (see Snapshot.Skipped), and
-// ExitProgram's apart; missed gives the kretprobe's missed exits.
+// programSkips reads the skips of progs, and ExitProgram's apart; missed
+// gives the kretprobe's missed exits.
 func programSkips(coll *ebpf.Collection, progs []program, missed func() (uint64, error)) (map[string]uint64, uint64, error) {
 	skipped := make(map[string]uint64, len(progs))
 	var missedExits uint64
@@ -607,16 +525,6 @@ func programSkips(coll *ebpf.Collection, progs []program, missed func() (uint64,
 		}
 	}
 	return skipped, missedExits, nil
-}
-
-// Lost is the events lost so far (COUNTER_LOST), for a notice while the
-// programs run: one slot per CPU, read through memory.
-func (t *Tracer) Lost() (uint64, error) {
-	n, err := t.counters.slot(int(SfwatchCounterCOUNTER_LOST))
-	if err != nil {
-		return 0, fmt.Errorf("reading lost events: %w", err)
-	}
-	return n, nil
 }
 
 // kretprobeMissed is what the kretprobe's link missed: exits beyond

@@ -1,4 +1,4 @@
-package loader
+package loader_test
 
 import (
 	"os"
@@ -10,6 +10,9 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/counters"
+	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // TestStaleMemberIgnored: an entry of the run's tasks whose start time is
@@ -18,13 +21,13 @@ import (
 // of a task started the same way does. The start times the BPF side
 // records are the ones /proc shows (Task.Alive).
 func TestStaleMemberIgnored(t *testing.T) {
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	g, err := cgroup.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	tr, err := Open(Config{CgroupID: g.ID, CgroupLevel: g.Level, Follow: true, CgroupPath: g.Rel})
+	tr, err := loader.Open(loader.Config{CgroupID: g.ID, CgroupLevel: g.Level, Follow: true, CgroupPath: g.Rel})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,13 +43,13 @@ func TestStaleMemberIgnored(t *testing.T) {
 		defer p.Signal(os.Kill)
 		pids[i] = p.Pid()
 	}
-	var members [2]SfwatchMember
+	var members [2]loader.SfwatchMember
 	for i, pid := range pids {
 		key := uint32(pid)
 		// The exec program adds the command; it runs before exec returns,
 		// but Start may return before the child execs.
 		for deadline := time.Now().Add(5 * time.Second); ; {
-			if err := tr.objs.Members.Lookup(&key, &members[i]); err == nil {
+			if err := tr.Maps().Members.Lookup(&key, &members[i]); err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -54,11 +57,11 @@ func TestStaleMemberIgnored(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		task := Task{pid, members[i].StartBoottime}
+		task := loader.Task{pid, members[i].StartBoottime}
 		if !task.Alive() {
 			t.Fatalf("pid %d: start %d ns (BPF) is not /proc's", pid, task.StartBoottime)
 		}
-		if (Task{pid, task.StartBoottime + 1e9/userHZ}).Alive() {
+		if (loader.Task{pid, task.StartBoottime + 1e9/loader.UserHZ}).Alive() {
 			t.Fatalf("pid %d: a start one tick later passes as the same task", pid)
 		}
 	}
@@ -67,7 +70,7 @@ func TestStaleMemberIgnored(t *testing.T) {
 	stale := members[0]
 	stale.StartBoottime--
 	key := uint32(pids[0])
-	if err := tr.objs.Members.Put(&key, &stale); err != nil {
+	if err := tr.Maps().Members.Put(&key, &stale); err != nil {
 		t.Fatal(err)
 	}
 	// Both leave the group, moved by this process to its own group.
@@ -82,18 +85,22 @@ func TestStaleMemberIgnored(t *testing.T) {
 		}
 	}
 
-	s, err := tr.Snapshot()
+	c, err := counters.New(tr.Maps(), tr.Skips)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := s.Counters.Get(SfwatchCounterCOUNTER_ESCAPED); n != 1 {
+	s, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Totals.Escaped; n != 1 {
 		t.Errorf("escaped = %d, want 1 (the task with the real entry)", n)
 	}
 	followed, err := tr.Followed()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Task{pids[1], members[1].StartBoottime}); len(followed) != 1 || followed[0] != want {
+	if want := (loader.Task{pids[1], members[1].StartBoottime}); len(followed) != 1 || followed[0] != want {
 		t.Errorf("followed = %v, want [%v]", followed, want)
 	}
 }

@@ -1,32 +1,32 @@
 // Package metrics exports sfwatch's totals to Prometheus. Calls, bytes,
 // results, offsets and the duration histogram are read from the kernel's
 // per-CPU maps at scrape time, so they are exact whatever happens to the
-// event stream (sampling, a full ring buffer). Only violations, which need
-// the event itself, are counted here from delivered events.
+// event stream (sampling, a full ring buffer). Only delivered events and
+// violations, which need the events themselves, are read from the
+// session's aggregate of them.
 package metrics
 
 import (
 	"math"
-	"math/bits"
 	"net/http"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sfwatch/sfwatch/internal/counters"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
 )
 
 const namespace = "sfwatch"
 
-// Source gives the kernel's totals; the session's tracer is one.
+// Source gives the kernel's totals; the session's counters.Reader is one.
 type Source interface {
-	Snapshot() (loader.Snapshot, error)
+	Snapshot() (counters.Snapshot, error)
 }
 
 // Histogram bounds: 2^10 ns (1 µs) to 2^34 ns (17 s), one bucket per power
@@ -61,23 +61,21 @@ var (
 		"Times the kernel did not run one of sfwatch's programs (its recursion misses); not zero, calls may be missing from every sendfile total, except for sched_process_exit, whose skips cost no call.", []string{"program"}, nil)
 )
 
-// Exporter is a prometheus.Collector and a session sink.
+// Exporter is a prometheus.Collector of one session's totals.
 type Exporter struct {
 	registry *prometheus.Registry
 	childUp  prometheus.Gauge
 
-	// mu guards src; Collect holds it for reading while it takes a
-	// snapshot, so SetSource(nil) returns only once no scrape uses the old
-	// source any more (the tracer can then be closed).
+	// mu guards src and agg; Collect holds it for reading while it takes
+	// a snapshot, so SetSource(nil) returns only once no scrape uses the
+	// old source any more (the tracer can then be closed).
 	mu  sync.RWMutex
-	src Source // nil until tracing starts and after it stops
+	src Source             // nil until tracing starts and after it stops
+	agg *events.Aggregator // nil until tracing starts; kept after, the final counts
 
 	// okMu guards lastOK: see okCalls.
 	okMu   sync.Mutex
 	lastOK uint64
-
-	delivered  atomic.Uint64
-	violations [32]atomic.Uint64 // by rule bit
 }
 
 // New returns an exporter with its own registry (never the global one).
@@ -102,6 +100,14 @@ func (x *Exporter) SetSource(src Source) {
 	x.src = src
 }
 
+// SetEvents points the exporter at the session's aggregate of delivered
+// events, read at every scrape from then on.
+func (x *Exporter) SetEvents(agg *events.Aggregator) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.agg = agg
+}
+
 // SetChildUp sets sfwatch_child_up.
 func (x *Exporter) SetChildUp(up bool) {
 	if up {
@@ -110,17 +116,6 @@ func (x *Exporter) SetChildUp(up bool) {
 		x.childUp.Set(0)
 	}
 }
-
-// Event counts one delivered event (the session's sink interface).
-func (x *Exporter) Event(_ *events.Event, v events.Verdict) {
-	x.delivered.Add(1)
-	for set := uint32(v.Violations); set != 0; set &= set - 1 {
-		x.violations[bits.TrailingZeros32(set)].Add(1)
-	}
-}
-
-// Idle does nothing: there is nothing to flush.
-func (x *Exporter) Idle() {}
 
 // Handler serves /metrics for this exporter's registry. At most limit
 // scrapes run at once; more get 503 rather than piling up. A scrape that
@@ -148,15 +143,17 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	counter(deliveredDesc, x.delivered.Load())
-	for bit := range x.violations {
-		if n := x.violations[bit].Load(); n > 0 {
-			counter(violationsDesc, n, events.Violations(1 << bit).Names()[0])
-		}
-	}
 
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	var delivered uint64
+	if x.agg != nil {
+		delivered = x.agg.Delivered()
+		for rule, n := range x.agg.ViolationsByRule() {
+			counter(violationsDesc, n, rule)
+		}
+	}
+	counter(deliveredDesc, delivered)
 	if x.src == nil {
 		return
 	}
@@ -165,20 +162,20 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(callsDesc, err)
 		return
 	}
-	c := &s.Counters
-	counter(callsDesc, x.okCalls(c), "ok", "")
-	counter(callsDesc, c.Get(loader.SfwatchCounterCOUNTER_SHORT), "short", "")
-	counter(callsDesc, c.Get(loader.SfwatchCounterCOUNTER_EOF), "eof", "")
+	t := &s.Totals
+	counter(callsDesc, x.okCalls(t), "ok", "")
+	counter(callsDesc, t.Short, "short", "")
+	counter(callsDesc, t.EOF, "eof", "")
 	for errno, n := range s.ErrnoCounts {
 		counter(callsDesc, n, "error", events.ErrnoName(errno))
 	}
-	counter(bytesDesc, c.Get(loader.SfwatchCounterCOUNTER_BYTES))
-	counter(offsetDesc, c.Get(loader.SfwatchCounterCOUNTER_OFFSET_NULL), "null")
-	counter(offsetDesc, c.Get(loader.SfwatchCounterCOUNTER_OFFSET_PTR), "pointer")
-	counter(lostDesc, c.Get(loader.SfwatchCounterCOUNTER_LOST))
-	counter(sampledDesc, c.Get(loader.SfwatchCounterCOUNTER_SAMPLED_OUT))
-	counter(restartsDesc, c.Get(loader.SfwatchCounterCOUNTER_RESTARTS))
-	counter(escapedDesc, c.Get(loader.SfwatchCounterCOUNTER_ESCAPED))
+	counter(bytesDesc, t.Bytes)
+	counter(offsetDesc, t.OffsetNull, "null")
+	counter(offsetDesc, t.OffsetPtr, "pointer")
+	counter(lostDesc, t.Lost)
+	counter(sampledDesc, t.SampledOut)
+	counter(restartsDesc, t.Restarts)
+	counter(escapedDesc, t.Escaped)
 	for prog, n := range s.Skipped {
 		counter(skippedDesc, n, prog)
 	}
@@ -188,8 +185,7 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	// two maps are read one after the other while calls go on, and a
 	// bucket must never exceed the count. Once calls stop they are equal.
 	bkts, count := buckets(&s.LatencyLog2)
-	ch <- prometheus.MustNewConstHistogram(durationDesc, count,
-		float64(c.Get(loader.SfwatchCounterCOUNTER_DURATION_NS))/1e9, bkts)
+	ch <- prometheus.MustNewConstHistogram(durationDesc, count, float64(t.DurationNs)/1e9, bkts)
 }
 
 // okCalls is calls - short - eof - errors: the kernel counts no "ok".
@@ -200,13 +196,10 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 // scrape (a counter that goes down reads as a reset to Prometheus). It is
 // exact when calls stop, except after a torn read that counted as ok a call
 // which then failed: that one is absorbed by the next complete call.
-func (x *Exporter) okCalls(c *loader.Counters) uint64 {
-	calls := c.Get(loader.SfwatchCounterCOUNTER_CALLS)
-	other := c.Get(loader.SfwatchCounterCOUNTER_SHORT) + c.Get(loader.SfwatchCounterCOUNTER_EOF) +
-		c.Get(loader.SfwatchCounterCOUNTER_ERRORS)
+func (x *Exporter) okCalls(t *counters.Totals) uint64 {
 	var ok uint64
-	if calls > other {
-		ok = calls - other
+	if other := t.Short + t.EOF + t.Errors; t.Calls > other {
+		ok = t.Calls - other
 	}
 	x.okMu.Lock()
 	defer x.okMu.Unlock()

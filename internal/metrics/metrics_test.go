@@ -14,51 +14,51 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/sfwatch/sfwatch/internal/counters"
 	"github.com/sfwatch/sfwatch/internal/events"
-	"github.com/sfwatch/sfwatch/internal/loader"
 )
 
 // fakeSource is a Source with a snapshot filled in by the test.
 type fakeSource struct {
 	mu    sync.Mutex
-	snap  loader.Snapshot
+	snap  counters.Snapshot
 	err   error
 	reads int
 }
 
-func (f *fakeSource) Snapshot() (loader.Snapshot, error) {
+func (f *fakeSource) Snapshot() (counters.Snapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads++
 	return f.snap, f.err
 }
 
-func (f *fakeSource) set(i loader.SfwatchCounter, v uint64) {
+func (f *fakeSource) set(change func(*counters.Totals)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.snap.Counters[i] = v
+	change(&f.snap.Totals)
 }
 
 // snapshot is a kernel state with a value in every counter: 1000 calls, of
 // which 3 short, 5 at end of file, 7 failed (4 EBADF, 2 EPIPE, 1 EINTR),
 // the rest complete; and 17 interruptions, restarted.
-func snapshot() loader.Snapshot {
-	var s loader.Snapshot
-	c := &s.Counters
-	c[loader.SfwatchCounterCOUNTER_CALLS] = 1000
-	c[loader.SfwatchCounterCOUNTER_BYTES] = 3_950_000
-	c[loader.SfwatchCounterCOUNTER_ERRORS] = 7
-	c[loader.SfwatchCounterCOUNTER_SHORT] = 3
-	c[loader.SfwatchCounterCOUNTER_EOF] = 5
-	c[loader.SfwatchCounterCOUNTER_OFFSET_NULL] = 600
-	c[loader.SfwatchCounterCOUNTER_OFFSET_PTR] = 400
-	c[loader.SfwatchCounterCOUNTER_LOST] = 11
-	c[loader.SfwatchCounterCOUNTER_SAMPLED_OUT] = 13
-	c[loader.SfwatchCounterCOUNTER_UNPAIRED] = 2
-	c[loader.SfwatchCounterCOUNTER_DURATION_NS] = 2_500_000_000 // 2.5 s
-	c[loader.SfwatchCounterCOUNTER_SAMPLE_TICK] = 99
-	c[loader.SfwatchCounterCOUNTER_RESTARTS] = 17
-	c[loader.SfwatchCounterCOUNTER_ESCAPED] = 29
+func snapshot() counters.Snapshot {
+	var s counters.Snapshot
+	s.Totals = counters.Totals{
+		Calls:      1000,
+		Bytes:      3_950_000,
+		Errors:     7,
+		Short:      3,
+		EOF:        5,
+		OffsetNull: 600,
+		OffsetPtr:  400,
+		Lost:       11,
+		SampledOut: 13,
+		Unpaired:   2,
+		DurationNs: 2_500_000_000, // 2.5 s
+		Restarts:   17,
+		Escaped:    29,
+	}
 	s.ErrnoCounts = map[syscall.Errno]uint64{syscall.EBADF: 4, syscall.EPIPE: 2, syscall.EINTR: 1}
 	// 1000 durations: 100 of 0 ns, 200 in [512, 1024) ns (bucket 10), 300
 	// in [2^19, 2^20) (bucket 20), 390 in bucket 34, 10 above 2^34 ns
@@ -116,9 +116,11 @@ func TestEveryFamilyAndValue(t *testing.T) {
 	x.SetSource(src)
 	x.SetChildUp(true)
 	// Three delivered events, two of them with violations.
-	x.Event(&events.Event{}, events.Verdict{})
-	x.Event(&events.Event{}, events.Verdict{Violations: events.RetOverCount | events.OffsetNotAdvanced})
-	x.Event(&events.Event{}, events.Verdict{Violations: events.RetOverCount})
+	var agg events.Aggregator
+	agg.Add(&events.Event{}, events.Verdict{})
+	agg.Add(&events.Event{}, events.Verdict{Violations: events.RetOverCount | events.OffsetNotAdvanced})
+	agg.Add(&events.Event{}, events.Verdict{Violations: events.RetOverCount})
+	x.SetEvents(&agg)
 
 	fams := gather(t, x)
 	want := map[string]map[string]float64{
@@ -306,7 +308,7 @@ func TestBucketsFunction(t *testing.T) {
 // that no bucket ever exceeds it.
 func TestHistogramCountIsItsOwnTotal(t *testing.T) {
 	s := snapshot()
-	s.Counters[loader.SfwatchCounterCOUNTER_CALLS] = 990 // read before 10 more calls landed in the histogram
+	s.Totals.Calls = 990 // read before 10 more calls landed in the histogram
 	x := New("test")
 	x.SetSource(&fakeSource{snap: s})
 	h := gather(t, x)["sfwatch_sendfile_duration_seconds"].GetMetric()[0].GetHistogram()
@@ -334,22 +336,22 @@ func TestOKNeverWrapsNorDecreases(t *testing.T) {
 		t.Fatalf("ok = %v, want 985", got)
 	}
 	// Torn read: errors counted before their calls.
-	src.set(loader.SfwatchCounterCOUNTER_ERRORS, 1000)
+	src.set(func(t *counters.Totals) { t.Errors = 1000 })
 	if got := ok(); got != 985 {
 		t.Errorf("ok after a torn read = %v, want 985 (held, neither wrapped nor 0)", got)
 	}
-	src.set(loader.SfwatchCounterCOUNTER_ERRORS, 7)
-	src.set(loader.SfwatchCounterCOUNTER_CALLS, 2000)
+	src.set(func(t *counters.Totals) { t.Errors = 7 })
+	src.set(func(t *counters.Totals) { t.Calls = 2000 })
 	if got := ok(); got != 1985 {
 		t.Errorf("ok = %v, want 1985", got)
 	}
 	// Calls read ahead of their class, then the class catches up: the
 	// first read over-counts ok by one, the second must not go back.
-	src.set(loader.SfwatchCounterCOUNTER_CALLS, 2001)
+	src.set(func(t *counters.Totals) { t.Calls = 2001 })
 	if got := ok(); got != 1986 {
 		t.Errorf("ok = %v, want 1986", got)
 	}
-	src.set(loader.SfwatchCounterCOUNTER_EOF, 6)
+	src.set(func(t *counters.Totals) { t.EOF = 6 })
 	if got := ok(); got != 1986 {
 		t.Errorf("ok = %v, want 1986 (never lower than before)", got)
 	}
@@ -424,7 +426,7 @@ func TestSetSourceWaitsForScrape(t *testing.T) {
 
 type blockingSource struct{ entered, release chan struct{} }
 
-func (b *blockingSource) Snapshot() (loader.Snapshot, error) {
+func (b *blockingSource) Snapshot() (counters.Snapshot, error) {
 	close(b.entered)
 	<-b.release
 	return snapshot(), nil

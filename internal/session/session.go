@@ -1,6 +1,8 @@
 // Package session runs one traced workload end to end: it wires the group
-// (cgroup), the process (child), the loader (BPF side) and the events
-// (decode, validate, aggregate) together and hands every event to a sink.
+// (cgroup), the process (child), the loader (BPF side), the ring-buffer
+// reader, the counters and the events (decode, validate, aggregate)
+// together, hands every event to a sink, and feeds the counters to the
+// metrics exporter and the loss notice while the programs run.
 //
 // Order matters and is the point of this package: the group exists and the
 // programs are attached before the child's first instruction; the child's
@@ -12,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"sync"
@@ -22,8 +25,11 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/counters"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/metrics"
+	"github.com/sfwatch/sfwatch/internal/ringreader"
 )
 
 // DrainInterval bounds how long a trickle of events waits in the ring
@@ -46,12 +52,16 @@ type Config struct {
 	User           string // see child.Spec.User
 	ForwardSignals bool   // see child.Spec.ForwardSignals
 	Sink           Sink   // nil: events are only counted
-	// Started, when set, is called once the programs are attached, with
-	// the tracer whose totals can then be read at any time (metrics).
-	Started func(*loader.Tracer)
-	// Stopping, when set, is called once before that tracer is closed,
-	// after the final drain: when it returns, nothing may use the tracer.
-	Stopping func()
+	// Metrics, when set, reads the kernel's counters and the aggregate
+	// of the delivered events from when the programs are attached until
+	// just before they are closed, and is told the child is up meanwhile.
+	Metrics Exporter
+	// LossNotice, when set, gets a line in every LossNoticeInterval in
+	// which events were lost while the programs run.
+	LossNotice io.Writer
+	// Started, when set, is called once the programs are attached and the
+	// sinks above are fed: from then on every call is seen.
+	Started func()
 	// ChildStarted, when set, is called by Run with the child's pid once
 	// the child runs, before Run waits for it.
 	ChildStarted func(pid int)
@@ -63,6 +73,14 @@ type Config struct {
 	// has ended (Attach), before the final drain: a sink that may block
 	// should from then on give up within a bounded time.
 	Finishing func()
+}
+
+// Exporter is fed a session's totals while its programs are attached:
+// metrics.Exporter.
+type Exporter interface {
+	SetSource(metrics.Source) // nil: stop reading the previous one
+	SetEvents(*events.Aggregator)
+	SetChildUp(bool)
 }
 
 // GroupCheckInterval is how often Attach checks that its group still exists.
@@ -172,13 +190,16 @@ func Attach(ctx context.Context, group *cgroup.Group, cfg Config) (Outcome, erro
 // watch is the BPF side and its consumer for one group.
 type watch struct {
 	tracer *loader.Tracer
+	reader *ringreader.Reader // the tracer's events
+	counts *counters.Reader   // the tracer's counters
 	sink   Sink
 	agg    events.Aggregator
 	start  time.Time
 	done   chan error
 	once   sync.Once
 
-	stopping func() // Config.Stopping
+	metrics        Exporter // Config.Metrics
+	stopLossNotice func()   // nil without Config.LossNotice
 }
 
 // start loads and attaches the programs for group; follow keeps watching
@@ -195,13 +216,33 @@ func start(group *cgroup.Group, cfg Config, follow bool) (*watch, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &watch{tracer: tracer, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1), stopping: cfg.Stopping}
+	counts, err := counters.New(tracer.Maps(), tracer.Skips)
+	if err != nil {
+		tracer.Close()
+		return nil, err
+	}
+	reader, err := ringreader.New(tracer.Maps().Events)
+	if err != nil {
+		tracer.Close()
+		return nil, err
+	}
+	w := &watch{tracer: tracer, reader: reader, counts: counts, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1), metrics: cfg.Metrics}
 	if w.sink == nil {
 		w.sink = discard{}
 	}
 	go func() { w.done <- w.consume() }()
+	// Until close, the tracer is open: the exporter and the loss notice
+	// read its counters; after close, nothing does.
+	if cfg.LossNotice != nil {
+		w.stopLossNotice = startLossNotice(cfg.LossNotice, LossNoticeInterval, counts)
+	}
+	if w.metrics != nil {
+		w.metrics.SetSource(counts)
+		w.metrics.SetEvents(&w.agg)
+		w.metrics.SetChildUp(true)
+	}
 	if cfg.Started != nil {
-		cfg.Started(tracer)
+		cfg.Started()
 	}
 	return w, nil
 }
@@ -221,12 +262,12 @@ func (w *watch) consume() error {
 		return nil
 	}
 	deadline := time.Now().Add(DrainInterval)
-	w.tracer.SetDeadline(deadline)
+	w.reader.SetDeadline(deadline)
 	for {
-		if _, err := w.tracer.Drain(handle); err != nil {
+		if _, err := w.reader.Drain(handle); err != nil {
 			return err
 		}
-		err := w.tracer.Wait()
+		err := w.reader.Wait()
 		switch {
 		case err == nil:
 			// Woken past the threshold: a busy stream may wake us
@@ -236,14 +277,14 @@ func (w *watch) consume() error {
 			}
 			fallthrough
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			if _, err := w.tracer.Drain(handle); err != nil {
+			if _, err := w.reader.Drain(handle); err != nil {
 				return err
 			}
 			w.sink.Idle()
 			deadline = time.Now().Add(DrainInterval)
-			w.tracer.SetDeadline(deadline)
+			w.reader.SetDeadline(deadline)
 		case errors.Is(err, ringbuf.ErrFlushed):
-			if _, err := w.tracer.Drain(handle); err != nil {
+			if _, err := w.reader.Drain(handle); err != nil {
 				return err
 			}
 			w.sink.Idle()
@@ -261,18 +302,18 @@ func (w *watch) finish() (Outcome, error) {
 	if err := w.tracer.Detach(); err != nil {
 		return out, fmt.Errorf("detaching programs: %w", err)
 	}
-	if err := w.tracer.Flush(); err != nil {
+	if err := w.reader.Flush(); err != nil {
 		return out, fmt.Errorf("flushing ring buffer: %w", err)
 	}
 	if err := <-w.done; err != nil {
 		return out, err
 	}
-	snap, err := w.tracer.Snapshot()
+	snap, err := w.counts.Snapshot()
 	if err != nil {
 		return out, err
 	}
 	out.End = time.Now()
-	out.Summary = w.agg.Summary(totals(snap))
+	out.Summary = w.agg.Summary(snap)
 	return out, nil
 }
 
@@ -311,33 +352,18 @@ func (w *watch) kill(group *cgroup.Group) error {
 
 func (w *watch) close() {
 	w.once.Do(func() {
-		if w.stopping != nil {
-			w.stopping()
+		if w.stopLossNotice != nil {
+			w.stopLossNotice()
 		}
+		if w.metrics != nil {
+			// The aggregate stays: the final counts.
+			w.metrics.SetChildUp(false)
+			w.metrics.SetSource(nil)
+		}
+		// The reader first: a consumer still running gets os.ErrClosed.
+		w.reader.Close()
 		w.tracer.Close()
 	})
-}
-
-// totals converts the kernel's counters into the events package's terms.
-func totals(s loader.Snapshot) events.Totals {
-	c := &s.Counters
-	return events.Totals{
-		Calls:         c.Get(loader.SfwatchCounterCOUNTER_CALLS),
-		Bytes:         c.Get(loader.SfwatchCounterCOUNTER_BYTES),
-		Errors:        c.Get(loader.SfwatchCounterCOUNTER_ERRORS),
-		Short:         c.Get(loader.SfwatchCounterCOUNTER_SHORT),
-		EOF:           c.Get(loader.SfwatchCounterCOUNTER_EOF),
-		OffsetNull:    c.Get(loader.SfwatchCounterCOUNTER_OFFSET_NULL),
-		OffsetPtr:     c.Get(loader.SfwatchCounterCOUNTER_OFFSET_PTR),
-		Lost:          c.Get(loader.SfwatchCounterCOUNTER_LOST),
-		SampledOut:    c.Get(loader.SfwatchCounterCOUNTER_SAMPLED_OUT),
-		Unpaired:      c.Get(loader.SfwatchCounterCOUNTER_UNPAIRED),
-		Restarts:      c.Get(loader.SfwatchCounterCOUNTER_RESTARTS),
-		Escaped:       c.Get(loader.SfwatchCounterCOUNTER_ESCAPED),
-		ErrorsByErrno: s.ErrnoCounts,
-		Skipped:       s.Skipped,
-		MissedExits:   s.MissedExits,
-	}
 }
 
 type discard struct{}

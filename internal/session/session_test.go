@@ -11,18 +11,8 @@ import (
 	"time"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("SFWATCH_REQUIRE_PRIVILEGED") != "" {
-		t.Fatal("needs root (BPF and cgroups), and SFWATCH_REQUIRE_PRIVILEGED is set")
-	}
-	t.Skip("needs root: loads BPF programs and creates cgroups")
-}
 
 // ourGroups lists the cgroups this test process created and left.
 func ourGroups(t *testing.T) []string {
@@ -38,7 +28,7 @@ func ourGroups(t *testing.T) []string {
 // TestRunCancelKillsGroup: cancelling the context ends the command and
 // everything it started, and Run reports the signal.
 func TestRunCancelKillsGroup(t *testing.T) {
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -61,7 +51,7 @@ func TestRunCancelKillsGroup(t *testing.T) {
 // stdout pipe open; Run still returns as soon as the command exits, since
 // it kills the group before waiting for the output to close.
 func TestRunDaemonHoldingOutput(t *testing.T) {
-	requireRoot(t)
+	testenv.RequirePrivileged(t)
 	var stdout bytes.Buffer
 	cmd := exec.Command("sh", "-c", "setsid sleep 300 & echo started")
 	cmd.Stdout = &stdout

@@ -53,7 +53,8 @@ func main() {
 
 	// One P per calling thread: the runtime's own threads then never wait
 	// for a P held by a thread inside sendfile, and the kernel alone
-	// decides who runs (runs with GOMAXPROCS=2 were bimodal otherwise).
+	// decides who runs (with fewer Ps than calling threads, the loop's
+	// time depends on which thread holds a P).
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(*threads)
 	}

@@ -241,13 +241,12 @@ type runResult struct {
 }
 
 type bench struct {
-	c      *config
-	tmp    string // tmpfs scratch
-	www    string
-	nginx  string // nginx prefix dir
-	script string
-	runs   []runResult
-	start  time.Time
+	c     *config
+	tmp   string // tmpfs scratch
+	www   string
+	nginx string // nginx prefix dir
+	runs  []runResult
+	start time.Time
 	// disturbed counts runs done again because others used the machine.
 	disturbed int
 	// startupNs is sfwatch's own CPU for a run with no calls at all.

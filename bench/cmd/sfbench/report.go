@@ -176,7 +176,8 @@ func (b *bench) row(w *workload, o *observer, n int) string {
 	return fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s |\n", name, fig, vs, cpu, rss, delivered, lost)
 }
 
-// targets checks the targets against loop-1t and the servers.
+// targets checks sfwatch's performance targets (bench/README.md, Targets)
+// against loop-1t and the servers.
 func (b *bench) targets() string {
 	var sb strings.Builder
 	sb.WriteString("\n### Targets\n\n| target | measured | met |\n|---|---|---|\n")

@@ -33,7 +33,7 @@ import (
 )
 
 //go:generate ./gen.sh
-//go:generate clang -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -target bpfel -c variants.c -o variants.o
+//go:generate clang -O2 -g -Wall -Werror -nostdinc -I../../../bpf/include -target bpfel -c variants.c -o variants.o
 
 //go:embed variants.o
 var object []byte

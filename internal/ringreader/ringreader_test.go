@@ -1,4 +1,4 @@
-package loader
+package ringreader
 
 import (
 	"errors"
@@ -10,6 +10,9 @@ import (
 
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
+
+	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/loader/loadertest"
 )
 
 // TestDrainWaitFlushClose drives the batch consumer the way a session does:
@@ -17,7 +20,12 @@ import (
 // at the deadline without a wakeup (below the threshold), Flush ends Wait,
 // and after Close every call fails instead of touching unmapped memory.
 func TestDrainWaitFlushClose(t *testing.T) {
-	tr, in, out := openOwnTracer(t, 1<<20)
+	tracer, in, out := loadertest.OpenOwn(t, 1<<20)
+	r, err := New(tracer.Maps().Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
 
 	runtime.LockOSThread()
 	tid := uint32(unix.Gettid())
@@ -29,16 +37,16 @@ func TestDrainWaitFlushClose(t *testing.T) {
 	runtime.UnlockOSThread()
 
 	// Far below the wakeup threshold: no wakeup, the deadline ends Wait.
-	tr.SetDeadline(time.Now().Add(50 * time.Millisecond))
-	if err := tr.Wait(); !errors.Is(err, os.ErrDeadlineExceeded) {
+	r.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	if err := r.Wait(); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Wait = %v, want the deadline", err)
 	}
 	var mine []int64
-	if _, err := tr.Drain(func(raw []byte) error {
-		if len(raw) != int(unsafe.Sizeof(SfwatchEvent{})) {
+	if _, err := r.Drain(func(raw []byte) error {
+		if len(raw) != int(unsafe.Sizeof(loader.SfwatchEvent{})) {
 			t.Fatalf("record of %d bytes", len(raw))
 		}
-		e := (*SfwatchEvent)(unsafe.Pointer(&raw[0]))
+		e := (*loader.SfwatchEvent)(unsafe.Pointer(&raw[0]))
 		if e.Tid == tid {
 			mine = append(mine, e.OffsetBefore)
 		}
@@ -55,15 +63,15 @@ func TestDrainWaitFlushClose(t *testing.T) {
 		}
 	}
 	stop := errors.New("stop")
-	if _, err := tr.Drain(func([]byte) error { return stop }); err != nil && !errors.Is(err, stop) {
+	if _, err := r.Drain(func([]byte) error { return stop }); err != nil && !errors.Is(err, stop) {
 		t.Fatalf("Drain = %v", err)
 	}
 
-	tr.SetDeadline(time.Time{})
+	r.SetDeadline(time.Time{})
 	done := make(chan error, 1)
-	go func() { done <- tr.Wait() }()
+	go func() { done <- r.Wait() }()
 	time.Sleep(20 * time.Millisecond)
-	if err := tr.Flush(); err != nil {
+	if err := r.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -75,13 +83,13 @@ func TestDrainWaitFlushClose(t *testing.T) {
 		t.Fatal("Flush did not end Wait")
 	}
 
-	if err := tr.Close(); err != nil {
+	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tr.Drain(func([]byte) error { return nil }); !errors.Is(err, os.ErrClosed) {
+	if _, err := r.Drain(func([]byte) error { return nil }); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("Drain after Close = %v, want os.ErrClosed", err)
 	}
-	if err := tr.Wait(); !errors.Is(err, os.ErrClosed) {
+	if err := r.Wait(); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("Wait after Close = %v, want os.ErrClosed", err)
 	}
 }

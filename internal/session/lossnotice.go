@@ -1,4 +1,4 @@
-package main
+package session
 
 import (
 	"fmt"
@@ -6,12 +6,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/counters"
 )
 
-// lossNoticeInterval is how often, at most, a run says that events were
-// lost: once per interval in which some were, one line each time.
-const lossNoticeInterval = 10 * time.Second
+// LossNoticeInterval is how often, at most, a session says that events
+// were lost (Config.LossNotice): once per interval in which some were, one
+// line each time.
+const LossNoticeInterval = 10 * time.Second
 
 // lossNotice prints "sfwatch: N events lost in the last 10s" while a
 // session runs. Losses are otherwise only in the final accounting line and
@@ -48,15 +49,15 @@ func (n *lossNotice) run(read func() (uint64, error), tick <-chan time.Time, sto
 	}
 }
 
-// startLossNotice starts the notice for tracer t; the returned func stops
-// it and returns once t is no longer read.
-func startLossNotice(w io.Writer, interval time.Duration, t *loader.Tracer) (stop func()) {
+// startLossNotice starts the notice for the counters c; the returned func
+// stops it and returns once c is no longer read.
+func startLossNotice(w io.Writer, interval time.Duration, c *counters.Reader) (stop func()) {
 	n := &lossNotice{w: w, interval: interval}
 	ticker := time.NewTicker(interval)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		n.run(t.Lost, ticker.C, done)
+		n.run(c.Lost, ticker.C, done)
 	})
 	return func() {
 		ticker.Stop()

@@ -1,4 +1,8 @@
-package loader
+// Package ringreader reads sfwatch's BPF ring buffer (the events map) in
+// place: edge-triggered epoll, records handed out without a copy, the
+// consumer position published once per batch. Whoever consumes the events
+// owns the reader; the loader only hands over the map.
+package ringreader
 
 import (
 	"errors"
@@ -10,12 +14,14 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 )
 
-// ring is sfwatch's consumer of the BPF ring buffer. It replaces
-// cilium/ebpf's ringbuf.Reader on the hot path for three measured reasons:
+// Reader is sfwatch's consumer of the BPF ring buffer, used on the hot path
+// instead of cilium/ebpf's ringbuf.Reader for three reasons (measured in
+// bench/README.md):
 //
 //   - Batched wakeups only work with an edge-triggered epoll: the map's fd
 //     polls readable while any byte is unread, so a level-triggered wait
@@ -33,21 +39,20 @@ import (
 // data pages, mapped twice in a row so that a record that wraps around the
 // end is contiguous in memory.
 //
-// drain, readInto and wait are called from one goroutine; close may come
+// Drain, ReadInto and Wait are called from one goroutine; Close may come
 // from another at any time (a session that fails to start its child), so
 // the mapped memory and the descriptors are only used under mu.
-type ring struct {
+type Reader struct {
 	mu       sync.Mutex
 	consPage []byte // mmap'ed consumer page
 	prodPage []byte // mmap'ed producer page and data, read-only
 	consPos  *uint64
 	prodPos  *uint64
-	data     []byte // 2*size bytes: the data pages twice
+	data     []byte // the data pages twice: twice the map's size
 	mask     uint64
-	size     int
 
 	epfd     int
-	eventfd  int // written by flush
+	eventfd  int // written by Flush
 	deadline time.Time
 
 	// pendingErr is a deadline or flush seen by ReadInto, returned once
@@ -65,13 +70,24 @@ const (
 	publishEvery = 64 << 10
 )
 
-// newRing maps the ring buffer behind fd, of size data bytes.
-func newRing(fd, size int) (_ *ring, err error) {
+// New maps the ring buffer events (a BPF_MAP_TYPE_RINGBUF map). The
+// reader holds the map's memory and watches its fd, so it outlives the
+// map's descriptor.
+func New(events *ebpf.Map) (*Reader, error) {
+	r, err := open(events.FD(), int(events.MaxEntries()))
+	if err != nil {
+		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
+	}
+	return r, nil
+}
+
+// open maps the ring buffer behind fd, of size data bytes.
+func open(fd, size int) (_ *Reader, err error) {
 	page := os.Getpagesize()
-	r := &ring{size: size, mask: uint64(size - 1), epfd: -1, eventfd: -1}
+	r := &Reader{mask: uint64(size - 1), epfd: -1, eventfd: -1}
 	defer func() {
 		if err != nil {
-			r.close()
+			r.Close()
 		}
 	}()
 	if r.consPage, err = unix.Mmap(fd, 0, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
@@ -101,7 +117,8 @@ func newRing(fd, size int) (_ *ring, err error) {
 	return r, nil
 }
 
-func (r *ring) close() error {
+// Close unmaps the buffer; every later call fails with os.ErrClosed.
+func (r *Reader) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var errs []error
@@ -128,7 +145,7 @@ var errBusy = errors.New("ring buffer record not committed yet")
 // drain hands every committed record to fn in order, in place: raw is only
 // valid during the call. It stops at the first record still being written
 // (errBusy), or when fn fails, and publishes how far it read.
-func (r *ring) drain(fn func(raw []byte) error) (n int, err error) {
+func (r *Reader) drain(fn func(raw []byte) error) (n int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.data == nil {
@@ -171,9 +188,12 @@ func (r *ring) drain(fn func(raw []byte) error) (n int, err error) {
 	}
 }
 
-// drainAll is drain that waits out records still being written: a
-// program commits within microseconds of reserving.
-func (r *ring) drainAll(fn func(raw []byte) error) (int, error) {
+// Drain hands every record committed so far to fn, in order and in place:
+// raw is only valid during the call, and fn must not keep it. It returns
+// how many records it handed over, and fn's first error. Records still
+// being written are waited out: a program commits within microseconds of
+// reserving.
+func (r *Reader) Drain(fn func(raw []byte) error) (int, error) {
 	total := 0
 	for {
 		n, err := r.drain(fn)
@@ -185,9 +205,12 @@ func (r *ring) drainAll(fn func(raw []byte) error) (int, error) {
 	}
 }
 
-// wait blocks until the BPF side wakes the reader, the deadline passes
-// (os.ErrDeadlineExceeded) or flush is called (ringbuf.ErrFlushed).
-func (r *ring) wait() error {
+// Wait blocks until the BPF side wakes the reader (once the unread data
+// passes the wakeup threshold), the deadline set with SetDeadline passes
+// (os.ErrDeadlineExceeded), or Flush is called (ringbuf.ErrFlushed). It
+// returns nil on a wakeup; records below the threshold are only picked up
+// by the next Drain.
+func (r *Reader) Wait() error {
 	var events [2]unix.EpollEvent
 	r.mu.Lock()
 	epfd, eventfd := r.epfd, r.eventfd
@@ -226,8 +249,12 @@ func (r *ring) wait() error {
 	}
 }
 
-// flush makes a blocked wait return ringbuf.ErrFlushed.
-func (r *ring) flush() error {
+// SetDeadline bounds the next ReadInto and Wait calls.
+func (r *Reader) SetDeadline(d time.Time) { r.deadline = d }
+
+// Flush makes a blocked ReadInto or Wait return ringbuf.ErrFlushed (ReadInto
+// after what is in the buffer): the final drain.
+func (r *Reader) Flush() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.eventfd < 0 {
@@ -240,10 +267,15 @@ func (r *ring) flush() error {
 	return nil
 }
 
-// readInto copies the next record into rec, waiting as Tracer.ReadInto
-// documents. It publishes the consumer position after every record: the
-// slow path, kept for callers that want one record at a time.
-func (r *ring) readInto(rec *ringbuf.Record) error {
+// ReadInto copies the next record into rec. It waits for one, or until the
+// deadline set with SetDeadline passes (os.ErrDeadlineExceeded, after the
+// records present at that time have been returned), or until Flush
+// (ringbuf.ErrFlushed). Below the wakeup threshold the kernel does not
+// wake the reader, so the caller keeps a short deadline to pick up a
+// trickle of events promptly. It publishes the consumer position after
+// every record: the slow path, kept for callers that want one record at a
+// time; Drain is the fast path.
+func (r *Reader) ReadInto(rec *ringbuf.Record) error {
 	for {
 		got, busy, err := r.readOne(rec)
 		if got || err != nil {
@@ -257,7 +289,7 @@ func (r *ring) readInto(rec *ringbuf.Record) error {
 			r.pendingErr = nil
 			return pe
 		}
-		if err := r.wait(); errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
+		if err := r.Wait(); errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
 			r.pendingErr = err
 		} else if err != nil {
 			return err
@@ -266,7 +298,7 @@ func (r *ring) readInto(rec *ringbuf.Record) error {
 }
 
 // readOne copies the next committed record into rec, if there is one.
-func (r *ring) readOne(rec *ringbuf.Record) (got, busy bool, err error) {
+func (r *Reader) readOne(rec *ringbuf.Record) (got, busy bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.data == nil {

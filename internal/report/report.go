@@ -1,4 +1,7 @@
-package main
+// Package report writes what a finished run leaves for a CI runner: the
+// --report JSON document and the --junit XML, each with the first events
+// behind a failed expectation (Offenders, a session sink).
+package report
 
 import (
 	"bytes"
@@ -12,23 +15,25 @@ import (
 	"github.com/sfwatch/sfwatch/internal/session"
 )
 
-// report is the --report document: one JSON object for a CI runner.
-type report struct {
+// Report is the --report document: one JSON object for a CI runner.
+type Report struct {
 	Version       string            `json:"version"`
 	Command       []string          `json:"command"`
 	Start         time.Time         `json:"start"`
 	End           time.Time         `json:"end"`
 	ExitCode      int               `json:"exit_code"`
-	Summary       reportSummary     `json:"summary"`
+	Summary       summary           `json:"summary"`
 	ErrorsByErrno map[string]uint64 `json:"errors_by_errno"`
 	Violations    map[string]uint64 `json:"violations_by_rule"`
 	Skipped       map[string]uint64 `json:"skipped_by_program"`
-	Expectations  []reportExpect    `json:"expectations"`
+	Expectations  []expectation     `json:"expectations"`
 	// FirstViolations are the first events that broke a contract rule.
 	FirstViolations []json.RawMessage `json:"first_violations"`
 }
 
-type reportSummary struct {
+// summary is the report's "summary" object: which totals it shows,
+// and in what order, is the report's format.
+type summary struct {
 	Calls      uint64 `json:"calls"`
 	Bytes      uint64 `json:"bytes"`
 	Errors     uint64 `json:"errors"`
@@ -54,7 +59,8 @@ type reportSummary struct {
 	MaxNs       int64  `json:"latency_max_ns"`
 }
 
-type reportExpect struct {
+// expectation is one --expect and how it came out.
+type expectation struct {
 	Expr   string `json:"expr"`
 	OK     *bool  `json:"ok"` // null: inconclusive
 	Actual uint64 `json:"actual"`
@@ -64,15 +70,18 @@ type reportExpect struct {
 	lines     string            // the same events as strace-style lines, for JUnit
 }
 
-func newReport(argv []string, o session.Outcome, outcomes []events.Outcome, offending *offenders) *report {
+// New is the report of the run of argv (sfwatch's own arguments for
+// attach) by sfwatch version, with the outcomes of its expectations and
+// the events offending kept for them.
+func New(version string, argv []string, o session.Outcome, outcomes []events.Outcome, offending *Offenders) *Report {
 	s := o.Summary
-	r := &report{
-		Version:  versionString(),
+	r := &Report{
+		Version:  version,
 		Command:  argv,
 		Start:    o.Start,
 		End:      o.End,
 		ExitCode: o.ExitCode,
-		Summary: reportSummary{
+		Summary: summary{
 			Calls: s.Calls, Bytes: s.Bytes, Errors: s.Errors, Short: s.Short, EOF: s.EOF,
 			OffsetNull: s.OffsetNull, OffsetPtr: s.OffsetPtr, Violations: s.Violations,
 			Events: s.Events, Lost: s.Lost, SampledOut: s.SampledOut, Restarts: s.Restarts,
@@ -82,14 +91,14 @@ func newReport(argv []string, o session.Outcome, outcomes []events.Outcome, offe
 		ErrorsByErrno:   s.ErrorsByErrno,
 		Violations:      s.ViolationsByRule,
 		Skipped:         s.SkippedByProgram,
-		Expectations:    []reportExpect{},
+		Expectations:    []expectation{},
 		FirstViolations: eventsJSON(s.FirstViolations),
 	}
 	for i, x := range outcomes {
-		re := reportExpect{Expr: x.Expr, OK: x.OK, Actual: x.Actual, Why: x.Why}
+		re := expectation{Expr: x.Expr, OK: x.OK, Actual: x.Actual, Why: x.Why}
 		if x.OK != nil && !*x.OK {
 			re.Offending = eventsJSON(offending.kept[i])
-			re.lines = eventsText(offending.kept[i])
+			re.lines = offending.Text(i)
 		}
 		r.Expectations = append(r.Expectations, re)
 	}
@@ -97,18 +106,18 @@ func newReport(argv []string, o session.Outcome, outcomes []events.Outcome, offe
 }
 
 // eventsJSON renders events as the JSON objects of --format json.
-func eventsJSON(evs []events.Event) []json.RawMessage {
+func eventsJSON(evs []events.Checked) []json.RawMessage {
 	out := []json.RawMessage{}
 	o := events.JSONOptions{Time: true, WallOffsetNs: events.WallOffset()}
 	for i := range evs {
-		e := &evs[i]
-		line := events.AppendJSON(nil, e, events.Validate(e), o)
+		line := events.AppendJSON(nil, &evs[i].Event, evs[i].Verdict, o)
 		out = append(out, json.RawMessage(bytes.TrimSpace(line)))
 	}
 	return out
 }
 
-func writeJSONReport(path string, r *report) error {
+// WriteJSON writes the report to path, whole (see writeWhole).
+func (r *Report) WriteJSON(path string) error {
 	var data bytes.Buffer
 	enc := json.NewEncoder(&data)
 	enc.SetEscapeHTML(false) // keep "calls>=1" readable
@@ -145,7 +154,8 @@ type junitMessage struct {
 	Text    string `xml:",chardata"`
 }
 
-func writeJUnit(path string, r *report) error {
+// WriteJUnit writes the expectations to path as JUnit XML, whole.
+func (r *Report) WriteJUnit(path string) error {
 	suite := junitSuite{
 		Name:  "sfwatch " + strings.Join(r.Command, " "),
 		Tests: len(r.Expectations),
@@ -173,14 +183,4 @@ func writeJUnit(path string, r *report) error {
 		return fmt.Errorf("writing junit %s: %w", path, err)
 	}
 	return nil
-}
-
-// eventsText renders events as strace-style lines.
-func eventsText(evs []events.Event) string {
-	var b []byte
-	for i := range evs {
-		e := &evs[i]
-		b = events.AppendText(b, e, events.Validate(e), events.TextOptions{})
-	}
-	return string(b)
 }

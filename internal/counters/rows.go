@@ -1,4 +1,4 @@
-package loader
+package counters
 
 import (
 	"encoding/binary"
@@ -12,40 +12,36 @@ import (
 // syscall, which would hold the CPU's BPF-active flag while it reads, and
 // make a kprobe that fires there meanwhile skip.
 type cpuRows struct {
-	mem *ebpf.Memory
-	row int    // slots per CPU
-	buf []byte // one read of the whole map
+	mem  *ebpf.Memory
+	row  int // slots per CPU
+	size int // bytes: a row per possible CPU
 }
 
-// perCPU gives spec one row of its max_entries slots for every possible
-// CPU, and returns the row's length.
-func perCPU(spec *ebpf.MapSpec) (row int, err error) {
+// newCPURows maps m, which the loader sized to a row per possible CPU.
+func newCPURows(m *ebpf.Map) (*cpuRows, error) {
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
-		return 0, fmt.Errorf("counting possible CPUs: %w", err)
+		return nil, fmt.Errorf("counting possible CPUs: %w", err)
 	}
-	row = int(spec.MaxEntries)
-	spec.MaxEntries *= uint32(cpus)
-	return row, nil
-}
-
-func newCPURows(m *ebpf.Map, row int) (*cpuRows, error) {
 	mem, err := m.Memory()
 	if err != nil {
 		return nil, fmt.Errorf("mapping %s: %w", m, err)
 	}
-	return &cpuRows{mem: mem, row: row, buf: make([]byte, 8*m.MaxEntries())}, nil
+	return &cpuRows{mem: mem, row: int(m.MaxEntries()) / cpus, size: 8 * int(m.MaxEntries())}, nil
 }
 
 // sum adds every CPU's row into dst (at most a row long), slot by slot.
+// Safe for concurrent use (scrapes run in parallel): each call reads into
+// its own buffer, a few KiB.
 func (r *cpuRows) sum(dst []uint64) error {
-	if _, err := r.mem.ReadAt(r.buf, 0); err != nil {
+	buf := make([]byte, r.size)
+	if _, err := r.mem.ReadAt(buf, 0); err != nil {
 		return err
 	}
 	clear(dst)
-	for cpu := range len(r.buf) / 8 / r.row {
+	for cpu := range r.size / 8 / r.row {
 		for i := range dst {
-			dst[i] += binary.NativeEndian.Uint64(r.buf[(cpu*r.row+i)*8:])
+			dst[i] += binary.NativeEndian.Uint64(buf[(cpu*r.row+i)*8:])
 		}
 	}
 	return nil
@@ -55,7 +51,7 @@ func (r *cpuRows) sum(dst []uint64) error {
 func (r *cpuRows) slot(i int) (uint64, error) {
 	var n uint64
 	var b [8]byte
-	for cpu := range len(r.buf) / 8 / r.row {
+	for cpu := range r.size / 8 / r.row {
 		if _, err := r.mem.ReadAt(b[:], int64((cpu*r.row+i)*8)); err != nil {
 			return 0, err
 		}
