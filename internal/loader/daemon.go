@@ -100,16 +100,9 @@ func OpenDaemon(maxGroups int) (*Daemon, error) {
 		d.Close()
 		return nil, err
 	}
-	for _, p := range progs {
-		l, err := p.attach(d.coll.Programs[p.name])
-		if err != nil {
-			d.Close()
-			return nil, err
-		}
-		if p.kind == kretprobe {
-			d.kretprobe = l
-		}
-		d.links = append(d.links, l)
+	if d.links, d.kretprobe, err = attachAll(d.coll, progs); err != nil {
+		d.Close()
+		return nil, err
 	}
 	return d, nil
 }

@@ -277,21 +277,31 @@ func Open(cfg Config) (*Tracer, error) {
 		m.Close()
 		delete(t.coll.Maps, name)
 	}
-	for _, p := range progs {
-		if p.follow && !cfg.Follow {
-			continue
-		}
-		l, err := p.attach(t.coll.Programs[p.name])
-		if err != nil {
-			t.Close()
-			return nil, err
-		}
-		if p.kind == kretprobe {
-			t.kretprobe = l
-		}
-		t.links = append(t.links, l)
+	if !cfg.Follow {
+		progs = slices.DeleteFunc(slices.Clone(progs), func(p program) bool { return p.follow })
+	}
+	if t.links, t.kretprobe, err = attachAll(t.coll, progs); err != nil {
+		t.Close()
+		return nil, err
 	}
 	return t, nil
+}
+
+// attachAll attaches progs of coll in order, and returns their links and
+// the kretprobe's among them; on an error, what it attached is detached.
+func attachAll(coll *ebpf.Collection, progs []program) (links []link.Link, kret link.Link, err error) {
+	for _, p := range progs {
+		l, err := p.attach(coll.Programs[p.name])
+		if err != nil {
+			closeLinks(links)
+			return nil, nil, err
+		}
+		if p.kind == kretprobe {
+			kret = l
+		}
+		links = append(links, l)
+	}
+	return links, kret, nil
 }
 
 // prepareKernel mounts tracefs when it is missing, and lifts the memlock
