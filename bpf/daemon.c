@@ -206,30 +206,48 @@ static __always_inline int emit_call(struct inflight *call, __s64 ret, __u64 dur
 	return 0;
 }
 
-// watch_of finds the watched subtree the current thread is in, and
-// returns the id of the group its calls are counted in (0: not watched).
-static __always_inline __u64 group_of_current(void)
+// watch_of_current finds the watched subtree the current thread is in, and
+// the level of the watched group (NULL: not watched).
+static __always_inline struct watch *watch_of_current(__u32 *level)
 {
 	__u64 levels = watch_levels;
 	if (!levels)
-		return 0;
+		return NULL;
 	for (__u32 l = 0; l < MAX_WATCH_LEVEL; l++) {
 		if (!(levels & (1ULL << l)))
 			continue;
 		__u64 id = bpf_get_current_ancestor_cgroup_id(l);
 		struct watch *w = bpf_map_lookup_elem(&watched, &id);
-		if (!w)
-			continue;
-		if (w->depth) {
-			// 0 when the thread's group is not that deep: then
-			// its own group is the one.
-			__u64 at = bpf_get_current_ancestor_cgroup_id(l + w->depth);
-			if (at)
-				return at;
+		if (w) {
+			*level = l;
+			return w;
 		}
-		return bpf_get_current_cgroup_id();
 	}
-	return 0;
+	return NULL;
+}
+
+static __always_inline int watched_current(void)
+{
+	__u32 level;
+	return watch_of_current(&level) != NULL;
+}
+
+// group_of_current returns the id of the group the current thread's calls
+// are counted in (0: not watched).
+static __always_inline __u64 group_of_current(void)
+{
+	__u32 level;
+	struct watch *w = watch_of_current(&level);
+	if (!w)
+		return 0;
+	if (w->depth) {
+		// 0 when the thread's group is not that deep: then its own
+		// group is the one.
+		__u64 at = bpf_get_current_ancestor_cgroup_id(level + w->depth);
+		if (at)
+			return at;
+	}
+	return bpf_get_current_cgroup_id();
 }
 
 // row_of returns the row of group id, taking a free one at its first call,
@@ -278,7 +296,7 @@ int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
 int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 {
-	if (!group_of_current())
+	if (!watched_current())
 		return 0;
 	return exit_call(ctx->ret, NO_ROW);
 }
@@ -295,7 +313,7 @@ int sys_enter_sendfile64_kprobe(struct x86_pt_regs *ctx)
 SEC("kretprobe/__x64_sys_sendfile64")
 int sys_exit_sendfile64_kretprobe(struct x86_pt_regs *ctx)
 {
-	if (!group_of_current())
+	if (!watched_current())
 		return 0;
 	return exit_call((__s64)ctx->ax, NO_ROW);
 }
@@ -303,7 +321,7 @@ int sys_exit_sendfile64_kretprobe(struct x86_pt_regs *ctx)
 SEC("raw_tp/signal_deliver")
 int signal_deliver(struct bpf_raw_tracepoint_args *ctx)
 {
-	if (!group_of_current())
+	if (!watched_current())
 		return 0;
 	return settle_signal(ctx);
 }

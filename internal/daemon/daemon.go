@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/sfwatch/sfwatch/internal/loader"
 	"github.com/sfwatch/sfwatch/internal/ringreader"
 )
@@ -695,6 +697,9 @@ func (d *Daemon) Counters() (loader.DaemonCounters, error) { return d.bpf.Counte
 
 // Skipped is the programs' skips (see loader.Snapshot.Skipped).
 func (d *Daemon) Skipped() (map[string]uint64, error) { return d.bpf.Skipped() }
+
+// RunStats is each program's run count and run time (loader.Daemon.RunStats).
+func (d *Daemon) RunStats() (map[string]*ebpf.ProgramStats, error) { return d.bpf.RunStats() }
 
 // Detach stops counting: the totals stay readable.
 func (d *Daemon) Detach() error {

@@ -264,6 +264,20 @@ func (d *Daemon) Skipped() (map[string]uint64, error) {
 	return skipped, err
 }
 
+// RunStats reads each program's run count and total run time (counted
+// only while BPF statistics are on: ebpf.EnableStats, for benchmarks).
+func (d *Daemon) RunStats() (map[string]*ebpf.ProgramStats, error) {
+	stats := make(map[string]*ebpf.ProgramStats, len(d.progs))
+	for _, p := range d.progs {
+		s, err := d.coll.Programs[p.name].Stats()
+		if err != nil {
+			return nil, fmt.Errorf("reading the statistics of %s: %w", p.name, err)
+		}
+		stats[p.name] = s
+	}
+	return stats, nil
+}
+
 // GroupEvents is the ring buffer of group creations and removals (struct
 // group_event), for a ringreader.Reader: every event wakes the reader.
 func (d *Daemon) GroupEvents() *ebpf.Map { return d.objs.GroupEvents }

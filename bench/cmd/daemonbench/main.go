@@ -7,6 +7,9 @@
 //	daemonbench -scrape N -call CMD       N groups, CMD run once in each, then the
 //	                                      CPU time of a scrape of their metrics
 //
+// With -progstats, BPF statistics are on while CMD runs, and each of the
+// daemon's programs' runs and mean run time are printed after it.
+//
 // The groups are created below a group of its own, removed at the end. It
 // exits with the command's status.
 package main
@@ -15,14 +18,19 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"maps"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/daemon"
@@ -32,6 +40,7 @@ func main() {
 	watched := flag.Bool("watched", false, "run CMD inside a watched subtree")
 	scrape := flag.Int("scrape", 0, "create N groups, run -call in each, and time scrapes")
 	call := flag.String("call", "", "with -scrape: the command run once in each group (split on spaces)")
+	flag.BoolVar(&progStats, "progstats", false, "print the run time of each program per run (BPF statistics on meanwhile)")
 	flag.Parse()
 	code, err := run(*watched, *scrape, strings.Fields(*call), flag.Args())
 	if err != nil {
@@ -40,6 +49,8 @@ func main() {
 	}
 	os.Exit(code)
 }
+
+var progStats bool
 
 func run(watched bool, scrape int, call, args []string) (int, error) {
 	if (scrape > 0) == (len(args) > 0) || scrape > 0 && len(call) == 0 {
@@ -74,9 +85,27 @@ func run(watched bool, scrape int, call, args []string) (int, error) {
 	if watched {
 		where = filepath.Join(top.Path, "w1/app")
 	}
+	if progStats {
+		stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+		if err != nil {
+			return 0, fmt.Errorf("enabling BPF statistics: %w", err)
+		}
+		defer stats.Close()
+	}
 	code, err := runIn(where, args, true)
 	if err != nil {
 		return 0, err
+	}
+	if progStats {
+		stats, err := d.RunStats()
+		if err != nil {
+			return 0, err
+		}
+		for _, name := range slices.Sorted(maps.Keys(stats)) {
+			if s := stats[name]; s.RunCount > 0 {
+				fmt.Fprintf(os.Stderr, "daemonbench: %s: %d runs, %.0f ns per run\n", name, s.RunCount, float64(s.Runtime.Nanoseconds())/float64(s.RunCount))
+			}
+		}
 	}
 	totals, err := d.Snapshot()
 	if err != nil {
