@@ -21,9 +21,10 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-// The deepest cgroup level a watched group may be at: the levels are a
-// bit set, and the filter tries each set bit in turn.
-#define MAX_WATCH_LEVEL 32
+// The most subtrees watched at once: a watch list is a handful of paths
+// (one per slice, one per kubelet layout); the next issue's clients add one
+// each.
+#define MAX_WATCHES 64
 
 // Paths longer than this are cut in a group_event (flag GROUP_PATH_CUT):
 // TRACE_CGROUP_PATH_LEN, what the kernel's cgroup tracepoints print at most.
@@ -78,24 +79,25 @@ struct group_event {
 // What the daemon watches: a subtree, and at which depth below it groups
 // are told apart (0: each thread's own group).
 struct watch {
-	__u32 level; // the watched group's depth below the cgroup2 root
+	__u64 id;    // the watched group's cgroup id
+	__u32 level; // its depth below the cgroup2 root
 	__u32 depth;
 };
 
-// The levels that have a watched group, bit i for level i: written by the
-// daemon (through memory) whenever the watched map changes; a thread
-// outside every watched subtree costs one ancestor lookup per set bit.
-__u64 watch_levels = 0;
-
-// The watched subtrees by cgroup id. A hash: ids are sparse. 64 entries:
-// a watch list is a handful of paths (one per slice, one per kubelet
-// layout); the next issue's clients add one each.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u64);
-	__type(value, struct watch);
-} watched SEC(".maps");
+// The watched subtrees, sorted by level. Not a map: a call outside every
+// watched subtree, the common case, then costs one ancestor lookup per
+// distinct level and a compare per subtree, with no hashing. Two sets in
+// global data, written by the daemon through memory: it fills the one the
+// programs do not read, then switches watch_active to it, so no program
+// sees a half-written list.
+struct watch_set {
+	__u32 count;
+	__u32 pad;
+	struct watch w[MAX_WATCHES];
+};
+struct watch_set watch_set_0 = {};
+struct watch_set watch_set_1 = {};
+__u32 watch_active = 0; // 0 or 1: the set the programs read
 
 // Each counted group's row, by the group's cgroup id. A hash: ids are
 // sparse. The loader sizes it to --max-groups: it never holds more entries
@@ -157,6 +159,7 @@ const enum row_slot *unused_row_slot __attribute__((unused));
 const enum daemon_counter *unused_daemon_counter __attribute__((unused));
 const enum group_event_kind *unused_group_event_kind __attribute__((unused));
 const struct watch *unused_watch __attribute__((unused));
+const struct watch_set *unused_watch_set __attribute__((unused));
 
 // NO_ROW is the group of an exit that has no row: its unpaired count goes
 // to the daemon's counters.
@@ -206,44 +209,44 @@ static __always_inline int emit_call(struct inflight *call, __s64 ret, __u64 dur
 	return 0;
 }
 
-// watch_of_current finds the watched subtree the current thread is in, and
-// the level of the watched group (NULL: not watched).
-static __always_inline struct watch *watch_of_current(__u32 *level)
+// watch_of_current finds the watched subtree the current thread is in
+// (NULL: not watched).
+static __always_inline struct watch *watch_of_current(void)
 {
-	__u64 levels = watch_levels;
-	if (!levels)
-		return NULL;
-	for (__u32 l = 0; l < MAX_WATCH_LEVEL; l++) {
-		if (!(levels & (1ULL << l)))
-			continue;
-		__u64 id = bpf_get_current_ancestor_cgroup_id(l);
-		struct watch *w = bpf_map_lookup_elem(&watched, &id);
-		if (w) {
-			*level = l;
-			return w;
+	struct watch_set *set = watch_active ? &watch_set_1 : &watch_set_0;
+	__u32 n = set->count;
+	__u32 last = 0xffffffff;
+	__u64 ancestor = 0;
+	for (__u32 i = 0; i < MAX_WATCHES; i++) {
+		if (i >= n)
+			break;
+		struct watch *w = &set->w[i];
+		if (w->level != last) {
+			last = w->level;
+			ancestor = bpf_get_current_ancestor_cgroup_id(last);
 		}
+		if (ancestor == w->id)
+			return w;
 	}
 	return NULL;
 }
 
 static __always_inline int watched_current(void)
 {
-	__u32 level;
-	return watch_of_current(&level) != NULL;
+	return watch_of_current() != NULL;
 }
 
 // group_of_current returns the id of the group the current thread's calls
 // are counted in (0: not watched).
 static __always_inline __u64 group_of_current(void)
 {
-	__u32 level;
-	struct watch *w = watch_of_current(&level);
+	struct watch *w = watch_of_current();
 	if (!w)
 		return 0;
 	if (w->depth) {
 		// 0 when the thread's group is not that deep: then its own
 		// group is the one.
-		__u64 at = bpf_get_current_ancestor_cgroup_id(level + w->depth);
+		__u64 at = bpf_get_current_ancestor_cgroup_id(w->level + w->depth);
 		if (at)
 			return at;
 	}

@@ -114,6 +114,9 @@ func (f *daemonFlags) watchList(mount string) ([]string, error) {
 			return nil, err
 		}
 	}
+	if len(paths) > loader.MaxWatches {
+		return nil, fmt.Errorf("%d paths to watch: at most %d", len(paths), loader.MaxWatches)
+	}
 	return paths, nil
 }
 

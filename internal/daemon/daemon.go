@@ -153,9 +153,6 @@ func CheckWatch(mount, path string) (string, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("--watch %s: %w", path, err)
 	}
-	if level(rel) >= 32 {
-		return "", fmt.Errorf("--watch %s: deeper than 31 levels", path)
-	}
 	return rel, nil
 }
 
@@ -253,6 +250,9 @@ func (d *Daemon) SetWatch(paths []string) error {
 			rels = append(rels, rel)
 		}
 	}
+	if len(rels) > loader.MaxWatches {
+		return fmt.Errorf("watching %d paths: at most %d", len(rels), loader.MaxWatches)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var keep []*watch
@@ -261,14 +261,12 @@ func (d *Daemon) SetWatch(paths []string) error {
 			keep = append(keep, w)
 			continue
 		}
-		if w.id != 0 {
-			if err := d.bpf.Unwatch(w.id); err != nil {
-				return err
-			}
-		}
 		fmt.Fprintf(d.log, "sfwatch: no longer watching %s\n", w.rel)
 	}
 	d.watches = keep
+	if err := d.pushWatches(); err != nil {
+		return err
+	}
 	for _, rel := range rels {
 		if slices.ContainsFunc(d.watches, func(w *watch) bool { return w.rel == rel }) {
 			continue
@@ -279,7 +277,7 @@ func (d *Daemon) SetWatch(paths []string) error {
 			return err
 		}
 	}
-	return d.setLevels()
+	return nil
 }
 
 // activate watches w if its path exists, and names the groups below it.
@@ -294,23 +292,25 @@ func (d *Daemon) activate(w *watch) error {
 	if err != nil {
 		return fmt.Errorf("watching %s: %w", w.rel, err)
 	}
-	if err := d.bpf.Watch(id, w.level, d.depth); err != nil {
+	w.id = id
+	if err := d.pushWatches(); err != nil {
+		w.id = 0
 		return err
 	}
-	w.id = id
 	d.walk(w.rel)
 	fmt.Fprintf(d.log, "sfwatch: watching %s (cgroup id %d)\n", w.rel, id)
 	return nil
 }
 
-func (d *Daemon) setLevels() error {
-	var mask uint64
+// pushWatches hands the watched paths that exist to the programs.
+func (d *Daemon) pushWatches() error {
+	var ws []loader.Watch
 	for _, w := range d.watches {
 		if w.id != 0 {
-			mask |= 1 << w.level
+			ws = append(ws, loader.Watch{ID: w.id, Level: w.level, Depth: d.depth})
 		}
 	}
-	return d.bpf.SetLevels(mask)
+	return d.bpf.SetWatches(ws)
 }
 
 func inode(path string) (uint64, error) {
@@ -403,13 +403,11 @@ func (d *Daemon) groupEvent(e *loader.DaemonGroupEvent) {
 		for _, w := range d.watches {
 			if w.id == 0 && w.rel == path {
 				// A path watched before it existed: from here on.
-				if err := d.bpf.Watch(e.Id, w.level, d.depth); err != nil {
+				w.id = e.Id
+				if err := d.pushWatches(); err != nil {
+					w.id = 0
 					fmt.Fprintf(d.log, "sfwatch: %v\n", err)
 					continue
-				}
-				w.id = e.Id
-				if err := d.setLevels(); err != nil {
-					fmt.Fprintf(d.log, "sfwatch: %v\n", err)
 				}
 				fmt.Fprintf(d.log, "sfwatch: %s was created: watching it (cgroup id %d)\n", path, e.Id)
 			}
@@ -424,9 +422,10 @@ func (d *Daemon) groupEvent(e *loader.DaemonGroupEvent) {
 		for _, w := range d.watches {
 			if w.id == e.Id {
 				// Watched again if the path comes back.
-				d.bpf.Unwatch(e.Id)
 				w.id = 0
-				d.setLevels()
+				if err := d.pushWatches(); err != nil {
+					fmt.Fprintf(d.log, "sfwatch: %v\n", err)
+				}
 				fmt.Fprintf(d.log, "sfwatch: %s was removed: watched again from the moment it is created\n", w.rel)
 			}
 		}

@@ -40,7 +40,9 @@ type Daemon struct {
 	rows      *ebpf.Memory
 	rowBuf    []byte
 	counters  *ebpf.Memory
-	levels    *ebpf.Variable
+	sets      [2]*ebpf.Variable // watch_set_0, watch_set_1
+	activeVar *ebpf.Variable    // watch_active
+	active    int
 	maxGroups int
 }
 
@@ -120,9 +122,12 @@ func (d *Daemon) open() error {
 	if d.counters, err = d.objs.DaemonCounters.Memory(); err != nil {
 		return fmt.Errorf("mapping %s: %w", d.objs.DaemonCounters, err)
 	}
-	if d.levels = d.coll.Variables[DaemonVarWatchLevels]; d.levels == nil {
-		return errors.New("loading BPF variables: watch_levels is missing")
+	var vars DaemonVariables
+	if err := d.coll.Assign(&vars); err != nil {
+		return fmt.Errorf("loading BPF variables: %w", err)
 	}
+	d.sets = [2]*ebpf.Variable{vars.WatchSet0, vars.WatchSet1}
+	d.activeVar = vars.WatchActive
 	for row := uint32(1); row <= uint32(d.maxGroups); row++ {
 		if err := d.objs.FreeRows.Update(nil, row, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("filling free rows: %w", err)
@@ -134,34 +139,39 @@ func (d *Daemon) open() error {
 // MaxGroups is how many groups get a row of their own.
 func (d *Daemon) MaxGroups() int { return d.maxGroups }
 
-// Watch makes the subtree of group id, at level, watched; depth > 0
-// counts its groups at that depth below it rather than each leaf.
-// SetLevels must then include level.
-func (d *Daemon) Watch(id uint64, level, depth uint32) error {
-	if level >= 32 {
-		return fmt.Errorf("watching group %d: at level %d, deeper than the 31 levels the filter tries", id, level)
-	}
-	if err := d.objs.Watched.Update(id, DaemonWatch{Level: level, Depth: depth}, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("watching group %d: %w", id, err)
-	}
-	return nil
+// Watch is one watched subtree: the group's id and level, and the depth
+// below it at which groups are told apart (0: each thread's own group).
+type Watch struct {
+	ID           uint64
+	Level, Depth uint32
 }
 
-// Unwatch stops watching the subtree of group id.
-func (d *Daemon) Unwatch(id uint64) error {
-	if err := d.objs.Watched.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("unwatching group %d: %w", id, err)
-	}
-	return nil
-}
+// MaxWatches is how many subtrees can be watched at once (MAX_WATCHES).
+const MaxWatches = len(DaemonWatchSet{}.W)
 
-// SetLevels tells the filter which levels have a watched group (bit i:
-// level i). A level set with no group watched there costs a lookup per
-// call; a watched group whose level is not set is not seen.
-func (d *Daemon) SetLevels(mask uint64) error {
-	if err := d.levels.Set(mask); err != nil {
-		return fmt.Errorf("setting watched levels: %w", err)
+// SetWatches makes ws the watched subtrees, from the programs' next run
+// on: it fills the set they do not read, then switches them to it. Calls
+// from one daemon goroutine at a time.
+func (d *Daemon) SetWatches(ws []Watch) error {
+	if len(ws) > MaxWatches {
+		return fmt.Errorf("watching %d subtrees: at most %d", len(ws), MaxWatches)
 	}
+	ws = slices.Clone(ws)
+	// Sorted by level: the programs look each level's ancestor up once.
+	slices.SortStableFunc(ws, func(a, b Watch) int { return int(a.Level) - int(b.Level) })
+	var set DaemonWatchSet
+	set.Count = uint32(len(ws))
+	for i, w := range ws {
+		set.W[i].Id, set.W[i].Level, set.W[i].Depth = w.ID, w.Level, w.Depth
+	}
+	next := 1 - d.active
+	if err := d.sets[next].Set(set); err != nil {
+		return fmt.Errorf("setting the watched subtrees: %w", err)
+	}
+	if err := d.activeVar.Set(uint32(next)); err != nil {
+		return fmt.Errorf("setting the watched subtrees: %w", err)
+	}
+	d.active = next
 	return nil
 }
 
@@ -267,9 +277,18 @@ func (d *Daemon) Skipped() (map[string]uint64, error) {
 // RunStats reads each program's run count and total run time (counted
 // only while BPF statistics are on: ebpf.EnableStats, for benchmarks).
 func (d *Daemon) RunStats() (map[string]*ebpf.ProgramStats, error) {
-	stats := make(map[string]*ebpf.ProgramStats, len(d.progs))
-	for _, p := range d.progs {
-		s, err := d.coll.Programs[p.name].Stats()
+	return runStats(d.coll, d.progs)
+}
+
+// RunStats is Daemon.RunStats for run's programs.
+func (t *Tracer) RunStats() (map[string]*ebpf.ProgramStats, error) {
+	return runStats(t.coll, programs())
+}
+
+func runStats(coll *ebpf.Collection, progs []program) (map[string]*ebpf.ProgramStats, error) {
+	stats := make(map[string]*ebpf.ProgramStats, len(progs))
+	for _, p := range progs {
+		s, err := coll.Programs[p.name].Stats()
 		if err != nil {
 			return nil, fmt.Errorf("reading the statistics of %s: %w", p.name, err)
 		}

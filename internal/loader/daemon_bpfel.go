@@ -67,8 +67,21 @@ const (
 
 type DaemonWatch struct {
 	_     structs.HostLayout
+	Id    uint64
 	Level uint32
 	Depth uint32
+}
+
+type DaemonWatchSet struct {
+	_     structs.HostLayout
+	Count uint32
+	Pad   uint32
+	W     [64]struct {
+		_     structs.HostLayout
+		Id    uint64
+		Level uint32
+		Depth uint32
+	}
 }
 
 // Names of all BPF objects in the ELF.
@@ -81,7 +94,6 @@ const (
 	DaemonMapGroupRows                   = "group_rows"
 	DaemonMapInflight                    = "inflight"
 	DaemonMapRows                        = "rows"
-	DaemonMapWatched                     = "watched"
 	DaemonProgCgroupMkdir                = "cgroup_mkdir"
 	DaemonProgCgroupRmdir                = "cgroup_rmdir"
 	DaemonProgSignalDeliver              = "signal_deliver"
@@ -94,7 +106,10 @@ const (
 	DaemonVarUnusedGroupEventKind        = "unused_group_event_kind"
 	DaemonVarUnusedRowSlot               = "unused_row_slot"
 	DaemonVarUnusedWatch                 = "unused_watch"
-	DaemonVarWatchLevels                 = "watch_levels"
+	DaemonVarUnusedWatchSet              = "unused_watch_set"
+	DaemonVarWatchActive                 = "watch_active"
+	DaemonVarWatchSet0                   = "watch_set_0"
+	DaemonVarWatchSet1                   = "watch_set_1"
 )
 
 // LoadDaemon returns the embedded CollectionSpec for Daemon.
@@ -158,7 +173,6 @@ type DaemonMapSpecs struct {
 	GroupRows      *ebpf.MapSpec `ebpf:"group_rows"`
 	Inflight       *ebpf.MapSpec `ebpf:"inflight"`
 	Rows           *ebpf.MapSpec `ebpf:"rows"`
-	Watched        *ebpf.MapSpec `ebpf:"watched"`
 }
 
 // DaemonVariableSpecs contains global variables before they are loaded into the kernel.
@@ -170,7 +184,10 @@ type DaemonVariableSpecs struct {
 	UnusedGroupEventKind *ebpf.VariableSpec `ebpf:"unused_group_event_kind"`
 	UnusedRowSlot        *ebpf.VariableSpec `ebpf:"unused_row_slot"`
 	UnusedWatch          *ebpf.VariableSpec `ebpf:"unused_watch"`
-	WatchLevels          *ebpf.VariableSpec `ebpf:"watch_levels"`
+	UnusedWatchSet       *ebpf.VariableSpec `ebpf:"unused_watch_set"`
+	WatchActive          *ebpf.VariableSpec `ebpf:"watch_active"`
+	WatchSet0            *ebpf.VariableSpec `ebpf:"watch_set_0"`
+	WatchSet1            *ebpf.VariableSpec `ebpf:"watch_set_1"`
 }
 
 // DaemonObjects contains all objects after they have been loaded into the kernel.
@@ -199,7 +216,6 @@ type DaemonMaps struct {
 	GroupRows      *ebpf.Map `ebpf:"group_rows"`
 	Inflight       *ebpf.Map `ebpf:"inflight"`
 	Rows           *ebpf.Map `ebpf:"rows"`
-	Watched        *ebpf.Map `ebpf:"watched"`
 }
 
 func (m *DaemonMaps) Close() error {
@@ -210,7 +226,6 @@ func (m *DaemonMaps) Close() error {
 		m.GroupRows,
 		m.Inflight,
 		m.Rows,
-		m.Watched,
 	)
 }
 
@@ -223,7 +238,10 @@ type DaemonVariables struct {
 	UnusedGroupEventKind *ebpf.Variable `ebpf:"unused_group_event_kind"`
 	UnusedRowSlot        *ebpf.Variable `ebpf:"unused_row_slot"`
 	UnusedWatch          *ebpf.Variable `ebpf:"unused_watch"`
-	WatchLevels          *ebpf.Variable `ebpf:"watch_levels"`
+	UnusedWatchSet       *ebpf.Variable `ebpf:"unused_watch_set"`
+	WatchActive          *ebpf.Variable `ebpf:"watch_active"`
+	WatchSet0            *ebpf.Variable `ebpf:"watch_set_0"`
+	WatchSet1            *ebpf.Variable `ebpf:"watch_set_1"`
 }
 
 // DaemonPrograms contains all programs after they have been loaded into the kernel.

@@ -8,7 +8,9 @@
 //	                                      CPU time of a scrape of their metrics
 //
 // With -progstats, BPF statistics are on while CMD runs, and each of the
-// daemon's programs' runs and mean run time are printed after it.
+// daemon's programs' runs and mean run time are printed after it; with
+// -with-run too, run's programs watch CMD's group alongside, measured the
+// same way.
 //
 // The groups are created below a group of its own, removed at the end. It
 // exits with the command's status.
@@ -34,6 +36,8 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/daemon"
+	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/ringreader"
 )
 
 func main() {
@@ -41,6 +45,7 @@ func main() {
 	scrape := flag.Int("scrape", 0, "create N groups, run -call in each, and time scrapes")
 	call := flag.String("call", "", "with -scrape: the command run once in each group (split on spaces)")
 	flag.BoolVar(&progStats, "progstats", false, "print the run time of each program per run (BPF statistics on meanwhile)")
+	flag.BoolVar(&withRun, "with-run", false, "also load and attach run's programs on CMD's group, their events drained (for -progstats)")
 	flag.Parse()
 	code, err := run(*watched, *scrape, strings.Fields(*call), flag.Args())
 	if err != nil {
@@ -50,7 +55,21 @@ func main() {
 	os.Exit(code)
 }
 
-var progStats bool
+var progStats, withRun bool
+
+// printStats prints each program's runs and mean run time.
+func printStats(what string, read func() (map[string]*ebpf.ProgramStats, error)) {
+	stats, err := read()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "daemonbench:", err)
+		return
+	}
+	for _, name := range slices.Sorted(maps.Keys(stats)) {
+		if s := stats[name]; s.RunCount > 0 {
+			fmt.Fprintf(os.Stderr, "daemonbench: %s %s: %d runs, %.0f ns per run\n", what, name, s.RunCount, float64(s.Runtime.Nanoseconds())/float64(s.RunCount))
+		}
+	}
+}
 
 func run(watched bool, scrape int, call, args []string) (int, error) {
 	if (scrape > 0) == (len(args) > 0) || scrape > 0 && len(call) == 0 {
@@ -85,6 +104,39 @@ func run(watched bool, scrape int, call, args []string) (int, error) {
 	if watched {
 		where = filepath.Join(top.Path, "w1/app")
 	}
+	var tr *loader.Tracer
+	if withRun {
+		// run's programs on the same group, side by side with the
+		// daemon's, their events drained as run --quiet drains them.
+		g, err := cgroup.Open(where)
+		if err != nil {
+			return 0, err
+		}
+		defer g.Close()
+		if tr, err = loader.Open(loader.Config{CgroupID: g.ID, CgroupLevel: g.Level}); err != nil {
+			return 0, err
+		}
+		defer tr.Close()
+		events, err := ringreader.New(tr.Maps().Events)
+		if err != nil {
+			return 0, err
+		}
+		defer events.Close()
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				events.SetDeadline(time.Now().Add(100 * time.Millisecond))
+				events.Wait()
+				events.Drain(func([]byte) error { return nil })
+			}
+		}()
+	}
 	if progStats {
 		stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 		if err != nil {
@@ -97,14 +149,9 @@ func run(watched bool, scrape int, call, args []string) (int, error) {
 		return 0, err
 	}
 	if progStats {
-		stats, err := d.RunStats()
-		if err != nil {
-			return 0, err
-		}
-		for _, name := range slices.Sorted(maps.Keys(stats)) {
-			if s := stats[name]; s.RunCount > 0 {
-				fmt.Fprintf(os.Stderr, "daemonbench: %s: %d runs, %.0f ns per run\n", name, s.RunCount, float64(s.Runtime.Nanoseconds())/float64(s.RunCount))
-			}
+		printStats("daemon", d.RunStats)
+		if tr != nil {
+			printStats("run", tr.RunStats)
 		}
 	}
 	totals, err := d.Snapshot()
