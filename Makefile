@@ -70,7 +70,7 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES); \
 	fi
 
-ci: deps check-generate vet staticcheck test selftest soak kernels-ci-stable
+ci: deps check-generate vet staticcheck test selftest soak kernels-ci
 
 # Soak (as root): a sendfile-heavy child under sfwatch for SOAK_SECONDS,
 # printing sfwatch's RSS, open fds, goroutines and losses at intervals;
@@ -90,24 +90,20 @@ bench:
 
 # Boots Debian kernels in qemu and runs the selftest, doctor and the
 # privileged tests in each (as root; docs/kernels.md). KERNELS="5.10 7.2"
-# for others than the default 6.1, 6.12 and the newest packaged. The whole
-# suite in three guests takes about 23 minutes here (docs/kernels.md).
+# for others than the default 6.1, 6.12 and the newest packaged
+# (docs/kernels.md has how long it takes).
 KERNELS ?= 6.1 6.12 newest
 kernels:
 	scripts/kernels/kernels.sh $(KERNELS)
 
-# What make ci runs of it (about 4 minutes here): the same kernels, with
-# the selftest, doctor, the recursion probe and the tests of what differs
-# between kernels: signal settling, tasks that leave the group, exact
-# totals under load and loss, the first syscall, cleanup without
-# cgroup.kill, the seed's test. One test at a time: on 7.2+ a parallel
-# test's BPF map reads can make the kprobes skip (counted: inconclusive).
+# What make ci runs of it (the three kernels): the selftest, doctor, the
+# recursion probe and the tests of what differs between kernels: signal
+# settling, tasks that leave the group, exact totals under load and loss,
+# the first syscall, cleanup without cgroup.kill, the seed's test. One
+# test at a time, and a test that failed while the kernel skipped one of
+# sfwatch's programs (7.x does, for reasons outside the run; sfwatch says
+# so) runs once more, named in the table (docs/kernels.md).
 KERNELS_CI_RUN := TestRunSignalOrderings|TestRunInterruptedCallEINTR|TestRunRestartedCall|TestRunFollowsEscapedProcess|TestExpectForcedLoss|TestRunThreads|TestRunFirstSyscall|TestCloseWithoutCgroupKill|TestStaleGroupRemoved|TestLinuxSendfile|TestSessionRun
-# In make ci: 6.1 and 6.12 only. On 7.3 one run in about five of this
-# subset still sees a skipped program run (counted, so an exact test fails
-# as inconclusive): make kernels-ci, with the newest kernel, is run by hand.
-kernels-ci-stable:
-	$(MAKE) kernels-ci KERNELS="6.1 6.12"
-.PHONY: kernels kernels-ci kernels-ci-stable
+.PHONY: kernels kernels-ci
 kernels-ci:
-	KERNELS_RUN='$(KERNELS_CI_RUN)' KERNELS_PARALLEL=1 scripts/kernels/kernels.sh $(KERNELS)
+	KERNELS_RUN='$(KERNELS_CI_RUN)' KERNELS_PARALLEL=1 KERNELS_RETRY_SKIPS=1 scripts/kernels/kernels.sh $(KERNELS)

@@ -9,7 +9,9 @@
 # .debs, extracted kernels, logs), KERNELS_TIMEOUT (seconds per test binary
 # inside the guest, default 900), KERNELS_RUN (a -test.run pattern),
 # KERNELS_PARALLEL (-test.parallel: 1 keeps one test's BPF map reads from
-# making another's kprobes skip on 7.2+, see docs/kernels.md).
+# making another's kprobes skip on 7.2+, see docs/kernels.md),
+# KERNELS_RETRY_SKIPS (1: run once more the tests that failed while the
+# kernel skipped a program, see init.sh retry_skipped).
 set -euo pipefail
 
 cache=${KERNELS_CACHE:-/var/cache/sfwatch-kernels}
@@ -134,7 +136,7 @@ boot() {
 	# --foreground: qemu stays in our process group, so a Ctrl-C ends it too.
 	timeout --foreground -k 10 "$bound" qemu-system-x86_64 -accel tcg,thread=single -cpu max -smp 2 -m 1G \
 		-nographic -no-reboot -nic none -kernel "$1" -initrd "$work/initramfs.cpio" \
-		-append "console=ttyS0 quiet loglevel=3 panic=-1 sfwatch.timeout=$test_timeout ${KERNELS_RUN:+sfwatch.run=$KERNELS_RUN} ${KERNELS_PARALLEL:+sfwatch.parallel=$KERNELS_PARALLEL}" \
+		-append "console=ttyS0 quiet loglevel=3 panic=-1 sfwatch.timeout=$test_timeout ${KERNELS_RUN:+sfwatch.run=$KERNELS_RUN} ${KERNELS_PARALLEL:+sfwatch.parallel=$KERNELS_PARALLEL} ${KERNELS_RETRY_SKIPS:+sfwatch.retryskips=$KERNELS_RETRY_SKIPS}" \
 		</dev/null >"$2" 2>&1
 }
 
@@ -163,18 +165,29 @@ main() {
 		boot "$vmlinuz" "$log" || qrc=$?
 		secs=$(($(date +%s) - t0))
 		tr -d '\r' <"$log" >"$log.tmp" && mv "$log.tmp" "$log"
-		read -r pass fail skip < <(awk '/^SFWATCH-KERNELS step=/ {
+		# A step retried after a skipped program run (init.sh retry_skipped)
+		# counts its passes; its failures are the retry step's to count.
+		read -r pass fail skip < <(awk '/^SFWATCH-KERNELS retried=/ { split($2, kv, "="); retried[kv[2]] = 1 }
+		/^SFWATCH-KERNELS step=/ {
 			for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-			p += v["pass"]; f += v["fail"]; s += v["skip"]
-			if (v["rc"] != 0 && v["fail"] == 0) f++ # a step that failed without a test failing
-		} END { print p + 0, f + 0, s + 0 }' "$log")
+			n++; name[n] = v["step"]; P[n] = v["pass"]; F[n] = v["fail"]; S[n] = v["skip"]; RC[n] = v["rc"]
+		} END {
+			for (i = 1; i <= n; i++) {
+				p += P[i]; s += S[i]
+				if (name[i] in retried) continue
+				f += F[i]
+				if (RC[i] != 0 && F[i] == 0) f++ # a step that failed without a test failing
+			}
+			print p + 0, f + 0, s + 0
+		}' "$log")
 		result=pass
 		grep -aq '^SFWATCH-KERNELS done' "$log" || { result="FAIL (no result: qemu exit $qrc)"; }
 		[ "$fail" = 0 ] || result=FAIL
 		[ "$result" = pass ] || failed=1
 		notrun=$(grep -a '^SFWATCH-KERNELS notrun=' "$log" | head -1 | cut -d= -f2- || true)
 		skips=$(grep -a '^SFWATCH-KERNELS skipped=' "$log" | awk '{print $3}' | sort -u | paste -sd, - || true)
-		rows+=("$(printf '%-28s %-18s %5s %5s %5s %6ss  %s%s' "${pkg#linux-image-}" "$version" "$pass" "$fail" "$skip" "$secs" "$result" "${skips:+ (skipped: $skips)}")")
+		retries=$(grep -a '^SFWATCH-KERNELS retried=' "$log" | awk '{sub(/^retried=/, "", $2); print $2 " " $3}' | tr '|' ',' | paste -sd';' - || true)
+		rows+=("$(printf '%-28s %-18s %5s %5s %5s %6ss  %s%s%s' "${pkg#linux-image-}" "$version" "$pass" "$fail" "$skip" "$secs" "$result" "${skips:+ (skipped: $skips)}" "${retries:+ (retried after a skipped program run: $retries)}")")
 		grep -a '^SFWATCH-KERNELS failed=' "$log" | sed "s/^SFWATCH-KERNELS failed=/  ${pkg#linux-image-}: /" >&2 || true
 	done
 
