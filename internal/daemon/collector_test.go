@@ -96,6 +96,10 @@ func TestMetricsKubeletPaths(t *testing.T) {
 	const uid = "6b1a7f0e-2c3d-4e5f-8a9b-1c2d3e4f5a6b"
 	const cid = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0"
 	p := parent(t)
+	// The kubelet's top groups exist before the daemon starts, as on a
+	// node; the pods' groups are created after it, below them.
+	mkdir(t, p, "kubepods.slice")
+	mkdir(t, p, "kubepods")
 	d := start(t, Config{Watch: []string{p.Rel + "/kubepods.slice", p.Rel + "/kubepods"}})
 	systemd := "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + strings.ReplaceAll(uid, "-", "_") + ".slice/cri-containerd-" + cid + ".scope"
 	cgroupfs := "kubepods/burstable/pod" + uid + "/" + cid
