@@ -85,7 +85,7 @@ soak: build
 BENCH_BIN := bench/.bin
 bench:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BENCH_BIN)/sfwatch ./cmd/sfwatch
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/ ./bench/cmd/sendfileloop ./bench/cmd/fileserver ./bench/cmd/floor ./bench/cmd/sfbench
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/ ./bench/cmd/sendfileloop ./bench/cmd/fileserver ./bench/cmd/floor ./bench/cmd/daemonbench ./bench/cmd/sfbench
 	$(BENCH_BIN)/sfbench -bin $(BENCH_BIN) -out bench/.out $(if $(BENCH_QUICK),-quick) $(BENCH_FLAGS)
 
 # Boots Debian kernels in qemu and runs the selftest, doctor and the

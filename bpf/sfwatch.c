@@ -17,6 +17,8 @@
 
 struct task_struct; // only handed from one helper to another
 
+#include "call.h"
+
 #define TARGET_PATH_MAX 256 // longest group path whose escapes are told apart exactly
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -50,57 +52,6 @@ __u32 any_followed = 0;
 // purpose: a lost update costs one wakeup more, never one less.
 __u64 last_wakeup_pos = 0;
 
-// Context of syscalls/sys_enter_sendfile64, written from
-// /sys/kernel/tracing/events/syscalls/sys_enter_sendfile64/format.
-struct sys_enter_sendfile64_ctx {
-	__u64 common;    // common_type, flags, preempt_count, pid
-	__s32 syscall_nr; // offset 8
-	__u32 pad;
-	__u64 out_fd;    // offset 16, an int widened to 8 bytes
-	__u64 in_fd;     // offset 24
-	__u64 offset;    // offset 32, loff_t __user *
-	__u64 count;     // offset 40
-};
-
-// Context of syscalls/sys_exit_sendfile64, from
-// /sys/kernel/tracing/events/syscalls/sys_exit_sendfile64/format.
-struct sys_exit_sendfile64_ctx {
-	__u64 common;
-	__s32 syscall_nr;
-	__u32 pad;
-	__s64 ret; // offset 16
-};
-
-// The head of the kernel's struct k_sigaction, whose first member is its
-// struct sigaction (include/linux/signal_types.h): sa_handler then sa_flags
-// on every 64-bit architecture but MIPS, unchanged since Linux 2.x. Read by
-// offset rather than relocated with CO-RE: a CO-RE relocation makes the
-// loader parse the whole kernel BTF on every run. signal_deliver is a raw
-// tracepoint (see the loader), so its arguments are the kernel's own:
-// trace_signal_deliver(int sig, struct kernel_siginfo *info,
-// struct k_sigaction *ka).
-struct k_sigaction_head {
-	__u64 sa_handler;
-	__u64 sa_flags;
-};
-
-// include/linux/errno.h: what a syscall returns when a signal arrives
-// before it has done anything. Never seen by the program: the kernel
-// restarts the call or turns the code into EINTR as it delivers the signal.
-#define ERESTARTSYS 512           // restart if the handler has SA_RESTART
-#define ERESTARTNOINTR 513        // always restart
-#define ERESTARTNOHAND 514        // restart only if no handler runs
-#define ERESTART_RESTARTBLOCK 516 // as NOHAND, through restart_syscall
-#define EINTR 4
-#define SA_RESTART 0x10000000 // x86-64 and asm-generic uapi signal.h
-#define SIG_DFL 0
-#define SIG_IGN 1
-
-enum event_flag {
-	EVENT_OFFSET_BEFORE_OK = 1, // offset_before was read from user memory
-	EVENT_OFFSET_AFTER_OK = 2,  // offset_after was read from user memory
-};
-
 // One sendfile call, shared with Go through bpf2go -type event.
 struct event {
 	__u64 start_ns;    // CLOCK_MONOTONIC at syscall entry
@@ -118,62 +69,6 @@ struct event {
 	__u32 reserved;
 	__u8 comm[16];
 };
-
-// Indexes into the counters map, shared with Go through bpf2go -type counter.
-enum counter {
-	COUNTER_CALLS,       // completed calls (paired enter/exit)
-	COUNTER_BYTES,       // sum of positive return values
-	COUNTER_ERRORS,      // ret < 0
-	COUNTER_SHORT,       // 0 < ret < count
-	COUNTER_EOF,         // ret == 0
-	COUNTER_OFFSET_NULL, // offset argument was NULL
-	COUNTER_OFFSET_PTR,  // offset argument was a pointer
-	COUNTER_LOST,        // ring buffer full: event dropped, counts kept
-	COUNTER_SAMPLED_OUT, // not emitted because of sample_every
-	COUNTER_UNPAIRED,    // exit without a remembered entry (began before attach, or evicted)
-	COUNTER_DURATION_NS, // sum of call durations, the histogram's sum
-	COUNTER_SAMPLE_TICK, // per-CPU position in the sampling cycle, not a total
-	COUNTER_RESTARTS,    // interrupted by a signal and restarted by the kernel: not calls
-	COUNTER_ESCAPED,     // tasks of the run moved out of its group (followed since)
-	COUNTER_MAX,
-};
-
-#define MAX_ERRNO 4096
-#define LATENCY_BUCKETS 64
-
-enum inflight_state {
-	INFLIGHT_IDLE,
-	INFLIGHT_ACTIVE,      // between entry and exit
-	INFLIGHT_INTERRUPTED, // exited with ERESTART*: restart or EINTR not yet known
-	INFLIGHT_RESTARTING,  // a handler with SA_RESTART decided: the next entry is the restart
-};
-
-// Arguments of a call between entry and exit, per thread.
-struct inflight {
-	__u64 start_ns;
-	__u64 offset_ptr;
-	__s64 offset_before;
-	__u64 count;
-	__s32 out_fd;
-	__s32 in_fd;
-	__u32 flags;
-	__u32 state;          // enum inflight_state
-	__u64 duration_ns;    // INFLIGHT_INTERRUPTED: entry to the interrupted exit
-	__s64 restart_code;   // INFLIGHT_INTERRUPTED: the -ERESTART* it returned
-};
-
-// Per-thread calls in flight: task-local storage, reached from the task
-// itself with no hashing and no lock (an LRU hash takes bucket and LRU-list
-// locks on every update, lookup and delete). A thread is in at
-// most one sendfile at a time; its slot is created at its first call and
-// freed with the thread, so a thread that dies inside the call leaves
-// nothing behind, and memory grows only with the threads that call.
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC); // required for task storage
-	__type(key, int);
-	__type(value, struct inflight);
-} inflight SEC(".maps");
 
 // The event stream. A ring buffer keeps events in call order across CPUs and
 // lets us reserve without copying; its size is set from Go (--ringbuf-size).
@@ -328,76 +223,32 @@ static __always_inline void add(__u32 idx, __u64 n)
 		__sync_fetch_and_add(v, n);
 }
 
-static __always_inline __u32 log2_bucket(__u64 v)
+// The hooks of call.h: sfwatch counts every call in its one set of totals.
+static __always_inline void add_counter(__u32 group, __u32 idx, __u64 n)
 {
-	__u32 b = 0;
-	// Unrolled binary search: the verifier sees no loop.
-	if (v >> 32) { v >>= 32; b += 32; }
-	if (v >> 16) { v >>= 16; b += 16; }
-	if (v >> 8) { v >>= 8; b += 8; }
-	if (v >> 4) { v >>= 4; b += 4; }
-	if (v >> 2) { v >>= 2; b += 2; }
-	if (v >> 1) { v >>= 1; b += 1; }
-	return b + (__u32)v; // 0 -> 0, 1 -> 1, 2..3 -> 2, ...
+	add(idx, n);
 }
 
-// enter_call remembers a call's arguments, as the syscall received them, for
-// its exit. Shared by the entry programs below, which call it for watched
-// tasks only.
-static __always_inline int enter_call(__u64 out_fd, __u64 in_fd, __u64 offset_ptr, __u64 count)
+static __always_inline void add_errno(__u32 group, __u32 errno)
 {
-	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
-						   BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!in)
-		return 0; // out of memory: the exit counts the call as unpaired
-	// The last call was interrupted and no handler turned it into EINTR
-	// (see signal_deliver): this entry is the kernel restarting it.
-	if (in->state == INFLIGHT_INTERRUPTED || in->state == INFLIGHT_RESTARTING)
-		add(COUNTER_RESTARTS, 1);
-
-	in->start_ns = bpf_ktime_get_ns();
-	in->offset_ptr = offset_ptr;
-	in->offset_before = 0;
-	in->count = count;
-	in->out_fd = (__s32)out_fd;
-	in->in_fd = (__s32)in_fd;
-	in->flags = 0;
-	if (offset_ptr &&
-	    bpf_probe_read_user(&in->offset_before, sizeof(in->offset_before),
-				(void *)offset_ptr) == 0)
-		in->flags = EVENT_OFFSET_BEFORE_OK;
-	in->state = INFLIGHT_ACTIVE;
-	return 0;
+	if (errno >= MAX_ERRNO)
+		return;
+	__u64 *n = bpf_map_lookup_elem(&errno_counts, &errno);
+	if (n)
+		__sync_fetch_and_add(n, 1);
 }
 
-// finish_call counts a call that returned ret to the program and emits its
-// event. It runs in the calling thread: at the exit, or for EINTR while the
-// signal is delivered.
-static __always_inline int finish_call(struct inflight *call, __s64 ret, __u64 duration)
+static __always_inline void add_latency(__u32 group, __u32 bucket)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-
-	add(COUNTER_CALLS, 1);
-	add(call->offset_ptr ? COUNTER_OFFSET_PTR : COUNTER_OFFSET_NULL, 1);
-	if (ret > 0) {
-		add(COUNTER_BYTES, ret);
-		if ((__u64)ret < call->count)
-			add(COUNTER_SHORT, 1);
-	} else if (ret == 0) {
-		add(COUNTER_EOF, 1);
-	} else {
-		add(COUNTER_ERRORS, 1);
-		__u32 errno = (__u32)(-ret);
-		if (errno < MAX_ERRNO) {
-			__u64 *n = bpf_map_lookup_elem(&errno_counts, &errno);
-			if (n)
-				__sync_fetch_and_add(n, 1);
-		}
-	}
-	add(COUNTER_DURATION_NS, duration);
-	__u64 *hist = slot(&latency_log2, LATENCY_BUCKETS, log2_bucket(duration));
+	__u64 *hist = slot(&latency_log2, LATENCY_BUCKETS, bucket);
 	if (hist)
 		__sync_fetch_and_add(hist, 1);
+}
+
+// emit_call sends a counted call's event, one in sample_every.
+static __always_inline int emit_call(struct inflight *call, __s64 ret, __u64 duration)
+{
+	__u64 id = bpf_get_current_pid_tgid();
 
 	if (sample_every > 1) {
 		// Not atomic: a preempted program may repeat a position in the
@@ -454,49 +305,19 @@ static __always_inline int finish_call(struct inflight *call, __s64 ret, __u64 d
 	return 0;
 }
 
-// exit_call pairs a call's return value with its entry, counts it and emits
-// it. Shared by the exit programs below, which call it for watched tasks
-// only.
-static __always_inline int exit_call(__s64 ret)
-{
-	__u64 now = bpf_ktime_get_ns();
-	// No create here: a thread whose entry was not seen has no slot, or
-	// an inactive one.
-	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
-	if (!in || in->state != INFLIGHT_ACTIVE) {
-		add(COUNTER_UNPAIRED, 1);
-		return 0;
-	}
-	// Only this thread writes its slot, so it is read in place.
-	__u64 duration = now - in->start_ns;
-	// A signal came before any byte moved. The program never sees these
-	// codes: the kernel restarts the same sendfile (the next entry counts
-	// a restart) or returns EINTR (signal_deliver counts the call). Counting
-	// the interruption as a failed call would make every Go server
-	// preempted mid-call (SIGURG, SA_RESTART) look like it had errors.
-	if (ret <= -ERESTARTSYS && ret >= -ERESTART_RESTARTBLOCK) {
-		in->state = INFLIGHT_INTERRUPTED;
-		in->duration_ns = duration;
-		in->restart_code = ret;
-		return 0;
-	}
-	in->state = INFLIGHT_IDLE;
-	return finish_call(in, ret, duration);
-}
-
 // The entry and exit are attached one of two ways (the loader chooses).
 // Each program tests the cgroup first, so that calls of every other process
 // cost one helper call and no map work.
 //
 // The syscall tracepoints: what sfwatch uses wherever the kernel runs their
 // BPF programs with preemption disabled (before Linux 7.2), and on every
-// architecture.
+// architecture. The kprobe pair: Linux 7.2+ on x86-64 (see call.h).
 SEC("tracepoint/syscalls/sys_enter_sendfile64")
 int sys_enter_sendfile64(struct sys_enter_sendfile64_ctx *ctx)
 {
 	if (!watched())
 		return 0;
-	return enter_call(ctx->out_fd, ctx->in_fd, ctx->offset, ctx->count);
+	return enter_call(ctx->out_fd, ctx->in_fd, ctx->offset, ctx->count, 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
@@ -504,87 +325,32 @@ int sys_exit_sendfile64(struct sys_exit_sendfile64_ctx *ctx)
 {
 	if (!watched())
 		return 0;
-	return exit_call(ctx->ret);
+	return exit_call(ctx->ret, 0);
 }
-
-// A kprobe and a kretprobe on the syscall's x86-64 entry point: from Linux
-// 7.2 the syscall tracepoints run BPF preemptibly, and a thread preempted
-// inside a program makes the kernel skip that program for every other
-// thread on the CPU (docs/kernels.md has how often). Kprobes run BPF
-// with preemption disabled: never skipped in the measurements
-// (docs/kernels.md, scripts/kernels/recexp). Their limit: the kretprobe
-// holds at most maxactive calls in flight; exits beyond it are missed, and
-// the loader counts them as this program's skips.
-//
-// __x64_sys_sendfile64(const struct pt_regs *regs): the syscall's
-// arguments are in the user registers regs points at, read at the x86-64
-// struct pt_regs offsets (arch/x86/include/asm/ptrace.h, unchanged since
-// 4.17 brought the wrappers).
-struct x86_pt_regs {
-	__u64 r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax;
-};
 
 SEC("kprobe/__x64_sys_sendfile64")
 int sys_enter_sendfile64_kprobe(struct x86_pt_regs *ctx)
 {
 	if (!watched())
 		return 0;
-	struct x86_pt_regs user;
-	if (bpf_probe_read_kernel(&user, sizeof(user), (void *)ctx->di))
-		return 0; // cannot happen: regs is on the task's kernel stack
-	// sendfile64(int out_fd, int in_fd, loff_t *offset, size_t count):
-	// di, si, dx, then r10 (the syscall ABI's fourth register).
-	return enter_call(user.di, user.si, user.dx, user.r10);
+	return kprobe_enter(ctx, 0);
 }
 
-// The kretprobe's registers are the kernel's at the wrapper's return: ax
-// holds what the syscall returns.
 SEC("kretprobe/__x64_sys_sendfile64")
 int sys_exit_sendfile64_kretprobe(struct x86_pt_regs *ctx)
 {
 	if (!watched())
 		return 0;
-	return exit_call((__s64)ctx->ax);
+	return exit_call((__s64)ctx->ax, 0);
 }
 
-// signal_deliver runs in the thread that takes a signal, just before the
-// kernel either runs its handler (and, for a syscall that returned
-// ERESTART*, decides between restart and EINTR, arch handle_signal) or
-// applies its default action. It settles an interrupted sendfile the way
-// the kernel is about to.
-//
-// Several signals can be delivered on one return to user space (one burst,
-// or a stop and what came while stopped). Only the first that runs a
-// handler decides: it rewrites the syscall's return register (EINTR, or
-// the syscall number again for a restart), and the handlers after it find
-// no ERESTART* code left to act on. So the first decision is final, and a
-// restart decided here is remembered as such until the next entry.
+// signal_deliver settles a call a signal interrupted (settle_signal).
 SEC("raw_tp/signal_deliver")
 int signal_deliver(struct bpf_raw_tracepoint_args *ctx)
 {
 	if (!watched())
 		return 0;
-	struct inflight *in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
-	if (!in || in->state != INFLIGHT_INTERRUPTED)
-		return 0;
-	struct k_sigaction_head ka;
-	if (bpf_probe_read_kernel(&ka, sizeof(ka), (void *)ctx->args[2]))
-		return 0; // cannot happen for a valid pointer; the call stays unsettled
-	// Ignored, or a default action: no handler runs, so a stop and
-	// continue restarts the call (counted at its next entry), and a fatal
-	// one ends the thread with the call unanswered (not counted).
-	if (ka.sa_handler == SIG_DFL || ka.sa_handler == SIG_IGN)
-		return 0;
-	__s64 code = in->restart_code;
-	int eintr = code == -ERESTARTNOHAND || code == -ERESTART_RESTARTBLOCK ||
-		    (code == -ERESTARTSYS && !(ka.sa_flags & SA_RESTART));
-	if (!eintr) {
-		// Restarted after the handler: the next entry counts it.
-		in->state = INFLIGHT_RESTARTING;
-		return 0;
-	}
-	in->state = INFLIGHT_IDLE;
-	return finish_call(in, -EINTR, in->duration_ns);
+	return settle_signal(ctx);
 }
 
 // The programs below follow the run's tasks: they are attached for run,

@@ -28,6 +28,7 @@ Usage:
   sfwatch run [flags] -- CMD [ARGS...]   start CMD in a new cgroup and trace its sendfile calls
   sfwatch attach --cgroup PATH | --pid PID
                                          watch an existing group until SIGINT/SIGTERM
+  sfwatch daemon --watch PATH...         one observer for the machine: totals per group
   sfwatch doctor [--json]                check that this machine can trace
   sfwatch selftest                       trace a built-in workload and check every call
   sfwatch version                        print the version
@@ -95,6 +96,8 @@ func run(ctx context.Context, args []string) error {
 		return runCommand(ctx, args[1:])
 	case "attach":
 		return attachCommand(ctx, args[1:])
+	case "daemon":
+		return daemonCommand(ctx, args[1:])
 	case "doctor":
 		return doctorCommand(args[1:])
 	case "selftest":

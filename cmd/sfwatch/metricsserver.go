@@ -137,13 +137,23 @@ func fileKind(m fs.FileMode) string {
 // is started, then serves in the background. webConfig has been checked
 // with checkWebConfig, which said it sets webWhat.
 func startMetrics(addr, webConfig, webWhat string) (*metricsServer, error) {
+	exp := metrics.New(versionNumber())
+	m, err := serveMetrics(addr, webConfig, webWhat, exp.Handler(maxConcurrentScrapes, scrapeTimeout))
+	if err != nil {
+		return nil, err
+	}
+	m.exporter = exp
+	return m, nil
+}
+
+// serveMetrics serves handler at /metrics, as startMetrics says.
+func serveMetrics(addr, webConfig, webWhat string, handler http.Handler) (*metricsServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening for metrics on %s: %w", addr, err)
 	}
-	exp := metrics.New(versionNumber())
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", exp.Handler(maxConcurrentScrapes, scrapeTimeout))
+	mux.Handle("/metrics", handler)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
@@ -152,7 +162,6 @@ func startMetrics(addr, webConfig, webWhat string) (*metricsServer, error) {
 		fmt.Fprintln(w, "sfwatch: metrics at /metrics")
 	})
 	m := &metricsServer{
-		exporter: exp,
 		server: &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 5 * time.Second,

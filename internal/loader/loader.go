@@ -215,12 +215,8 @@ func Open(cfg Config) (*Tracer, error) {
 	if cfg.SampleEvery == 0 {
 		cfg.SampleEvery = 1
 	}
-	if err := EnsureTracefs(); err != nil {
+	if err := prepareKernel(); err != nil {
 		return nil, err
-	}
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; a no-op here.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("removing memlock limit: %w", err)
 	}
 
 	spec, err := LoadSfwatch()
@@ -268,17 +264,8 @@ func Open(cfg Config) (*Tracer, error) {
 		}
 	}
 	t := &Tracer{}
-	t.coll, err = ebpf.NewCollection(spec)
-	if err != nil {
-		// A missing feature says more than "map create: invalid argument".
-		if ferr := checkFeatures(Features()); ferr != nil {
-			return nil, ferr
-		}
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("loading BPF programs: %+v", ve)
-		}
-		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	if t.coll, err = newCollection(spec); err != nil {
+		return nil, err
 	}
 	if err := t.coll.Assign(&t.objs); err != nil {
 		t.Close()
@@ -290,35 +277,83 @@ func Open(cfg Config) (*Tracer, error) {
 		m.Close()
 		delete(t.coll.Maps, name)
 	}
-	for _, p := range progs {
-		if p.follow && !cfg.Follow {
-			continue
-		}
-		prog := t.coll.Programs[p.name]
-		var l link.Link
-		switch p.kind {
-		case rawTracepoint:
-			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: p.target, Program: prog})
-		case tracepoint:
-			l, err = link.Tracepoint(p.group, p.target, prog, nil)
-		case kprobe:
-			l, err = link.Kprobe(p.target, prog, nil)
-		case kretprobe:
-			// The default maxactive (max(10, 2 x CPUs) calls in
-			// flight): exits beyond it are counted, see Skips.
-			l, err = link.Kretprobe(p.target, prog, nil)
-			t.kretprobe = l
-		}
-		if err != nil {
-			t.Close()
-			if p.kind == kprobe || p.kind == kretprobe {
-				return nil, fmt.Errorf("attaching %s to %s (%s): %w", p.name, p.target, AttachMode().Why, err)
-			}
-			return nil, fmt.Errorf("attaching tracepoint %s/%s: %w", p.group, p.target, err)
-		}
-		t.links = append(t.links, l)
+	if !cfg.Follow {
+		progs = slices.DeleteFunc(slices.Clone(progs), func(p program) bool { return p.follow })
+	}
+	if t.links, t.kretprobe, err = attachAll(t.coll, progs); err != nil {
+		t.Close()
+		return nil, err
 	}
 	return t, nil
+}
+
+// attachAll attaches progs of coll in order, and returns their links and
+// the kretprobe's among them; on an error, what it attached is detached.
+func attachAll(coll *ebpf.Collection, progs []program) (links []link.Link, kret link.Link, err error) {
+	for _, p := range progs {
+		l, err := p.attach(coll.Programs[p.name])
+		if err != nil {
+			closeLinks(links)
+			return nil, nil, err
+		}
+		if p.kind == kretprobe {
+			kret = l
+		}
+		links = append(links, l)
+	}
+	return links, kret, nil
+}
+
+// prepareKernel mounts tracefs when it is missing, and lifts the memlock
+// limit that kernels before 5.11 charge BPF memory to (a no-op after).
+func prepareKernel() error {
+	if err := EnsureTracefs(); err != nil {
+		return err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("removing memlock limit: %w", err)
+	}
+	return nil
+}
+
+// newCollection loads spec's maps and programs, and says why it could not.
+func newCollection(spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		// A missing feature says more than "map create: invalid argument".
+		if ferr := checkFeatures(Features()); ferr != nil {
+			return nil, ferr
+		}
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("loading BPF programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	}
+	return coll, nil
+}
+
+// attach attaches prog where p says.
+func (p program) attach(prog *ebpf.Program) (l link.Link, err error) {
+	switch p.kind {
+	case rawTracepoint:
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: p.target, Program: prog})
+	case tracepoint:
+		l, err = link.Tracepoint(p.group, p.target, prog, nil)
+	case kprobe:
+		l, err = link.Kprobe(p.target, prog, nil)
+	case kretprobe:
+		// The default maxactive (max(10, 2 x CPUs) calls in
+		// flight): exits beyond it are counted, see Skips.
+		l, err = link.Kretprobe(p.target, prog, nil)
+	}
+	if err != nil {
+		if p.kind == kprobe || p.kind == kretprobe {
+			return nil, fmt.Errorf("attaching %s to %s (%s): %w", p.name, p.target, AttachMode().Why, err)
+		}
+		return nil, fmt.Errorf("attaching tracepoint %s/%s: %w", p.group, p.target, err)
+	}
+	return l, nil
 }
 
 // perCPU gives spec one row of its max_entries slots for every possible
@@ -443,14 +478,21 @@ func (t *Tracer) Detach() error {
 		_, missedErr = t.kretprobeMissed()
 		t.kretprobe = nil
 	}
-	errs := make([]error, len(t.links), len(t.links)+1)
+	err := closeLinks(t.links)
+	t.links = nil
+	return errors.Join(err, missedErr)
+}
+
+// closeLinks closes links in parallel: each close waits for an RCU grace
+// period in the kernel, and concurrent closes share it.
+func closeLinks(links []link.Link) error {
+	errs := make([]error, len(links))
 	var wg sync.WaitGroup
-	for i, l := range t.links {
+	for i, l := range links {
 		wg.Go(func() { errs[i] = l.Close() })
 	}
 	wg.Wait()
-	t.links = nil
-	return errors.Join(append(errs, missedErr)...)
+	return errors.Join(errs...)
 }
 
 // Maps are the programs' maps, for the packages that read them: Events
@@ -464,12 +506,18 @@ func (t *Tracer) Maps() *SfwatchMaps { return &t.objs }
 // the programs and the kretprobe's link, which only the loader holds, and
 // stay readable after Detach.
 func (t *Tracer) Skips() (skipped map[string]uint64, missedExits uint64, err error) {
-	progs := programs()
-	skipped = make(map[string]uint64, len(progs))
+	return programSkips(t.coll, programs(), t.kretprobeMissed)
+}
+
+// programSkips reads the skips of progs, and ExitProgram's apart; missed
+// gives the kretprobe's missed exits.
+func programSkips(coll *ebpf.Collection, progs []program, missed func() (uint64, error)) (map[string]uint64, uint64, error) {
+	skipped := make(map[string]uint64, len(progs))
+	var missedExits uint64
 	for _, p := range progs {
 		// Program info carries recursion misses since Linux 5.12 (zero
 		// before), whether or not BPF statistics are enabled.
-		stats, err := t.coll.Programs[p.name].Stats()
+		stats, err := coll.Programs[p.name].Stats()
 		if err != nil {
 			return nil, 0, fmt.Errorf("reading skips of %s: %w", p.name, err)
 		}
@@ -479,11 +527,11 @@ func (t *Tracer) Skips() (skipped map[string]uint64, missedExits uint64, err err
 		}
 		skipped[p.name] = stats.RecursionMisses
 		if p.kind == kretprobe {
-			missed, err := t.kretprobeMissed()
+			n, err := missed()
 			if err != nil {
 				return nil, 0, fmt.Errorf("reading missed exits of %s: %w", p.name, err)
 			}
-			skipped[p.name] += missed
+			skipped[p.name] += n
 		}
 	}
 	return skipped, missedExits, nil
@@ -496,7 +544,17 @@ func (t *Tracer) kretprobeMissed() (uint64, error) {
 	if t.kretprobe == nil {
 		return t.lastMissed, nil
 	}
-	info, err := t.kretprobe.Info()
+	n, err := linkMissed(t.kretprobe)
+	if err != nil {
+		return 0, err
+	}
+	t.lastMissed = n
+	return n, nil
+}
+
+// linkMissed is what a kprobe link missed.
+func linkMissed(l link.Link) (uint64, error) {
+	info, err := l.Info()
 	if err != nil {
 		return 0, err
 	}
@@ -504,6 +562,5 @@ func (t *Tracer) kretprobeMissed() (uint64, error) {
 	if pe == nil || pe.Kprobe() == nil {
 		return 0, fmt.Errorf("link info of type %v has no kprobe info", info.Type)
 	}
-	t.lastMissed = pe.Kprobe().Missed
-	return t.lastMissed, nil
+	return pe.Kprobe().Missed, nil
 }

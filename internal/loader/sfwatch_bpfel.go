@@ -70,6 +70,8 @@ type SfwatchInflight struct {
 	State        uint32
 	DurationNs   uint64
 	RestartCode  int64
+	Group        uint32
+	Pad          uint32
 }
 
 type SfwatchMember struct {

@@ -149,6 +149,12 @@ var observers = []*observer{
 		wrap: func(b *bench, t *target) []string {
 			return append([]string{b.path("sfwatch"), "run", "--sample", "100", "-o", "/dev/null", "--"}, t.cmd...)
 		}},
+	{name: "daemon-outside", about: "a call outside every watched subtree of a daemon watching three (bench/cmd/daemonbench)", tool: "daemonbench",
+		wrap: func(b *bench, t *target) []string { return append([]string{b.path("daemonbench"), "--"}, t.cmd...) }},
+	{name: "daemon-watched", about: "a call inside one of them: the daemon's totals only, no events", tool: "daemonbench",
+		wrap: func(b *bench, t *target) []string {
+			return append([]string{b.path("daemonbench"), "-watched", "--"}, t.cmd...)
+		}},
 	{name: "bpftrace", about: "bpftrace, enter+exit tracepoints paired per tid, one printf per call (bench/observers/sendfile.bt)", tool: "bpftrace", slow: 5,
 		stream: true, isEvent: func(l []byte) bool { return bytes.HasPrefix(l, []byte("[pid ")) }, lostCount: bpftraceLost,
 		wrap: func(b *bench, t *target) []string {
@@ -722,7 +728,7 @@ func (b *bench) setup() error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (BPF, cgroups, ptrace of children)")
 	}
-	for _, name := range []string{"sfwatch", "floor", "sendfileloop", "fileserver"} {
+	for _, name := range []string{"sfwatch", "floor", "daemonbench", "sendfileloop", "fileserver"} {
 		if _, err := os.Stat(b.path(name)); err != nil {
 			return fmt.Errorf("%s: %w (build with make bench)", b.path(name), err)
 		}
@@ -794,7 +800,7 @@ func run(c *config) error {
 	}
 	var missing []string
 	obs = slices.DeleteFunc(obs, func(o *observer) bool {
-		if o.tool == "" || o.tool == "floor" || o.tool == "sfwatch" {
+		if o.tool == "" || o.tool == "floor" || o.tool == "sfwatch" || o.tool == "daemonbench" {
 			return false
 		}
 		if _, err := exec.LookPath(o.tool); err != nil {

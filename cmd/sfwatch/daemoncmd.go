@@ -1,0 +1,304 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/daemon"
+	"github.com/sfwatch/sfwatch/internal/loader"
+)
+
+const daemonUsage = `Usage: sfwatch daemon [--watch PATH]... [--config FILE] [flags]
+
+One observer for the machine: loads and attaches the programs once and keeps
+exact sendfile(2) totals per cgroup v2 group for every thread in the watched
+subtrees, including groups created later, until SIGINT or SIGTERM (then it
+detaches, prints the accounting line and exits 0). SIGHUP re-reads --config.
+
+Flags:
+  --watch PATH         watch the subtree at PATH (absolute, or relative to the
+                       cgroup2 mount, as attach --cgroup); repeatable. A path
+                       that does not exist yet is watched once it is created
+  --config FILE        more paths to watch, re-read on SIGHUP: one line
+                       "watch PATH" each; blank lines and # comments ignored
+  --group-depth N      count at depth N below the watched path instead of in
+                       each thread's own group (default 0: the leaf)
+  --max-groups N       groups with totals of their own (default 1024); calls of
+                       more are counted under cgroup="_other"
+  --retention DUR      keep the totals of a removed path this long (default 10m)
+  --metrics            serve Prometheus metrics on 127.0.0.1:9464/metrics
+  --metrics-addr ADDR  serve them on ADDR instead (e.g. :9464 for every interface)
+  --web-config FILE    TLS and basic auth for the metrics server (exporter-toolkit format)
+  --lock FILE          the lock that keeps a second daemon from starting
+                       (default /run/sfwatch/daemon.lock)
+
+Exit codes: 0 (stopped by SIGINT or SIGTERM), 2 bad usage, 125 sfwatch failed
+(another daemon runs, say).
+`
+
+// defaultDaemonLock is where the running daemon holds its lock.
+const defaultDaemonLock = "/run/sfwatch/daemon.lock"
+
+// maxDaemonConfigSize bounds --config: a watch list is a few lines.
+const maxDaemonConfigSize = 1 << 20
+
+type daemonFlags struct {
+	watch       []string
+	config      string
+	groupDepth  int
+	maxGroups   int
+	retention   time.Duration
+	metrics     bool
+	metricsAddr string
+	webConfig   string
+	webWhat     string
+	lock        string
+}
+
+type stringList struct{ list *[]string }
+
+func (s stringList) String() string { return "" }
+func (s stringList) Set(v string) error {
+	*s.list = append(*s.list, v)
+	return nil
+}
+
+// readDaemonConfig reads the watch list of a --config file.
+func readDaemonConfig(path string) ([]string, error) {
+	data, err := readConfigFile(path, maxDaemonConfigSize)
+	if err != nil {
+		return nil, err
+	}
+	var paths []string
+	s := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; s.Scan(); n++ {
+		line := strings.TrimSpace(s.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, value, _ := strings.Cut(line, " ")
+		value = strings.TrimSpace(value)
+		if key != "watch" || value == "" {
+			return nil, fmt.Errorf("line %d: %q: want \"watch PATH\"", n, line)
+		}
+		paths = append(paths, value)
+	}
+	return paths, s.Err()
+}
+
+// watchList is the flags' paths and the config file's, each checked: a
+// path out of the cgroup2 mount, or a file, is bad usage.
+func (f *daemonFlags) watchList(mount string) ([]string, error) {
+	paths := f.watch
+	if f.config != "" {
+		more, err := readDaemonConfig(f.config)
+		if err != nil {
+			return nil, fmt.Errorf("--config %s: %w", f.config, err)
+		}
+		paths = append(paths[:len(paths):len(paths)], more...)
+	}
+	for _, p := range paths {
+		if _, err := daemon.CheckWatch(mount, p); err != nil {
+			return nil, err
+		}
+	}
+	if len(paths) > loader.MaxWatches {
+		return nil, fmt.Errorf("%d paths to watch: at most %d", len(paths), loader.MaxWatches)
+	}
+	return paths, nil
+}
+
+func daemonCommand(ctx context.Context, args []string) error {
+	// Held from the start: a signal while the programs load must not kill
+	// the daemon before it can detach and report.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	var f daemonFlags
+	fs := flag.NewFlagSet("daemon", flag.ContinueOnError)
+	fs.Var(stringList{&f.watch}, "watch", "")
+	fs.StringVar(&f.config, "config", "", "")
+	fs.IntVar(&f.groupDepth, "group-depth", 0, "")
+	fs.IntVar(&f.maxGroups, "max-groups", loader.DefaultMaxGroups, "")
+	fs.DurationVar(&f.retention, "retention", daemon.DefaultRetention, "")
+	fs.BoolVar(&f.metrics, "metrics", false, "")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "")
+	fs.StringVar(&f.webConfig, "web-config", "", "")
+	fs.StringVar(&f.lock, "lock", defaultDaemonLock, "")
+	if err := parse(fs, args, daemonUsage); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("daemon: unexpected argument %q; see 'sfwatch daemon --help'", fs.Arg(0))
+	}
+	if f.groupDepth < 0 || f.groupDepth > 31 {
+		return usageError("daemon: --group-depth %d: want 0 to 31", f.groupDepth)
+	}
+	if err := loader.ValidateMaxGroups(f.maxGroups); err != nil {
+		return usageError("daemon: --max-groups: %v", err)
+	}
+	if f.retention <= 0 {
+		return usageError("daemon: --retention %v: want a positive duration, e.g. 10m", f.retention)
+	}
+	if f.metricsAddr != "" {
+		if err := checkListenAddr(f.metricsAddr); err != nil {
+			return usageError("daemon: --metrics-addr %s: %v; want HOST:PORT, e.g. 127.0.0.1:9464 or :9464", f.metricsAddr, err)
+		}
+	}
+	addr := f.metricsAddr
+	if addr == "" && f.metrics {
+		addr = defaultMetricsAddr
+	}
+	if f.webConfig != "" {
+		if addr == "" {
+			return usageError("daemon: --web-config needs --metrics or --metrics-addr")
+		}
+		var err error
+		if f.webWhat, err = checkWebConfig(f.webConfig); err != nil {
+			return usageError("daemon: --web-config %s: %v", f.webConfig, err)
+		}
+	}
+	mount, err := cgroup.Mount()
+	if err != nil {
+		return err
+	}
+	paths, err := f.watchList(mount)
+	if err != nil {
+		return usageError("daemon: %v", err)
+	}
+	if err := requirePrivileges("daemon"); err != nil {
+		return err
+	}
+	if err := loader.CheckKernel(); err != nil {
+		return err
+	}
+	unlock, err := lockDaemon(f.lock)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	d, err := daemon.Start(mount, daemon.Config{
+		Watch:      paths,
+		GroupDepth: f.groupDepth,
+		MaxGroups:  f.maxGroups,
+		Retention:  f.retention,
+		Log:        stderr,
+	})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if addr != "" {
+		h := daemon.Handler(d, daemon.NewRegistry(d, versionNumber()), maxConcurrentScrapes, scrapeTimeout)
+		srv, err := serveMetrics(addr, f.webConfig, f.webWhat, h)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	fmt.Fprintf(stderr, "sfwatch: daemon %d watching %d paths until SIGINT or SIGTERM (SIGHUP re-reads the watch list)\n", os.Getpid(), len(paths))
+
+	for {
+		var sig os.Signal
+		select {
+		case sig = <-sigs:
+		case <-ctx.Done():
+			sig = syscall.SIGTERM
+		}
+		if sig != syscall.SIGHUP {
+			break
+		}
+		paths, err := f.watchList(mount)
+		if err == nil {
+			err = d.SetWatch(paths)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "sfwatch: SIGHUP: %v; the watch list stays as it was\n", err)
+			continue
+		}
+		fmt.Fprintf(stderr, "sfwatch: SIGHUP: watching %d paths\n", len(paths))
+	}
+	if err := d.Detach(); err != nil {
+		return err
+	}
+	fmt.Fprintln(stderr, daemonAccounting(d))
+	return nil
+}
+
+// daemonAccounting is the last line: what the kernel counted, where.
+func daemonAccounting(d *daemon.Daemon) string {
+	totals, err := d.Snapshot()
+	if err != nil {
+		return fmt.Sprintf("sfwatch: reading the totals: %v", err)
+	}
+	var calls uint64
+	for _, t := range totals {
+		calls += t.Calls()
+	}
+	other := totals[daemon.Other]
+	line := fmt.Sprintf("sfwatch: %d calls counted in the kernel in %d groups (%d under %s)", calls, len(totals)-1, other.Calls(), daemon.Other)
+	if skipped, err := d.Skipped(); err == nil {
+		var n uint64
+		for _, s := range skipped {
+			n += s
+		}
+		if n > 0 {
+			line += fmt.Sprintf(", %d program runs skipped by the kernel: totals are lower bounds", n)
+		}
+	}
+	return line
+}
+
+// lockDaemon takes the machine's daemon lock, or says which daemon holds
+// it. The lock goes with the process, however it ends.
+func lockDaemon(path string) (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating the daemon lock %s: %w", path, err)
+	}
+	file, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening the daemon lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(file.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		defer file.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another sfwatch daemon runs: %s (it holds %s)", lockHolder(file), path)
+		}
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	file.Truncate(0)
+	file.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() {
+		file.Truncate(0)
+		file.Close()
+	}, nil
+}
+
+// lockHolder names the daemon that wrote its pid in the lock file.
+func lockHolder(file *os.File) string {
+	buf := make([]byte, 32)
+	n, _ := file.ReadAt(buf, 0)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(buf[:n])))
+	if err != nil {
+		return "pid unknown"
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return "pid " + strconv.Itoa(pid)
+	}
+	return fmt.Sprintf("pid %d, %s", pid, strings.Join(strings.Fields(strings.ReplaceAll(string(cmdline), "\x00", " ")), " "))
+}
