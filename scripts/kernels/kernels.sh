@@ -193,7 +193,7 @@ main() {
 
 	printf '%-28s %-18s %5s %5s %5s %7s  %s\n' KERNEL PACKAGE PASS FAIL SKIP TIME RESULT
 	printf '%s\n' "${rows[@]}"
-	[ -z "$notrun" ] || echo "not run in the guests (a latency bound emulation cannot meet): $notrun"
+	[ -z "$notrun" ] || echo "not run in the guests (bounds that emulation cannot meet, init.sh says which): $notrun"
 	exit $failed
 }
 main "$@"
