@@ -58,6 +58,7 @@ func workloadPID(t *testing.T, stdout string) int {
 
 // errnoText is how strace prints the errors the workloads provoke.
 var errnoText = map[int64]string{
+	-4:  "EINTR (Interrupted system call)",
 	-9:  "EBADF (Bad file descriptor)",
 	-11: "EAGAIN (Resource temporarily unavailable)",
 	-22: "EINVAL (Invalid argument)",
@@ -67,9 +68,17 @@ var errnoText = map[int64]string{
 var errnoNames = map[int64]string{-9: "EBADF", -22: "EINVAL", -29: "ESPIPE"}
 
 // straceLine is the line sfwatch must print for c, written from strace's
-// rules rather than from sfwatch's code: "[pid %5d<comm>] ", the call, "= "
-// at column 40 (at least one space before it), then the result.
+// rules rather than from sfwatch's code: strace -f's line ("[pid %5d] ",
+// the call, "= " at column 40 with at least one space before it, then the
+// result) with "<comm>" added after the pid.
 func straceLine(t *testing.T, c directCall, comm string) string {
+	t.Helper()
+	return straceLineAt(t, c, comm, "")
+}
+
+// straceLineAt is straceLine with a -t, -tt or -ttt time ("S.UUUUUU ")
+// after the prefix: strace counts it towards the column.
+func straceLineAt(t *testing.T, c directCall, comm, stamp string) string {
 	t.Helper()
 	off := "NULL"
 	if !c.Null {
@@ -78,7 +87,8 @@ func straceLine(t *testing.T, c directCall, comm string) string {
 			off += fmt.Sprintf(" => [%d]", c.OffsetAfter)
 		}
 	}
-	line := fmt.Sprintf("[pid %5d<%s>] sendfile(%d, %d, %s, %d) ", c.Tid, comm, c.OutFD, c.InFD, off, c.Count)
+	pid := fmt.Sprintf("[pid %5d", c.Tid)
+	line := fmt.Sprintf("%s] %ssendfile(%d, %d, %s, %d) ", pid, stamp, c.OutFD, c.InFD, off, c.Count)
 	for len(line) < 40 {
 		line += " "
 	}
@@ -90,7 +100,7 @@ func straceLine(t *testing.T, c directCall, comm string) string {
 		}
 		res = "-1 " + text
 	}
-	return line + "= " + res
+	return pid + "<" + comm + ">" + line[len(pid):] + "= " + res
 }
 
 // accountingLine is the last line of every run.
