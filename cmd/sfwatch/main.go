@@ -28,6 +28,8 @@ Usage:
   sfwatch run [flags] -- CMD [ARGS...]   start CMD in a new cgroup and trace its sendfile calls
   sfwatch attach --cgroup PATH | --pid PID
                                          watch an existing group until SIGINT/SIGTERM
+  sfwatch strace [strace's options] CMD  as strace, for what sfwatch can honour (also
+                                         when invoked as strace): 'sfwatch strace -h'
   sfwatch doctor [--json]                check that this machine can trace
   sfwatch selftest                       trace a built-in workload and check every call
   sfwatch version                        print the version
@@ -41,7 +43,11 @@ Exit codes: the child's own status (128+N when killed by signal N);
 
 func main() {
 	ctx := context.Background()
-	if err := run(ctx, os.Args[1:]); err != nil {
+	args := os.Args[1:]
+	if isStraceName(os.Args[0]) {
+		args = append([]string{straceCommand}, args...)
+	}
+	if err := run(ctx, args); err != nil {
 		os.Exit(exitStatus(err))
 	}
 }
@@ -95,6 +101,8 @@ func run(ctx context.Context, args []string) error {
 		return runCommand(ctx, args[1:])
 	case "attach":
 		return attachCommand(ctx, args[1:])
+	case straceCommand:
+		return straceMain(ctx, args[1:])
 	case "doctor":
 		return doctorCommand(args[1:])
 	case "selftest":

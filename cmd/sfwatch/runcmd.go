@@ -252,7 +252,13 @@ func runCommand(ctx context.Context, args []string) error {
 	if err := child.CheckUser(user); err != nil {
 		return usageError("run: %v; give an existing user name or a numeric uid", err)
 	}
-	return watch(&f, argv, func(cfg session.Config) (session.Outcome, error) {
+	return watch(&f, argv, runChild(ctx, cmd, user, held))
+}
+
+// runChild starts cmd as user under tracing: the signals held since
+// before the programs loaded go to the child once it runs.
+func runChild(ctx context.Context, cmd *exec.Cmd, user string, held chan os.Signal) func(session.Config) (session.Outcome, error) {
+	return func(cfg session.Config) (session.Outcome, error) {
 		cfg.User = user
 		cfg.ForwardSignals = true
 		// /proc/self/exe, not a path: it still runs if sfwatch's file was
@@ -268,13 +274,17 @@ func runCommand(ctx context.Context, args []string) error {
 				started(t, agg)
 			}
 		}
+		childStarted := cfg.ChildStarted
 		cfg.ChildStarted = func(pid int) {
+			if childStarted != nil {
+				childStarted(pid)
+			}
 			for _, sig := range pending {
 				syscall.Kill(pid, sig.(syscall.Signal)) // not reaped yet: pid is the child's
 			}
 		}
 		return session.Run(ctx, cmd, cfg)
-	})
+	}
 }
 
 // drainSignals returns the signals waiting in c.

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bytes"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/sfwatch/sfwatch/internal/events"
+)
+
+// Every form of strace's command line that sfwatch honours, as strace's
+// getopt reads it.
+func TestParseStraceArgs(t *testing.T) {
+	cmd := []string{"prog", "-x"}
+	for _, tc := range []struct {
+		args []string
+		want straceOptions
+	}{
+		{[]string{"prog", "-x"}, straceOptions{argv: cmd}},
+		{[]string{"-f", "-q", "prog", "-x"}, straceOptions{follow: 1, quiet: 1, argv: cmd}},
+		{[]string{"-fq", "prog", "-x"}, straceOptions{follow: 1, quiet: 1, argv: cmd}},
+		{[]string{"-ff", "-o", "out", "prog", "-x"}, straceOptions{follow: 2, output: "out", argv: cmd}},
+		{[]string{"-ffoout", "prog", "-x"}, straceOptions{follow: 2, output: "out", argv: cmd}},
+		{[]string{"-qq", "prog", "-x"}, straceOptions{quiet: 2, argv: cmd}},
+		{[]string{"-qqqq", "prog", "-x"}, straceOptions{quiet: 3, argv: cmd}},
+		{[]string{"-oout", "prog", "-x"}, straceOptions{output: "out", argv: cmd}},
+		{[]string{"-e", "trace=sendfile", "prog", "-x"}, straceOptions{traceSet: true, argv: cmd}},
+		{[]string{"-etrace=sendfile64", "prog", "-x"}, straceOptions{traceSet: true, argv: cmd}},
+		{[]string{"-e", "t=sendfile,sendfile64", "prog", "-x"}, straceOptions{traceSet: true, argv: cmd}},
+		{[]string{"-e", "sendfile", "prog", "-x"}, straceOptions{traceSet: true, argv: cmd}},
+		{[]string{"-e", "trace=?sendfile64", "prog", "-x"}, straceOptions{traceSet: true, argv: cmd}},
+		{[]string{"-e", "signal=none", "-e", "quiet=attach", "prog", "-x"}, straceOptions{argv: cmd}},
+		{[]string{"-T", "-t", "prog", "-x"}, straceOptions{durations: true, timestamps: 1, argv: cmd}},
+		{[]string{"-tt", "prog", "-x"}, straceOptions{timestamps: 2, argv: cmd}},
+		{[]string{"-ttt", "prog", "-x"}, straceOptions{timestamps: 3, argv: cmd}},
+		{[]string{"-c", "prog", "-x"}, straceOptions{summary: 'c', argv: cmd}},
+		{[]string{"-C", "prog", "-x"}, straceOptions{summary: 'C', argv: cmd}},
+		{[]string{"-cC", "prog", "-x"}, straceOptions{summary: 'C', argv: cmd}},
+		{[]string{"-u", "nobody", "prog", "-x"}, straceOptions{user: "nobody", argv: cmd}},
+		{[]string{"-a", "60", "prog", "-x"}, straceOptions{column: 60, argv: cmd}},
+		{[]string{"-a0", "prog", "-x"}, straceOptions{column: 1, argv: cmd}},
+		{[]string{"-s", "1024", "prog", "-x"}, straceOptions{argv: cmd}},
+		{[]string{"-p", "42"}, straceOptions{pid: 42}},
+		{[]string{"-fp42", "-p", "42"}, straceOptions{follow: 1, pid: 42}},
+		{[]string{"--", "prog", "-x"}, straceOptions{argv: cmd}},
+		{[]string{"-f", "--", "-prog"}, straceOptions{follow: 1, argv: []string{"-prog"}}},
+		{[]string{"-h"}, straceOptions{help: true}},
+		{[]string{"-V"}, straceOptions{version: true}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			got, err := parseStraceArgs(tc.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got.argv) == 0 {
+				got.argv = nil // empty, as the want
+			}
+			if tc.want.column == 0 {
+				tc.want.column = 40
+			}
+			if !reflect.DeepEqual(*got, tc.want) {
+				t.Errorf("got  %+v\nwant %+v", *got, tc.want)
+			}
+		})
+	}
+}
+
+// What sfwatch cannot honour is refused with one line naming it, status 1
+// (as straceMain turns it into), before anything starts.
+func TestParseStraceArgsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "must have PROG [ARGS] or -p PID"},
+		{[]string{"-f"}, "must have PROG [ARGS] or -p PID"},
+		{[]string{"-Q", "prog"}, "invalid option -- 'Q'"},
+		{[]string{"-fQ", "prog"}, "invalid option -- 'Q'"},
+		{[]string{"-k", "prog"}, "-k: sfwatch cannot honour this strace option (it sees sendfile calls only, through eBPF)"},
+		{[]string{"-y", "prog"}, "-y: sfwatch cannot honour this strace option (it sees sendfile calls only, through eBPF)"},
+		{[]string{"-Y", "prog"}, "-Y: sfwatch cannot honour this strace option (it sees sendfile calls only, through eBPF)"},
+		{[]string{"-X", "raw", "prog"}, "-X: sfwatch cannot honour this strace option (it sees sendfile calls only, through eBPF)"},
+		{[]string{"-P", "/etc/passwd", "prog"}, "-P: sfwatch cannot honour this strace option (it sees sendfile calls only, through eBPF)"},
+		{[]string{"-o"}, "option requires an argument -- 'o'"},
+		{[]string{"-f", "-e"}, "option requires an argument -- 'e'"},
+		{[]string{"--follow-forks", "prog"}, "option '--follow-forks' is not one sfwatch honours as strace; see strace -h"},
+		{[]string{"--output=x", "prog"}, "option '--output' is not one sfwatch honours as strace; see strace -h"},
+		{[]string{"-e", "trace=read", "prog"}, "-e trace=read: sfwatch traces sendfile and sendfile64 only, not 'read'"},
+		{[]string{"-e", "trace=sendfile,write", "prog"}, "-e trace=sendfile,write: sfwatch traces sendfile and sendfile64 only, not 'write'"},
+		{[]string{"-e", "trace=%network", "prog"}, "-e trace=%network: sfwatch traces sendfile and sendfile64 only, not '%network'"},
+		{[]string{"-e", "trace=!sendfile", "prog"}, "-e trace=!sendfile: sfwatch traces sendfile and sendfile64 only, not '!sendfile'"},
+		{[]string{"-e", "open", "prog"}, "-e open: sfwatch traces sendfile and sendfile64 only, not 'open'"},
+		{[]string{"-e", "trace=", "prog"}, "-e trace=: empty system call list"},
+		{[]string{"-e", "signal=all", "prog"}, "-e signal=all: sfwatch shows no signals; only signal=none is honoured"},
+		{[]string{"-e", "inject=sendfile:error=EIO", "prog"}, "-e inject=sendfile:error=EIO: sfwatch cannot honour this strace qualifier (it sees sendfile calls only)"},
+		{[]string{"-e", "verbose=all", "prog"}, "-e verbose=all: sfwatch cannot honour this strace qualifier (it sees sendfile calls only)"},
+		{[]string{"-a", "x", "prog"}, "invalid -a argument: 'x'"},
+		{[]string{"-a", "-1", "prog"}, "invalid -a argument: '-1'"},
+		{[]string{"-s", "many", "prog"}, "invalid -s argument: 'many'"},
+		{[]string{"-p", "0"}, "invalid process id: '0'"},
+		{[]string{"-p", "x"}, "invalid process id: 'x'"},
+		{[]string{"-p", "1", "-p", "2"}, "-p 2: sfwatch follows one process (-p 1 given already)"},
+		{[]string{"-p", "1", "prog"}, "-p PID and PROG both given: sfwatch traces one or the other"},
+		{[]string{"-o", "|cat", "prog"}, "-o |cat: sfwatch writes to files only, not to a command"},
+		{[]string{"-ff", "-o", "x", "-c", "prog"}, "-ff -o FILE with -c: sfwatch writes the -c table to one file only; drop -ff or -c"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, err := parseStraceArgs(tc.args)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if _, ok := err.(straceUsageError); !ok || err.Error() != tc.want {
+				t.Errorf("error %q (%T), want %q", err, err, tc.want)
+			}
+		})
+	}
+}
+
+// The whole of a refusal: one line on stderr, status 1, nothing started
+// (no root needed to be refused).
+func TestStraceRefusalStatus(t *testing.T) {
+	r := sfwatch(t, nil, "strace", "-k", "true")
+	if r.code != straceExitUsage || r.stderr != "strace: -k: sfwatch cannot honour this strace option (it sees sendfile calls only, through eBPF)\n" || r.stdout != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestStraceTextOptions(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want events.Prefix
+	}{
+		{[]string{"p"}, events.PrefixNone},
+		{[]string{"-f", "p"}, events.PrefixPid},
+		{[]string{"-ff", "p"}, events.PrefixPid},
+		{[]string{"-f", "-o", "x", "p"}, events.PrefixFile},
+		{[]string{"-ff", "-o", "x", "p"}, events.PrefixNone},
+	} {
+		o, err := parseStraceArgs(tc.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := o.textOptions(); got.Prefix != tc.want || got.Column != 40 {
+			t.Errorf("%q: prefix %d column %d, want %d 40", tc.args, got.Prefix, got.Column, tc.want)
+		}
+	}
+}
+
+// strace -c's table, as strace 6.1 prints it for the same counts.
+func TestWriteStraceTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeStraceTable(&b, 6, 2, 105_999); err != nil {
+		t.Fatal(err)
+	}
+	want := `% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.000105          17         6         2 sendfile
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.000105          17         6         2 total
+`
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+	b.Reset()
+	writeStraceTable(&b, 0, 0, 0)
+	if b.Len() != 0 {
+		t.Errorf("no call: got %q, want nothing, as strace", b.String())
+	}
+}
