@@ -2,11 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sfwatch/sfwatch/internal/events"
+	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
 // Every form of strace's command line that sfwatch honours, as strace's
@@ -166,5 +174,119 @@ func TestWriteStraceTable(t *testing.T) {
 	writeStraceTable(&b, 0, 0, 0)
 	if b.Len() != 0 {
 		t.Errorf("no call: got %q, want nothing, as strace", b.String())
+	}
+}
+
+// Go's own net/http TestLinuxSendfile runs `strace -f -q` and looks for a
+// sendfile line: with sfwatch as the only strace on PATH, it must pass,
+// not skip.
+func TestStraceGoNetHTTP(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	goBin := testenv.NeedTool(t, "go")
+	out, err := exec.Command(goBin, "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatalf("go env GOROOT: %v", err)
+	}
+	goroot := strings.TrimSpace(string(out))
+	if _, err := os.Stat(filepath.Join(goroot, "src", "net", "http", "fs_test.go")); err != nil {
+		t.Skipf("the Go toolchain's net/http source is absent (%v): nothing to run", err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(sfwatchBin, filepath.Join(dir, "strace")); err != nil {
+		t.Fatal(err)
+	}
+	// PATH: sfwatch as strace, go, and no directory with a real strace;
+	// cgo off, since gcc may live next to strace.
+	path := []string{dir, filepath.Dir(goBin)}
+	for _, p := range filepath.SplitList(os.Getenv("PATH")) {
+		if _, err := os.Stat(filepath.Join(p, "strace")); err != nil && p != "" {
+			path = append(path, p)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goBin, "test", "net/http", "-run", "^TestLinuxSendfile$", "-count=1", "-v")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PATH="+strings.Join(path, string(filepath.ListSeparator)), "CGO_ENABLED=0")
+	got, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(got), "--- PASS: TestLinuxSendfile ") {
+		t.Fatalf("go test net/http -run TestLinuxSendfile: %v; want it to pass:\n%s", err, got)
+	}
+	t.Logf("%s", got)
+}
+
+// straceFormLine is strace's line for the call of line (a straceLine)
+// after prefix, "= " at column 40 counted from the line's start.
+func straceFormLine(t *testing.T, prefix, line string) string {
+	t.Helper()
+	m := regexp.MustCompile(`^\[pid +\d+<[^>]*>\] (.*?\)) += (.*)$`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("%q is no strace line", line)
+	}
+	return fmt.Sprintf("%-*s= %s", 40, prefix+m[1]+" ", m[2])
+}
+
+// sfwatch as strace on the offsets workload prints strace's lines for its
+// calls, in each of strace's output forms, and exits with its status.
+func TestStraceOutput(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	dir := t.TempDir()
+	strace := func(args ...string) result {
+		return sfwatch(t, workloadEnv(), append(append([]string{"strace"}, args...), os.Args[0], "offsets")...)
+	}
+
+	// -f on stderr: "[pid N] "; no -e: one notice first.
+	r := strace("-f")
+	calls := offsetsManifest(t, r.stdout)
+	got := lines(r.stderr)
+	if r.code != 0 || len(got) != len(calls)+1 || !strings.HasPrefix(got[0], "strace: sfwatch shows sendfile calls only") {
+		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	for i, c := range calls {
+		if want := straceFormLine(t, fmt.Sprintf("[pid %5d] ", c.Tid), straceLine(t, c, testComm())); got[i+1] != want {
+			t.Errorf("line %d: %q, want %q", i+1, got[i+1], want)
+		}
+	}
+
+	// -f -o FILE: "N " in the file, -C's table after the lines; -qq and
+	// -e: nothing on stderr.
+	out := filepath.Join(dir, "trace")
+	r = strace("-fqq", "-e", "trace=sendfile", "-C", "-o", out)
+	calls = offsetsManifest(t, r.stdout)
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	text, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = lines(string(text))
+	if len(got) != len(calls)+5 {
+		t.Fatalf("%s:\n%s", out, text)
+	}
+	for i, c := range calls {
+		if want := straceFormLine(t, fmt.Sprintf("%-5d ", c.Tid), straceLine(t, c, testComm())); got[i] != want {
+			t.Errorf("line %d: %q, want %q", i+1, got[i], want)
+		}
+	}
+	if row := strings.Fields(got[len(calls)+2]); len(row) != 6 || row[3] != "9" || row[4] != "3" || row[5] != "sendfile" {
+		t.Errorf("-C table row %q, want 9 calls, 3 errors", got[len(calls)+2])
+	}
+
+	// -ff -o FILE: FILE.TID, no prefix.
+	r = strace("-ff", "-qq", "-o", out)
+	calls = offsetsManifest(t, r.stdout)
+	text, err = os.ReadFile(fmt.Sprintf("%s.%d", out, calls[0].Tid))
+	if r.code != 0 || err != nil {
+		t.Fatalf("exit %d, %v, stderr:\n%s", r.code, err, r.stderr)
+	}
+	if want := straceFormLine(t, "", straceLine(t, calls[0], testComm())); lines(string(text))[0] != want {
+		t.Errorf("%s.%d starts %q, want %q", out, calls[0].Tid, text, want)
+	}
+
+	// The command's status is strace's.
+	r = sfwatch(t, nil, "strace", "-qq", "sh", "-c", "exit 3")
+	if r.code != 3 || r.stderr != "" {
+		t.Errorf("exit %d, want 3; stderr %q", r.code, r.stderr)
 	}
 }
