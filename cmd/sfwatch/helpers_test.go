@@ -120,8 +120,8 @@ func lines(s string) []string {
 // manifestCounts are the --expect quantities of a manifest's calls,
 // computed from what the workload says it did.
 type manifestCounts struct {
-	calls, bytes, errors, short, eof, offsetNull, offsetPtr uint64
-	byErrno                                                 map[string]uint64
+	calls, bytes, errors, short, eof, empty, offsetNull, offsetPtr uint64
+	byErrno                                                        map[string]uint64
 }
 
 func countManifest(t *testing.T, calls []directCall) manifestCounts {
@@ -132,6 +132,8 @@ func countManifest(t *testing.T, calls []directCall) manifestCounts {
 		case c.Ret < 0:
 			m.errors++
 			m.byErrno[errnoNames[c.Ret]]++
+		case c.Ret == 0 && c.Count == 0:
+			m.empty++ // asked for nothing
 		case c.Ret == 0:
 			m.eof++
 		default:
@@ -163,6 +165,8 @@ func (m manifestCounts) value(t *testing.T, key string) uint64 {
 		return m.short
 	case "eof":
 		return m.eof
+	case "empty":
+		return m.empty
 	case "offset_null":
 		return m.offsetNull
 	case "offset_ptr":
@@ -188,6 +192,7 @@ type reportDoc struct {
 		Errors      *uint64 `json:"errors"`
 		Short       *uint64 `json:"short"`
 		EOF         *uint64 `json:"eof"`
+		Empty       *uint64 `json:"empty"`
 		OffsetNull  *uint64 `json:"offset_null"`
 		OffsetPtr   *uint64 `json:"offset_ptr"`
 		Violations  *uint64 `json:"violations"`
@@ -231,7 +236,7 @@ func readReport(t *testing.T, path string) reportDoc {
 	s := r.Summary
 	for name, p := range map[string]*uint64{
 		"calls": s.Calls, "bytes": s.Bytes, "errors": s.Errors, "short": s.Short, "eof": s.EOF,
-		"offset_null": s.OffsetNull, "offset_ptr": s.OffsetPtr, "violations": s.Violations,
+		"empty": s.Empty, "offset_null": s.OffsetNull, "offset_ptr": s.OffsetPtr, "violations": s.Violations,
 		"events": s.Events, "lost": s.Lost, "sampled_out": s.SampledOut, "restarts": s.Restarts,
 		"skipped": s.Skipped, "escaped": s.Escaped, "missed_exits": s.MissedExits,
 	} {
@@ -365,8 +370,8 @@ func (b *lockedBuffer) String() string {
 }
 
 // numbers are the counts without the by-errno map, to compare with ==.
-func (m manifestCounts) numbers() [7]uint64 {
-	return [7]uint64{m.calls, m.bytes, m.errors, m.short, m.eof, m.offsetNull, m.offsetPtr}
+func (m manifestCounts) numbers() [8]uint64 {
+	return [8]uint64{m.calls, m.bytes, m.errors, m.short, m.eof, m.empty, m.offsetNull, m.offsetPtr}
 }
 
 // slow stretches a bound on how long a workload takes by

@@ -111,6 +111,8 @@ func TestRunOffsets(t *testing.T) {
 						if e.Errno == nil || *e.Errno != errnoNames[c.Ret] {
 							t.Errorf("%s: errno %v, want %s", where, e.Errno, errnoNames[c.Ret])
 						}
+					case c.Ret == 0 && c.Count == 0:
+						wantClass = "empty"
 					case c.Ret == 0:
 						wantClass = "eof"
 					case uint64(c.Ret) < c.Count:

@@ -32,7 +32,8 @@ const watchFlagsUsage = `  -o FILE              write events (and the -c table, 
   --sample N           the kernel emits one event per N calls (counted per CPU);
                        totals and metrics stay exact
   --expect EXPR        check KEY OP N at the end, e.g. calls>=1, offset_ptr==0, errors==0;
-                       KEY: calls bytes errors short eof offset_null offset_ptr violations lost escaped;
+                       KEY: calls bytes errors short eof empty offset_null offset_ptr violations lost
+                       escaped;
                        OP: == != >= <= > <. Repeatable.
   --report FILE        write a JSON report (summary, errors, expectations, exit code)
   --junit FILE         write a JUnit XML file, one test case per --expect
