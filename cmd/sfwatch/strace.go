@@ -404,12 +404,15 @@ func straceAttach(ctx context.Context, o *straceOptions, cfg session.Config) (se
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	exited := make(chan struct{})
 	go func() {
 		// The pidfd turns readable when the process exits.
 		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
 		for ctx.Err() == nil {
 			if n, _ := unix.Poll(fds, 200); n > 0 {
+				close(exited)
 				cancel()
+				return
 			}
 		}
 	}()
@@ -420,7 +423,15 @@ func straceAttach(ctx context.Context, o *straceOptions, cfg session.Config) (se
 			fmt.Fprintf(stderr, "%s: Process %d attached\n", straceCommand, o.pid)
 		}
 	}
-	return session.Attach(ctx, group, cfg)
+	out, err := session.Attach(ctx, group, cfg)
+	select {
+	case <-exited:
+	default:
+		if o.quiet == 0 && err == nil {
+			fmt.Fprintf(stderr, "%s: Process %d detached\n", straceCommand, o.pid)
+		}
+	}
+	return out, err
 }
 
 // inheritedFiles returns the descriptors above stderr that sfwatch was
