@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -288,5 +290,70 @@ func TestStraceOutput(t *testing.T) {
 	r = sfwatch(t, nil, "strace", "-qq", "sh", "-c", "exit 3")
 	if r.code != 3 || r.stderr != "" {
 		t.Errorf("exit %d, want 3; stderr %q", r.code, r.stderr)
+	}
+}
+
+// strace -f -p PID shows PID's threads' calls and no other process's, even
+// one in the same cgroup, until SIGINT; then status 0.
+func TestStraceAttachPID(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := func(threads string) *exec.Cmd {
+		c := exec.CommandContext(ctx, os.Args[0], "loop", threads, "1000000000")
+		c.Env = append(os.Environ(), workloadEnv()...)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		return c
+	}
+	target, other := start("2"), start("1")
+
+	out := filepath.Join(t.TempDir(), "trace")
+	tracer := exec.CommandContext(ctx, sfwatchBin, "strace", "-f", "-o", out, "-e", "trace=sendfile", "-p", strconv.Itoa(target.Process.Pid))
+	var stderr lockedBuffer // read while the tracer writes
+	tracer.Stderr = &stderr
+	if err := tracer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	attached := fmt.Sprintf("strace: Process %d attached\n", target.Process.Pid)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(stderr.String(), attached); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q within 30 s: %s", attached, stderr.String())
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", target.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracer.Process.Signal(os.Interrupt)
+	err = tracer.Wait()
+	if err != nil || stderr.String() != attached+fmt.Sprintf("strace: Process %d detached\n", target.Process.Pid) {
+		t.Fatalf("%v; stderr:\n%s", err, stderr.String())
+	}
+	assertNothingLeft(t, tracer.Process.Pid)
+
+	threads := map[string]bool{}
+	for _, task := range tasks {
+		threads[task.Name()] = true
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		n++
+		tid, _, _ := strings.Cut(sc.Text(), " ")
+		if !threads[tid] {
+			t.Fatalf("line %d %q: thread %s is not one of pid %d's (%v); pid %d is the other", n, sc.Text(), tid, target.Process.Pid, threads, other.Process.Pid)
+		}
+	}
+	if n == 0 {
+		t.Errorf("no call of pid %d shown in 300 ms", target.Process.Pid)
 	}
 }
