@@ -43,7 +43,7 @@ type Event struct {
 	Count      uint64
 	Ret        int64     // bytes sent, or -errno
 	Errno      string    // the errno's name when Ret < 0, such as "EBADF"
-	Class      string    // ok, short, eof or error
+	Class      string    // ok, short, eof, empty (a Count of 0 that returned 0) or error
 	Start      time.Time // when the call entered the kernel, wall clock
 	Duration   time.Duration
 	Violations []string // sendfile contract rules the call broke; empty when fine
@@ -57,7 +57,7 @@ type Summary struct {
 	Bytes      uint64 // bytes sent: the sum of positive return values
 	Errors     uint64 // calls that failed (Ret < 0)
 	Short      uint64 // calls that sent less than asked (0 < Ret < Count)
-	EOF        uint64 // calls that returned 0: end of file, or a Count of 0
+	EOF        uint64 // calls with a Count above 0 that returned 0: end of file (see Empty)
 	OffsetNull uint64 // calls with a NULL offset argument
 	OffsetPtr  uint64 // calls with an offset pointer
 	Lost       uint64 // events dropped because the ring buffer was full
@@ -78,7 +78,11 @@ type Summary struct {
 	// (its sched_process_exit program's skips): they cost no call.
 	MissedExits uint64
 
-	Events           uint64            // events delivered: one per call unless some were lost or sampled out
+	Events uint64 // events delivered: one per call unless some were lost or sampled out
+	// Empty counts the calls with a Count of 0 that returned 0, from the
+	// events. The kernel counts them with EOF: when events were lost, EOF
+	// may still hold some.
+	Empty            uint64
 	EventsByClass    map[string]uint64 // delivered events by Event.Class; only classes seen
 	Violations       uint64            // delivered events that broke at least one rule
 	ViolationsByRule map[string]uint64 // delivered events by rule broken; only rules broken
@@ -104,7 +108,7 @@ func summaryOf(s *events.Summary, wallOffsetNs int64) Summary {
 		Escaped: s.Escaped, ErrorsByErrno: s.ErrorsByErrno,
 		Skipped: s.Skipped, SkippedByProgram: s.SkippedByProgram, MissedExits: s.MissedExits,
 
-		Events: s.Events, EventsByClass: s.EventsByClass,
+		Events: s.Events, Empty: s.Empty, EventsByClass: s.EventsByClass,
 		Violations: s.Violations, ViolationsByRule: s.ViolationsByRule,
 		OffsetUnknown: s.OffsetUnknown, P50: s.P50, P99: s.P99, Max: s.Max,
 		FirstViolations: first,

@@ -23,14 +23,14 @@ import (
 )
 
 // expectKeys are every --expect key, as documented.
-var expectKeys = []string{"calls", "bytes", "errors", "short", "eof", "offset_null", "offset_ptr", "violations", "lost"}
+var expectKeys = []string{"calls", "bytes", "errors", "short", "eof", "empty", "offset_null", "offset_ptr", "violations", "lost"}
 
 // offsetsCounts runs nothing: it is what the offsets workload's manifest
 // says, checked against the numbers the tests below were written for.
 func offsetsCounts(t *testing.T, stdout string) manifestCounts {
 	t.Helper()
 	m := countManifest(t, offsetsManifest(t, stdout))
-	want := manifestCounts{calls: 9, bytes: 8292, errors: 3, short: 1, eof: 3, offsetNull: 4, offsetPtr: 5}
+	want := manifestCounts{calls: 9, bytes: 8292, errors: 3, short: 1, eof: 2, empty: 1, offsetNull: 4, offsetPtr: 5}
 	if m.numbers() != want.numbers() {
 		t.Fatalf("offsets workload: %+v, want %+v", m, want)
 	}
@@ -87,7 +87,7 @@ func TestExpectAllHold(t *testing.T) {
 	t.Parallel()
 	// The counts are checked against the manifest after the run; the
 	// expressions are written from the known values.
-	known := manifestCounts{calls: 9, bytes: 8292, errors: 3, short: 1, eof: 3, offsetNull: 4, offsetPtr: 5}
+	known := manifestCounts{calls: 9, bytes: 8292, errors: 3, short: 1, eof: 2, empty: 1, offsetNull: 4, offsetPtr: 5}
 	var flags, exprs, keys []string
 	for _, key := range expectKeys {
 		v := known.value(t, key)
@@ -161,7 +161,7 @@ func TestExpectFails(t *testing.T) {
 		{"calls==10", "calls", 9, false},
 		{"errors!=3", "errors", 3, false},
 		{"bytes>=8293", "bytes", 8292, false},
-		{"eof<=2", "eof", 3, false},
+		{"eof<=1", "eof", 2, false},
 		{"offset_ptr>5", "offset_ptr", 5, false},
 		{"short<1", "short", 1, false},
 		{"errors==0", "errors", 3, false},
@@ -188,7 +188,7 @@ func TestExpectFails(t *testing.T) {
 		"calls==10":    calls[:3],
 		"errors!=3":    {calls[4], calls[5], calls[6]},
 		"bytes>=8293":  calls[:3],
-		"eof<=2":       {calls[3], calls[7], calls[8]},
+		"eof<=1":       {calls[3], calls[8]},
 		"offset_ptr>5": {calls[1], calls[2], calls[3]},
 		"short<1":      {calls[2]},
 		"errors==0":    {calls[4], calls[5], calls[6]},
@@ -426,7 +426,7 @@ func TestReport(t *testing.T) {
 		t.Errorf("exit_code %d", *rep.ExitCode)
 	}
 	s := rep.Summary
-	got := manifestCounts{calls: *s.Calls, bytes: *s.Bytes, errors: *s.Errors, short: *s.Short, eof: *s.EOF, offsetNull: *s.OffsetNull, offsetPtr: *s.OffsetPtr}
+	got := manifestCounts{calls: *s.Calls, bytes: *s.Bytes, errors: *s.Errors, short: *s.Short, eof: *s.EOF, empty: *s.Empty, offsetNull: *s.OffsetNull, offsetPtr: *s.OffsetPtr}
 	if got.numbers() != m.numbers() {
 		t.Errorf("summary %+v, want %+v", got, m)
 	}

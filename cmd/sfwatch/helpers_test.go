@@ -58,6 +58,7 @@ func workloadPID(t *testing.T, stdout string) int {
 
 // errnoText is how strace prints the errors the workloads provoke.
 var errnoText = map[int64]string{
+	-4:  "EINTR (Interrupted system call)",
 	-9:  "EBADF (Bad file descriptor)",
 	-11: "EAGAIN (Resource temporarily unavailable)",
 	-22: "EINVAL (Invalid argument)",
@@ -67,9 +68,17 @@ var errnoText = map[int64]string{
 var errnoNames = map[int64]string{-9: "EBADF", -22: "EINVAL", -29: "ESPIPE"}
 
 // straceLine is the line sfwatch must print for c, written from strace's
-// rules rather than from sfwatch's code: "[pid %5d<comm>] ", the call, "= "
-// at column 40 (at least one space before it), then the result.
+// rules rather than from sfwatch's code: strace -f's line ("[pid %5d] ",
+// the call, "= " at column 40 with at least one space before it, then the
+// result) with "<comm>" added after the pid.
 func straceLine(t *testing.T, c directCall, comm string) string {
+	t.Helper()
+	return straceLineAt(t, c, comm, "")
+}
+
+// straceLineAt is straceLine with a -t, -tt or -ttt time ("S.UUUUUU ")
+// after the prefix: strace counts it towards the column.
+func straceLineAt(t *testing.T, c directCall, comm, stamp string) string {
 	t.Helper()
 	off := "NULL"
 	if !c.Null {
@@ -78,7 +87,8 @@ func straceLine(t *testing.T, c directCall, comm string) string {
 			off += fmt.Sprintf(" => [%d]", c.OffsetAfter)
 		}
 	}
-	line := fmt.Sprintf("[pid %5d<%s>] sendfile(%d, %d, %s, %d) ", c.Tid, comm, c.OutFD, c.InFD, off, c.Count)
+	pid := fmt.Sprintf("[pid %5d", c.Tid)
+	line := fmt.Sprintf("%s] %ssendfile(%d, %d, %s, %d) ", pid, stamp, c.OutFD, c.InFD, off, c.Count)
 	for len(line) < 40 {
 		line += " "
 	}
@@ -90,7 +100,7 @@ func straceLine(t *testing.T, c directCall, comm string) string {
 		}
 		res = "-1 " + text
 	}
-	return line + "= " + res
+	return pid + "<" + comm + ">" + line[len(pid):] + "= " + res
 }
 
 // accountingLine is the last line of every run.
@@ -110,8 +120,8 @@ func lines(s string) []string {
 // manifestCounts are the --expect quantities of a manifest's calls,
 // computed from what the workload says it did.
 type manifestCounts struct {
-	calls, bytes, errors, short, eof, offsetNull, offsetPtr uint64
-	byErrno                                                 map[string]uint64
+	calls, bytes, errors, short, eof, empty, offsetNull, offsetPtr uint64
+	byErrno                                                        map[string]uint64
 }
 
 func countManifest(t *testing.T, calls []directCall) manifestCounts {
@@ -122,6 +132,8 @@ func countManifest(t *testing.T, calls []directCall) manifestCounts {
 		case c.Ret < 0:
 			m.errors++
 			m.byErrno[errnoNames[c.Ret]]++
+		case c.Ret == 0 && c.Count == 0:
+			m.empty++ // asked for nothing
 		case c.Ret == 0:
 			m.eof++
 		default:
@@ -153,6 +165,8 @@ func (m manifestCounts) value(t *testing.T, key string) uint64 {
 		return m.short
 	case "eof":
 		return m.eof
+	case "empty":
+		return m.empty
 	case "offset_null":
 		return m.offsetNull
 	case "offset_ptr":
@@ -178,6 +192,7 @@ type reportDoc struct {
 		Errors      *uint64 `json:"errors"`
 		Short       *uint64 `json:"short"`
 		EOF         *uint64 `json:"eof"`
+		Empty       *uint64 `json:"empty"`
 		OffsetNull  *uint64 `json:"offset_null"`
 		OffsetPtr   *uint64 `json:"offset_ptr"`
 		Violations  *uint64 `json:"violations"`
@@ -221,7 +236,7 @@ func readReport(t *testing.T, path string) reportDoc {
 	s := r.Summary
 	for name, p := range map[string]*uint64{
 		"calls": s.Calls, "bytes": s.Bytes, "errors": s.Errors, "short": s.Short, "eof": s.EOF,
-		"offset_null": s.OffsetNull, "offset_ptr": s.OffsetPtr, "violations": s.Violations,
+		"empty": s.Empty, "offset_null": s.OffsetNull, "offset_ptr": s.OffsetPtr, "violations": s.Violations,
 		"events": s.Events, "lost": s.Lost, "sampled_out": s.SampledOut, "restarts": s.Restarts,
 		"skipped": s.Skipped, "escaped": s.Escaped, "missed_exits": s.MissedExits,
 	} {
@@ -355,8 +370,8 @@ func (b *lockedBuffer) String() string {
 }
 
 // numbers are the counts without the by-errno map, to compare with ==.
-func (m manifestCounts) numbers() [7]uint64 {
-	return [7]uint64{m.calls, m.bytes, m.errors, m.short, m.eof, m.offsetNull, m.offsetPtr}
+func (m manifestCounts) numbers() [8]uint64 {
+	return [8]uint64{m.calls, m.bytes, m.errors, m.short, m.eof, m.empty, m.offsetNull, m.offsetPtr}
 }
 
 // slow stretches a bound on how long a workload takes by

@@ -29,6 +29,8 @@ Usage:
   sfwatch attach --cgroup PATH | --pid PID
                                          watch an existing group until SIGINT/SIGTERM
   sfwatch daemon --watch PATH...         one observer for the machine: totals per group
+  sfwatch strace [strace's options] CMD  as strace, for what sfwatch can honour (also
+                                         when invoked as strace): 'sfwatch strace -h'
   sfwatch doctor [--json]                check that this machine can trace
   sfwatch selftest                       trace a built-in workload and check every call
   sfwatch version                        print the version
@@ -42,7 +44,11 @@ Exit codes: the child's own status (128+N when killed by signal N);
 
 func main() {
 	ctx := context.Background()
-	if err := run(ctx, os.Args[1:]); err != nil {
+	args := os.Args[1:]
+	if isStraceName(os.Args[0]) {
+		args = append([]string{straceCommand}, args...)
+	}
+	if err := run(ctx, args); err != nil {
 		os.Exit(exitStatus(err))
 	}
 }
@@ -98,6 +104,8 @@ func run(ctx context.Context, args []string) error {
 		return attachCommand(ctx, args[1:])
 	case "daemon":
 		return daemonCommand(ctx, args[1:])
+	case straceCommand:
+		return straceMain(ctx, args[1:])
 	case "doctor":
 		return doctorCommand(args[1:])
 	case "selftest":

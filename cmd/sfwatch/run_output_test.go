@@ -48,17 +48,19 @@ func TestRunOffsets(t *testing.T) {
 				if got := lines(r.stderr); !slices.Equal(got, want) {
 					t.Errorf("stderr:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 				}
-				// Spot checks written out in full, independent of straceLine.
+				// Spot checks written out in full, independent of straceLine:
+				// "= " at column 40 of strace -f's line, "[pid %5d] " and the call.
 				comm := testComm()
 				tid := calls[1].Tid
+				w := 40 - len(fmt.Sprintf("[pid %5d] ", tid))
 				for _, s := range []string{
-					fmt.Sprintf("[pid %5d<%s>] sendfile(%d, %d, [0] => [4096], 4096) = 4096\n", tid, comm, calls[1].OutFD, calls[1].InFD),
-					fmt.Sprintf("[pid %5d<%s>] sendfile(%d, %d, [16284] => [16384], 4096) = 100\n", tid, comm, calls[2].OutFD, calls[2].InFD),
-					fmt.Sprintf("[pid %5d<%s>] sendfile(%d, %d, [16384], 4096) = 0\n", tid, comm, calls[3].OutFD, calls[3].InFD),
-					fmt.Sprintf("[pid %5d<%s>] sendfile(999, %d, NULL, 4096) = -1 EBADF (Bad file descriptor)\n", tid, comm, calls[4].InFD),
-					fmt.Sprintf("[pid %5d<%s>] sendfile(%d, %d, [0], 4096) = -1 ESPIPE (Illegal seek)\n", tid, comm, calls[5].OutFD, calls[5].InFD),
-					fmt.Sprintf("[pid %5d<%s>] sendfile(%d, %d, NULL, 4096) = -1 EINVAL (Invalid argument)\n", tid, comm, calls[6].OutFD, calls[6].InFD),
-					fmt.Sprintf("[pid %5d<%s>] sendfile(%d, %d, [0], 0) = 0\n", tid, comm, calls[7].OutFD, calls[7].InFD),
+					fmt.Sprintf("[pid %5d<%s>] %-*s= 4096\n", tid, comm, w, fmt.Sprintf("sendfile(%d, %d, [0] => [4096], 4096) ", calls[1].OutFD, calls[1].InFD)),
+					fmt.Sprintf("[pid %5d<%s>] %-*s= 100\n", tid, comm, w, fmt.Sprintf("sendfile(%d, %d, [16284] => [16384], 4096) ", calls[2].OutFD, calls[2].InFD)),
+					fmt.Sprintf("[pid %5d<%s>] %-*s= 0\n", tid, comm, w, fmt.Sprintf("sendfile(%d, %d, [16384], 4096) ", calls[3].OutFD, calls[3].InFD)),
+					fmt.Sprintf("[pid %5d<%s>] %-*s= -1 EBADF (Bad file descriptor)\n", tid, comm, w, fmt.Sprintf("sendfile(999, %d, NULL, 4096) ", calls[4].InFD)),
+					fmt.Sprintf("[pid %5d<%s>] %-*s= -1 ESPIPE (Illegal seek)\n", tid, comm, w, fmt.Sprintf("sendfile(%d, %d, [0], 4096) ", calls[5].OutFD, calls[5].InFD)),
+					fmt.Sprintf("[pid %5d<%s>] %-*s= -1 EINVAL (Invalid argument)\n", tid, comm, w, fmt.Sprintf("sendfile(%d, %d, NULL, 4096) ", calls[6].OutFD, calls[6].InFD)),
+					fmt.Sprintf("[pid %5d<%s>] %-*s= 0\n", tid, comm, w, fmt.Sprintf("sendfile(%d, %d, [0], 0) ", calls[7].OutFD, calls[7].InFD)),
 				} {
 					if !strings.Contains(r.stderr, s) {
 						t.Errorf("stderr lacks %q", s)
@@ -109,6 +111,8 @@ func TestRunOffsets(t *testing.T) {
 						if e.Errno == nil || *e.Errno != errnoNames[c.Ret] {
 							t.Errorf("%s: errno %v, want %s", where, e.Errno, errnoNames[c.Ret])
 						}
+					case c.Ret == 0 && c.Count == 0:
+						wantClass = "empty"
 					case c.Ret == 0:
 						wantClass = "eof"
 					case uint64(c.Ret) < c.Count:
@@ -178,7 +182,7 @@ func TestRunOffsets(t *testing.T) {
 		},
 		// Timestamps: -ttt puts each call's start time, as Unix time, after
 		// the thread prefix, as strace does; the times fall inside the run and
-		// follow the workload's order, and the rest of each line is unchanged.
+		// follow the workload's order, and "= " is aligned counting them.
 		"Timestamps": {
 			generateEvent: func(t *testing.T, dir string) caseRun { return runOffsets(t, dir, "-ttt") },
 			validateEvent: func(t *testing.T, r caseRun) {
@@ -205,8 +209,8 @@ func TestRunOffsets(t *testing.T) {
 						t.Errorf("line %d at %v: outside the run [%v, %v] or before the line above", i+1, at, begin, end)
 					}
 					prev = at
-					if want := straceLine(t, c, testComm()); m[1]+m[4] != want {
-						t.Errorf("line %d without its time: %q, want %q", i+1, m[1]+m[4], want)
+					if want := straceLineAt(t, c, testComm(), m[2]+"."+m[3]+" "); got[i] != want {
+						t.Errorf("line %d: %q, want %q", i+1, got[i], want)
 					}
 				}
 			},

@@ -33,7 +33,8 @@ const watchFlagsUsage = `  -o FILE              write events (and the -c table, 
   --sample N           the kernel emits one event per N calls (counted per CPU);
                        totals and metrics stay exact
   --expect EXPR        check KEY OP N at the end, e.g. calls>=1, offset_ptr==0, errors==0;
-                       KEY: calls bytes errors short eof offset_null offset_ptr violations lost escaped;
+                       KEY: calls bytes errors short eof empty offset_null offset_ptr violations lost
+                       escaped;
                        OP: == != >= <= > <. Repeatable.
   --report FILE        write a JSON report (summary, errors, expectations, exit code)
   --junit FILE         write a JUnit XML file, one test case per --expect
@@ -253,7 +254,13 @@ func runCommand(ctx context.Context, args []string) error {
 	if err := child.CheckUser(user); err != nil {
 		return usageError("run: %v; give an existing user name or a numeric uid", err)
 	}
-	return watch(&f, argv, func(cfg session.Config) (session.Outcome, error) {
+	return watch(&f, argv, runChild(ctx, cmd, user, held))
+}
+
+// runChild starts cmd as user under tracing: the signals held since
+// before the programs loaded go to the child once it runs.
+func runChild(ctx context.Context, cmd *exec.Cmd, user string, held chan os.Signal) func(session.Config) (session.Outcome, error) {
+	return func(cfg session.Config) (session.Outcome, error) {
 		cfg.User = user
 		cfg.ForwardSignals = true
 		// /proc/self/exe, not a path: it still runs if sfwatch's file was
@@ -262,14 +269,24 @@ func runCommand(ctx context.Context, args []string) error {
 		// Started comes just before child.Start: what is held by then came
 		// before the child's own forwarding began.
 		var pending []os.Signal
-		cfg.Started = func() { pending = drainSignals(held) }
+		started := cfg.Started
+		cfg.Started = func() {
+			pending = drainSignals(held)
+			if started != nil {
+				started()
+			}
+		}
+		childStarted := cfg.ChildStarted
 		cfg.ChildStarted = func(pid int) {
+			if childStarted != nil {
+				childStarted(pid)
+			}
 			for _, sig := range pending {
 				syscall.Kill(pid, sig.(syscall.Signal)) // not reaped yet: pid is the child's
 			}
 		}
 		return session.Run(ctx, cmd, cfg)
-	})
+	}
 }
 
 // drainSignals returns the signals waiting in c.

@@ -99,12 +99,13 @@ type Class uint8
 const (
 	ClassOK    Class = iota // ret == count (or more: a violation, still not short)
 	ClassShort              // 0 < ret < count: legal
-	ClassEOF                // ret == 0: end of file, or count == 0
+	ClassEOF                // ret == 0 with count > 0: end of file
 	ClassError              // ret < 0
+	ClassEmpty              // ret == 0 with count == 0: asked for nothing
 	numClasses
 )
 
-var classNames = [numClasses]string{"ok", "short", "eof", "error"}
+var classNames = [numClasses]string{"ok", "short", "eof", "error", "empty"}
 
 func (c Class) String() string {
 	if c < numClasses {
@@ -114,11 +115,15 @@ func (c Class) String() string {
 }
 
 // classify matches the kernel's counters (COUNTER_SHORT, _EOF, _ERRORS), so
-// per-event classes and exact totals mean the same thing.
+// per-event classes and exact totals mean the same thing; but the kernel
+// counts an empty call (count 0) with EOF: Aggregator.Summary takes the
+// delivered ones out.
 func classify(e *Event) Class {
 	switch {
 	case e.Ret < 0:
 		return ClassError
+	case e.Ret == 0 && e.Count == 0:
+		return ClassEmpty
 	case e.Ret == 0:
 		return ClassEOF
 	case uint64(e.Ret) < e.Count:

@@ -131,7 +131,7 @@ func TestClass(t *testing.T) {
 		{4096, 5000, "ok"}, // a violation, but not short
 		{4096, 1, "short"},
 		{4096, 0, "eof"},
-		{0, 0, "eof"},
+		{0, 0, "empty"}, // asked for nothing: no end of file
 		{4096, -9, "error"},
 		{4096, -5000, "error"},
 	} {

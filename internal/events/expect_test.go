@@ -68,7 +68,7 @@ func TestParseExpectationErrors(t *testing.T) {
 		}
 		msg := err.Error()
 		for _, want := range []string{`bad expectation "` + tc.in + `"`, tc.why, "e.g. calls>=1",
-			"keys: calls, bytes, errors, short, eof, offset_null, offset_ptr, violations, lost"} {
+			"keys: calls, bytes, errors, short, eof, empty, offset_null, offset_ptr, violations, lost"} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("ParseExpectation(%q): error %q lacks %q", tc.in, msg, want)
 			}

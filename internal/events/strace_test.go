@@ -154,10 +154,9 @@ func runUnderStrace(t *testing.T, mode string, straceArgs ...string) ([]helperCa
 	if err := os.WriteFile(data, bytes.Repeat([]byte{'x'}, helperFileLen), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// strace's output stays on stderr: with -o FILE it would write
-	// "1234<comm> " instead of the "[pid  1234<comm>] " that AppendText
-	// mimics. The helper writes nothing there unless it fails.
-	args := []string{"-f", "-qq", "-Y", "-T", "-e", "trace=sendfile", "-e", "signal=none"}
+	// strace's output stays on stderr, in its "[pid  1234] " form; the
+	// helper writes nothing there unless it fails.
+	args := []string{"-f", "-qq", "-T", "-e", "trace=sendfile", "-e", "signal=none"}
 	args = append(append(args, straceArgs...), "--", os.Args[0])
 	cmd := exec.Command(strace, args...)
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperFileEnv+"="+data)
@@ -196,14 +195,15 @@ func runUnderStrace(t *testing.T, mode string, straceArgs ...string) ([]helperCa
 
 var (
 	straceDuration = regexp.MustCompile(` <(\d+)\.(\d{6})>$`)
-	stracePrefix   = regexp.MustCompile(`^\[pid +\d+<[^>]*>\] `)
-	straceResult   = regexp.MustCompile(`\) +=`)
+	stracePrefix   = regexp.MustCompile(`^\[pid +\d+\] `)
+	commInPrefix   = regexp.MustCompile(`^(\[pid +\d+)<[^>]*>\] `)
 )
 
 // compareWithStrace renders c as AppendText does and compares it with
-// strace's line. The duration is strace's own (the only thing read from its
-// line). With strace's [pid N<comm>] prefix the whole line must be equal,
-// alignment included; without it, only the call part can be.
+// strace -f's line, spaces included. The duration is strace's own (the only
+// thing read from its line). strace prints "[pid N] " only while it traces
+// more than one task: sfwatch's PrefixPid line must then be strace's, and
+// its default line strace's with "<comm>" added; PrefixNone's, otherwise.
 func compareWithStrace(t *testing.T, c helperCall, line string) {
 	t.Helper()
 	line = strings.Replace(line, " (INJECTED)", "", 1) // strace's note on injected results
@@ -213,15 +213,21 @@ func compareWithStrace(t *testing.T, c helperCall, line string) {
 		us, _ := strconv.ParseUint(m[2], 10, 64)
 		e.DurationNs = s*1e9 + us*1e3
 	}
-	// Verdict{}: the violation marker is sfwatch's own, not strace's.
-	got := strings.TrimSuffix(string(AppendText(nil, &e, Verdict{}, TextOptions{Durations: true})), "\n")
-	if !stracePrefix.MatchString(line) {
-		t.Logf("strace printed no [pid N] prefix; comparing the call only")
-		line = straceResult.ReplaceAllString(line, ") =")
-		got = straceResult.ReplaceAllString(stracePrefix.ReplaceAllString(got, ""), ") =")
+	render := func(p Prefix) string {
+		// Verdict{}: the violation marker is sfwatch's own, not strace's.
+		return strings.TrimSuffix(string(AppendText(nil, &e, Verdict{}, TextOptions{Durations: true, Prefix: p})), "\n")
 	}
-	if got != line {
+	if !stracePrefix.MatchString(line) {
+		if got := render(PrefixNone); got != line {
+			t.Errorf("sfwatch %q\nstrace  %q", got, line)
+		}
+		return
+	}
+	if got := render(PrefixPid); got != line {
 		t.Errorf("sfwatch %q\nstrace  %q", got, line)
+	}
+	if got := commInPrefix.ReplaceAllString(render(PrefixComm), "$1] "); got != line {
+		t.Errorf("sfwatch, <comm> taken out, %q\nstrace  %q", got, line)
 	}
 }
 

@@ -20,7 +20,25 @@ type TextOptions struct {
 	WallOffsetNs int64
 	// Location is the time zone of -t and -tt; nil means time.Local.
 	Location *time.Location
+	// Prefix is the thread prefix's form.
+	Prefix Prefix
+	// Column is strace's -a: the column at which "= " starts when the call
+	// is short enough; 0 means strace's default, 40.
+	Column int
 }
+
+// Prefix is the form of the thread prefix, after strace's.
+type Prefix uint8
+
+const (
+	// PrefixComm, "[pid  1234<comm>] ", is strace -f -Y's; the "<comm>"
+	// does not count towards the column, so that the line is strace -f's
+	// with the command name added, spaces included.
+	PrefixComm Prefix = iota
+	PrefixPid         // "[pid  1234] ": strace -f's
+	PrefixFile        // "1234  ": strace -f -o FILE's (%-5d and a space)
+	PrefixNone        // none: strace without -f, or strace -ff -o FILE's per-thread files
+)
 
 // Timestamps is strace's -t family.
 type Timestamps int
@@ -41,8 +59,11 @@ func WallOffset() int64 {
 	return time.Now().UnixNano() - mono.Nano()
 }
 
-// resultColumn is where strace aligns "= ", counted from the start of the
-// line, prefix included (its -a option, default 40).
+// resultColumn is where strace aligns "= " by default (its -a option).
+// strace pads the line with spaces from its own first column, its prefix
+// and timestamp included: strace 6.1 prints
+// "[pid 17292] sendfile(6, 5, NULL, 0)     = 0" and, with -o FILE,
+// "17311 sendfile(4, 3, NULL, 10)          = 10", "= " at column 40 in both.
 const resultColumn = 40
 
 // ViolationMarker starts the note AppendText adds to a line that broke a
@@ -59,11 +80,14 @@ const ViolationMarker = "  # VIOLATION "
 //	[pid  1234<server>] sendfile(4, 3, NULL, 10) = 4096  # VIOLATION ret_over_count
 //
 // The pid is the thread id, as strace -f shows it; "= " is aligned at
-// column 40 when the call is short enough, as strace does. A call that
+// column 40 when the call is short enough, counted as strace -f counts it,
+// that is without the "<comm>" (see PrefixComm). A call that
 // broke a rule gets ViolationMarker and the rules' names after strace's
 // text, so the line still starts with exactly what strace would print.
 func AppendText(dst []byte, e *Event, v Verdict, o TextOptions) []byte {
-	return appendTextCall(appendTextPrefix(dst, e), len(dst), e, v, o)
+	start := len(dst)
+	dst, uncounted := appendTextPrefix(dst, e, o.Prefix)
+	return appendTextCall(dst, start+uncounted, e, v, o)
 }
 
 // Text renders lines as AppendText does, faster for a stream: it keeps
@@ -77,36 +101,58 @@ type Text struct {
 
 // textPrefix is one thread's prefix, valid while its comm is unchanged.
 type textPrefix struct {
-	tid  uint32
-	comm [16]byte
-	n    int      // 0: empty
-	b    [96]byte // "[pid " + 10 digits + "<" + 15 bytes escaped to 4 each + ">] "
+	tid       uint32
+	comm      [16]byte
+	form      Prefix
+	n         int      // 0: empty
+	uncounted int      // what of b does not count towards the column
+	b         [96]byte // "[pid " + 10 digits + "<" + 15 bytes escaped to 4 each + ">] "
 }
 
 // Append appends e's line to dst, as AppendText(dst, e, v, t.Options).
 func (t *Text) Append(dst []byte, e *Event, v Verdict) []byte {
 	start := len(dst)
 	p := &t.prefixes[e.Tid%uint32(len(t.prefixes))]
-	if p.n == 0 || p.tid != e.Tid || p.comm != e.SfwatchEvent.Comm {
-		b := appendTextPrefix(p.b[:0], e)
+	form := t.Options.Prefix
+	if p.n == 0 || p.tid != e.Tid || p.comm != e.SfwatchEvent.Comm || p.form != form {
+		b, uncounted := appendTextPrefix(p.b[:0], e, form)
 		if len(b) > len(p.b) { // cannot happen; never cache a reallocated one
-			return appendTextCall(append(dst, b...), start, e, v, t.Options)
+			return appendTextCall(append(dst, b...), start+uncounted, e, v, t.Options)
 		}
-		p.tid, p.comm, p.n = e.Tid, e.SfwatchEvent.Comm, len(b)
+		p.tid, p.comm, p.form, p.n, p.uncounted = e.Tid, e.SfwatchEvent.Comm, form, len(b), uncounted
 	}
-	return appendTextCall(append(dst, p.b[:p.n]...), start, e, v, t.Options)
+	return appendTextCall(append(dst, p.b[:p.n]...), start+p.uncounted, e, v, t.Options)
 }
 
-// appendTextPrefix writes "[pid  TID<comm>] ".
-func appendTextPrefix(dst []byte, e *Event) []byte {
+// appendTextPrefix writes the thread prefix in form, and says how many of
+// its bytes do not count towards the column: the "<comm>" of PrefixComm.
+func appendTextPrefix(dst []byte, e *Event, form Prefix) ([]byte, int) {
+	switch form {
+	case PrefixNone:
+		return dst, 0
+	case PrefixFile:
+		n := decimalWidth(uint64(e.Tid))
+		dst = appendUint(dst, uint64(e.Tid))
+		for ; n < 5; n++ {
+			dst = append(dst, ' ')
+		}
+		return append(dst, ' '), 0
+	}
 	dst = append(dst, "[pid "...)
 	dst = appendUintPadded(dst, uint64(e.Tid), 5, ' ')
+	if form == PrefixPid {
+		return append(dst, "] "...), 0
+	}
+	before := len(dst)
 	dst = append(dst, '<')
 	dst = appendTextComm(dst, e.comm())
-	return append(dst, ">] "...)
+	dst = append(dst, '>')
+	uncounted := len(dst) - before
+	return append(dst, "] "...), uncounted
 }
 
-// appendTextCall writes what follows the prefix; the line began at start.
+// appendTextCall writes what follows the prefix; the line, as strace
+// counts its columns, began at start.
 func appendTextCall(dst []byte, start int, e *Event, v Verdict, o TextOptions) []byte {
 	if o.Timestamps != NoTimestamps {
 		dst = appendTimestamp(dst, e.UnixNs(o.WallOffsetNs), o)
@@ -121,7 +167,11 @@ func appendTextCall(dst []byte, start int, e *Event, v Verdict, o TextOptions) [
 	dst = append(dst, ", "...)
 	dst = appendUint(dst, e.Count)
 	dst = append(dst, ") "...)
-	for len(dst)-start < resultColumn {
+	column := o.Column
+	if column == 0 {
+		column = resultColumn
+	}
+	for len(dst)-start < column {
 		dst = append(dst, ' ')
 	}
 	dst = append(dst, "= "...)

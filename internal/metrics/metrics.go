@@ -38,7 +38,7 @@ const (
 
 var (
 	callsDesc = prometheus.NewDesc(namespace+"_sendfile_calls_total",
-		"sendfile calls by result (ok, short, eof, error) and errno (for errors).", []string{"result", "errno"}, nil)
+		"sendfile calls by result (ok, short, eof, empty, error) and errno (for errors).", []string{"result", "errno"}, nil)
 	bytesDesc = prometheus.NewDesc(namespace+"_sendfile_bytes_total",
 		"Bytes transferred by sendfile (sum of positive return values).", nil, nil)
 	durationDesc = prometheus.NewDesc(namespace+"_sendfile_duration_seconds",
@@ -165,7 +165,14 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	t := &s.Totals
 	counter(callsDesc, x.okCalls(t), "ok", "")
 	counter(callsDesc, t.Short, "short", "")
-	counter(callsDesc, t.EOF, "eof", "")
+	// The kernel counts empty calls (count 0) with EOF; the delivered
+	// events tell them apart.
+	var empty uint64
+	if x.agg != nil {
+		empty = min(x.agg.Empty(), t.EOF)
+	}
+	counter(callsDesc, t.EOF-empty, "eof", "")
+	counter(callsDesc, empty, "empty", "")
 	for errno, n := range s.ErrnoCounts {
 		counter(callsDesc, n, "error", events.ErrnoName(errno))
 	}

@@ -39,6 +39,7 @@ type summary struct {
 	Errors     uint64 `json:"errors"`
 	Short      uint64 `json:"short"`
 	EOF        uint64 `json:"eof"`
+	Empty      uint64 `json:"empty"`
 	OffsetNull uint64 `json:"offset_null"`
 	OffsetPtr  uint64 `json:"offset_ptr"`
 	Violations uint64 `json:"violations"`
@@ -82,7 +83,7 @@ func New(version string, argv []string, o session.Outcome, outcomes []events.Out
 		End:      o.End,
 		ExitCode: o.ExitCode,
 		Summary: summary{
-			Calls: s.Calls, Bytes: s.Bytes, Errors: s.Errors, Short: s.Short, EOF: s.EOF,
+			Calls: s.Calls, Bytes: s.Bytes, Errors: s.Errors, Short: s.Short, EOF: s.EOF, Empty: s.Empty,
 			OffsetNull: s.OffsetNull, OffsetPtr: s.OffsetPtr, Violations: s.Violations,
 			Events: s.Events, Lost: s.Lost, SampledOut: s.SampledOut, Restarts: s.Restarts,
 			Skipped: s.Skipped, Escaped: s.Escaped, MissedExits: s.MissedExits,
