@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"time"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
@@ -20,8 +19,8 @@ type Options struct {
 	// Zero means 8 MiB, enough for a tight loop of a million calls.
 	RingBufSize int
 	// User runs the command as this user (a name or a uid). Empty keeps
-	// the current user, even under sudo, unlike the sfwatch command, which
-	// runs the command as the user behind sudo.
+	// the current user, even under sudo, as the sfwatch command and strace
+	// do.
 	User string
 }
 
@@ -145,14 +144,10 @@ func Run(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Result, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	name := opts.User
-	if name == "" {
-		name = strconv.Itoa(os.Geteuid())
-	}
 	sink := &collector{wallOffsetNs: events.WallOffset()}
 	o, err := session.Run(ctx, cmd, session.Config{
 		RingBufSize: opts.RingBufSize,
-		User:        name,
+		User:        opts.User,
 		Sink:        sink,
 	})
 	if err != nil {

@@ -102,8 +102,8 @@ func TestRunNotRoot(t *testing.T) {
 	}
 }
 
-// TestRunUser: --user, or the user behind sudo by default, runs the
-// command as that user, still traced.
+// TestRunUser: --user runs the command as that user, still traced; under
+// sudo, without --user, it runs as sfwatch does (root), as strace's.
 func TestRunUser(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	t.Parallel()
@@ -113,14 +113,16 @@ func TestRunUser(t *testing.T) {
 		name  string
 		env   []string
 		flags []string
+		uid   string
 	}{
-		{"--user", nil, []string{"--user", "65534"}},
-		{"sudo", []string{"SUDO_UID=65534", "SUDO_GID=65534"}, nil},
+		{"--user", nil, []string{"--user", "65534"}, "65534"},
+		{"sudo", []string{"SUDO_UID=65534", "SUDO_GID=65534"}, nil, "0"},
+		{"sudo --user", []string{"SUDO_UID=65534", "SUDO_GID=65534"}, []string{"--user", "65534"}, "65534"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append(append([]string{"run", "--format", "json"}, tc.flags...), "--", bin, "offsets")
 			r := sfwatch(t, append(workloadEnv(), tc.env...), args...)
-			if r.code != 0 || !strings.Contains(r.stdout, "\nuid 65534\n") {
+			if r.code != 0 || !strings.Contains(r.stdout, "\nuid "+tc.uid+"\n") {
 				t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 			}
 			calls := offsetsManifest(t, r.stdout)

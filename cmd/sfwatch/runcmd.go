@@ -58,7 +58,7 @@ its threads and all its descendants make, strace-style, on stderr. When CMD
 exits, whatever it left running in the group is killed.
 
 Flags:
-  --user NAME          run CMD as NAME (default: the user behind sudo, as strace -u)
+  --user NAME          run CMD as NAME (default: as sfwatch runs, root under sudo, as strace)
 ` + watchFlagsUsage + exitCodesUsage
 
 const attachUsage = `Usage: sfwatch attach (--cgroup PATH | --pid PID) [flags]

@@ -42,9 +42,8 @@ type Spec struct {
 	Group *cgroup.Group
 	// User runs the child as this user: a name, or a numeric uid (one
 	// without a passwd entry gets the same number as its gid and no
-	// supplementary groups). Empty: when we are root and SUDO_UID and
-	// SUDO_GID are set, the user behind sudo with its supplementary groups,
-	// as strace -u does; otherwise our own user.
+	// supplementary groups). Empty: our own credentials, as strace runs
+	// its command (under sudo, root: `sudo strace CMD` runs CMD as root).
 	User string
 	// ForwardSignals passes SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and
 	// SIGUSR2 on to the child, exactly once each; see the package doc.
@@ -276,12 +275,7 @@ func credential(name string) (*syscall.Credential, error) {
 		}
 		return newCredential(u.Uid, u.Gid, u)
 	}
-	uid, gid := os.Getenv("SUDO_UID"), os.Getenv("SUDO_GID")
-	if os.Geteuid() != 0 || uid == "" || gid == "" {
-		return nil, nil
-	}
-	u, _ := user.LookupId(uid) // nil without a passwd entry: no supplementary groups
-	return newCredential(uid, gid, u)
+	return nil, nil
 }
 
 func lookupUser(name string) (*user.User, error) {
