@@ -132,7 +132,7 @@ func TestRunReportOnFullDevice(t *testing.T) {
 	if !strings.Contains(r.stderr, "sfwatch: writing report /dev/full: ") || !strings.Contains(r.stderr, "no space left on device") {
 		t.Errorf("stderr does not say the report failed:\n%s", r.stderr)
 	}
-	if j := readJUnit(t, junit); j.Tests != 1 || j.Failures != 0 {
+	if j := readJUnit(t, junit, 7); j.Tests != 1 || j.Failures != 0 {
 		t.Errorf("junit: %+v, want 1 test, 0 failures", j)
 	}
 }

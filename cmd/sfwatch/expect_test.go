@@ -39,26 +39,35 @@ func offsetsCounts(t *testing.T, stdout string) manifestCounts {
 
 // junitDoc is a JUnit XML file as CI systems read it.
 type junitDoc struct {
-	XMLName  xml.Name `xml:"testsuite"`
-	Name     string   `xml:"name,attr"`
-	Tests    int      `xml:"tests,attr"`
-	Failures int      `xml:"failures,attr"`
-	Skipped  int      `xml:"skipped,attr"`
-	Time     float64  `xml:"time,attr"`
-	Cases    []struct {
-		Name      string `xml:"name,attr"`
-		Classname string `xml:"classname,attr"`
-		Failure   *struct {
-			Message string `xml:"message,attr"`
-			Text    string `xml:",chardata"`
-		} `xml:"failure"`
-		Skipped *struct {
-			Message string `xml:"message,attr"`
-		} `xml:"skipped"`
-	} `xml:"testcase"`
+	XMLName   xml.Name  `xml:"testsuite"`
+	Name      string    `xml:"name,attr"`
+	Tests     int       `xml:"tests,attr"`
+	Failures  int       `xml:"failures,attr"`
+	Errors    *int      `xml:"errors,attr"`
+	Skipped   int       `xml:"skipped,attr"`
+	Time      float64   `xml:"time,attr"`
+	Timestamp string    `xml:"timestamp,attr"`
+	Hostname  string    `xml:"hostname,attr"`
+	Cases     []junitTC `xml:"testcase"`
 }
 
-func readJUnit(t *testing.T, path string) junitDoc {
+type junitTC struct {
+	Name      string  `xml:"name,attr"`
+	Classname string  `xml:"classname,attr"`
+	Time      *string `xml:"time,attr"`
+	Failure   *struct {
+		Message string `xml:"message,attr"`
+		Text    string `xml:",chardata"`
+	} `xml:"failure"`
+	Skipped *struct {
+		Message string `xml:"message,attr"`
+	} `xml:"skipped"`
+}
+
+// readJUnit parses a JUnit file, checks what every one has (the schema's
+// attributes, and a last case for the run: failed when the command's
+// status is not 0), and returns it without that case, counts included.
+func readJUnit(t *testing.T, path string, status int) junitDoc {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -70,6 +79,27 @@ func readJUnit(t *testing.T, path string) junitDoc {
 	var j junitDoc
 	if err := xml.Unmarshal(data, &j); err != nil {
 		t.Fatalf("parsing junit: %v\n%s", err, data)
+	}
+	if _, err := time.Parse("2006-01-02T15:04:05", j.Timestamp); err != nil || j.Errors == nil || *j.Errors != 0 || j.Hostname == "" {
+		t.Errorf("junit: timestamp %q (%v), errors %v, hostname %q", j.Timestamp, err, j.Errors, j.Hostname)
+	}
+	if len(j.Cases) == 0 {
+		t.Fatalf("junit: no test case for the run\n%s", data)
+	}
+	run := j.Cases[len(j.Cases)-1]
+	if run.Name != "exit status" || run.Classname != "sfwatch.run" || run.Time == nil || (run.Failure != nil) != (status != 0) ||
+		run.Failure != nil && !strings.HasSuffix(run.Failure.Message, fmt.Sprintf(" exited with status %d", status)) {
+		t.Errorf("junit: run case %+v, want one for exit status %d", run, status)
+	}
+	for _, c := range j.Cases {
+		if c.Time == nil {
+			t.Errorf("junit: case %q has no time", c.Name)
+		}
+	}
+	j.Cases = j.Cases[:len(j.Cases)-1]
+	j.Tests--
+	if run.Failure != nil {
+		j.Failures--
 	}
 	return j
 }
@@ -134,7 +164,7 @@ func TestExpectAllHold(t *testing.T) {
 			t.Errorf("report expectation %d: %+v, want %q ok, actual %d, no offending events", i, e, x, v)
 		}
 	}
-	j := readJUnit(t, junit)
+	j := readJUnit(t, junit, 0)
 	if j.Tests != len(exprs) || j.Failures != 0 || j.Skipped != 0 || len(j.Cases) != len(exprs) {
 		t.Errorf("junit: tests %d failures %d skipped %d cases %d, want %d 0 0 %d", j.Tests, j.Failures, j.Skipped, len(j.Cases), len(exprs), len(exprs))
 	}
@@ -244,7 +274,7 @@ func TestExpectFails(t *testing.T) {
 		}
 	}
 
-	j := readJUnit(t, junit)
+	j := readJUnit(t, junit, 0)
 	failures := 0
 	for _, c := range cases {
 		if !c.ok {
@@ -369,7 +399,7 @@ func TestExpectForcedLoss(t *testing.T) {
 			t.Errorf("report: %q: ok %v actual %v, want ok", x, e.OK, e.Actual)
 		}
 	}
-	j := readJUnit(t, junit)
+	j := readJUnit(t, junit, 0)
 	if j.Tests != 1+len(exact) || j.Failures != 0 || j.Skipped != 1 || j.Cases[0].Skipped == nil {
 		t.Errorf("junit: tests %d failures %d skipped %d, want %d 0 1", j.Tests, j.Failures, j.Skipped, 1+len(exact))
 	} else if msg := j.Cases[0].Skipped.Message; msg != fmt.Sprintf("inconclusive (events were lost or sampled out): %d events lost, 0 sampled out, 0 program runs skipped", *s.Lost) {
@@ -445,11 +475,11 @@ func TestReport(t *testing.T) {
 	if len(rep.Expectations) != 1 || rep.Expectations[0].Expr != "errors==3" || !*rep.Expectations[0].OK || *rep.Expectations[0].Actual != 3 {
 		t.Errorf("expectations %+v", rep.Expectations)
 	}
-	j := readJUnit(t, junit)
+	j := readJUnit(t, junit, 0)
 	if j.Tests != 1 || j.Failures != 0 || len(j.Cases) != 1 || j.Cases[0].Name != "errors==3" || j.Cases[0].Failure != nil {
 		t.Errorf("junit %+v", j)
 	}
-	// No --expect: the report has an empty list, JUnit an empty suite.
+	// No --expect: the report has an empty list, JUnit the run's case only.
 	r = runWorkload(t, []string{"--quiet", "--report", report, "--junit", junit}, "exit", "3")
 	if r.code != 3 {
 		t.Errorf("exit %d, want 3", r.code)
@@ -457,7 +487,42 @@ func TestReport(t *testing.T) {
 	if rep := readReport(t, report); rep.Expectations == nil || len(rep.Expectations) != 0 || *rep.ExitCode != 3 || *rep.Summary.Calls != 0 {
 		t.Errorf("report without --expect: expectations %v exit_code %d calls %d", rep.Expectations, *rep.ExitCode, *rep.Summary.Calls)
 	}
-	if j := readJUnit(t, junit); j.Tests != 0 || len(j.Cases) != 0 {
+	if j := readJUnit(t, junit, 3); j.Tests != 0 || len(j.Cases) != 0 {
 		t.Errorf("junit without --expect: %+v", j)
+	}
+}
+
+// TestReportsCommandNotStarted: a command that is not found (127) or not
+// executable (126) still gets its --report and --junit, with that exit
+// code, no call, and its expectations evaluated against nothing.
+func TestReportsCommandNotStarted(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "not-executable")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cmd  string
+		code int
+	}{
+		{"not found", filepath.Join(dir, "missing"), 127},
+		{"not executable", notExec, 126},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			report, junit := filepath.Join(dir, "r.json"), filepath.Join(dir, "j.xml")
+			r := sfwatch(t, nil, "run", "--expect", "calls>=1", "--report", report, "--junit", junit, "--", tc.cmd)
+			if r.code != tc.code || strings.Count(r.stderr, "\n") != 1 {
+				t.Fatalf("exit %d, stderr %q; want %d and one line", r.code, r.stderr, tc.code)
+			}
+			rep := readReport(t, report)
+			if *rep.ExitCode != tc.code || *rep.Summary.Calls != 0 || len(rep.Expectations) != 1 || rep.Expectations[0].OK == nil || *rep.Expectations[0].OK {
+				t.Errorf("report: exit_code %d calls %d expectations %+v; want %d, 0, calls>=1 failed", *rep.ExitCode, *rep.Summary.Calls, rep.Expectations, tc.code)
+			}
+			if j := readJUnit(t, junit, tc.code); j.Tests != 1 || j.Failures != 1 {
+				t.Errorf("junit: %+v, want the expectation failed", j)
+			}
+		})
 	}
 }

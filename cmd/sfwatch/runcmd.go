@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
@@ -247,8 +248,9 @@ func runCommand(ctx context.Context, args []string) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	// Before -o is created and the metrics port bound: a typo in CMD
-	// leaves nothing behind.
+	// leaves nothing behind but the reports CI asked for.
 	if err := child.Resolve(cmd); err != nil {
+		writeNotStartedReports(&f, argv, time.Now(), err)
 		return err
 	}
 	if err := child.CheckUser(user); err != nil {
@@ -423,8 +425,10 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 		sinks = append(sinks, offending)
 	}
 	cfg.Sink = sinks
+	begin := time.Now()
 	outcome, err := start(cfg)
 	if err != nil {
+		writeNotStartedReports(f, target, begin, err)
 		return err
 	}
 	var streamErr error
@@ -437,6 +441,44 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 		return fmt.Errorf("writing events: %w", streamErr)
 	}
 	return err
+}
+
+// writeNotStartedReports writes --report and --junit for a command that
+// could not be started (not found, 127; not executable, 126), so that CI
+// finds them with that exit code; the one error line is the caller's.
+func writeNotStartedReports(f *watchFlags, target []string, begin time.Time, err error) {
+	var code int
+	switch {
+	case errors.Is(err, child.ErrNotFound):
+		code = exitNotFound
+	case errors.Is(err, child.ErrNotExecutable):
+		code = exitNotExec
+	default:
+		return
+	}
+	o := session.Outcome{Start: begin, End: time.Now(), ExitCode: code}
+	// Nothing was loaded, so nothing was skipped: the same keys as a run's.
+	o.Summary.SkippedByProgram = make(map[string]uint64)
+	for _, p := range loader.Programs() {
+		if p != loader.ExitProgram {
+			o.Summary.SkippedByProgram[p] = 0
+		}
+	}
+	outcomes := make([]events.Outcome, len(f.expects))
+	for i, x := range f.expects {
+		outcomes[i] = x.Evaluate(o.Summary)
+	}
+	rep := report.New(versionString(), target, o, outcomes, report.NewOffenders(f.expects))
+	if f.report != "" {
+		if err := rep.WriteJSON(f.report); err != nil {
+			fmt.Fprintf(stderr, "sfwatch: %v\n", err)
+		}
+	}
+	if f.junit != "" {
+		if err := rep.WriteJUnit(f.junit); err != nil {
+			fmt.Fprintf(stderr, "sfwatch: %v\n", err)
+		}
+	}
 }
 
 // finish prints what comes after the event stream (table, expectations,

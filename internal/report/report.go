@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -132,20 +133,27 @@ func (r *Report) WriteJSON(path string) error {
 	return nil
 }
 
-// JUnit XML, the subset CI systems read: one suite, a case per expectation.
+// JUnit XML as Jenkins' schema (junit-10.xsd) has it: one suite, a case
+// per expectation and one for the run itself (the command's exit status),
+// so that a run without --expect is not an empty report, which Jenkins
+// takes for a failure.
 type junitSuite struct {
-	XMLName  xml.Name    `xml:"testsuite"`
-	Name     string      `xml:"name,attr"`
-	Tests    int         `xml:"tests,attr"`
-	Failures int         `xml:"failures,attr"`
-	Skipped  int         `xml:"skipped,attr"`
-	Time     float64     `xml:"time,attr"`
-	Cases    []junitCase `xml:"testcase"`
+	XMLName   xml.Name    `xml:"testsuite"`
+	Name      string      `xml:"name,attr"`
+	Tests     int         `xml:"tests,attr"`
+	Failures  int         `xml:"failures,attr"`
+	Errors    int         `xml:"errors,attr"`
+	Skipped   int         `xml:"skipped,attr"`
+	Time      float64     `xml:"time,attr"`
+	Timestamp string      `xml:"timestamp,attr"` // ISO 8601, no zone: the schema's xs:dateTime pattern
+	Hostname  string      `xml:"hostname,attr"`
+	Cases     []junitCase `xml:"testcase"`
 }
 
 type junitCase struct {
 	Name      string        `xml:"name,attr"`
 	Classname string        `xml:"classname,attr"`
+	Time      float64       `xml:"time,attr"`
 	Failure   *junitMessage `xml:"failure,omitempty"`
 	Skipped   *junitMessage `xml:"skipped,omitempty"`
 }
@@ -155,13 +163,17 @@ type junitMessage struct {
 	Text    string `xml:",chardata"`
 }
 
-// WriteJUnit writes the expectations to path as JUnit XML, whole.
+// WriteJUnit writes the expectations and the run's exit status to path as
+// JUnit XML, whole.
 func (r *Report) WriteJUnit(path string) error {
+	hostname, _ := os.Hostname()
 	suite := junitSuite{
-		Name:  "sfwatch " + strings.Join(r.Command, " "),
-		Tests: len(r.Expectations),
-		Time:  r.End.Sub(r.Start).Seconds(),
-		Cases: []junitCase{},
+		Name:      "sfwatch " + strings.Join(r.Command, " "),
+		Tests:     len(r.Expectations) + 1,
+		Time:      r.End.Sub(r.Start).Seconds(),
+		Timestamp: r.Start.UTC().Format("2006-01-02T15:04:05"),
+		Hostname:  hostname,
+		Cases:     []junitCase{},
 	}
 	for _, x := range r.Expectations {
 		c := junitCase{Name: x.Expr, Classname: "sfwatch.expect"}
@@ -176,6 +188,12 @@ func (r *Report) WriteJUnit(path string) error {
 		}
 		suite.Cases = append(suite.Cases, c)
 	}
+	run := junitCase{Name: "exit status", Classname: "sfwatch.run", Time: suite.Time}
+	if r.ExitCode != 0 {
+		suite.Failures++
+		run.Failure = &junitMessage{Message: fmt.Sprintf("%s exited with status %d", strings.Join(r.Command, " "), r.ExitCode)}
+	}
+	suite.Cases = append(suite.Cases, run)
 	data, err := xml.MarshalIndent(suite, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding junit: %w", err)
