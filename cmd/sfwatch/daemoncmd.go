@@ -226,17 +226,11 @@ func daemonCommand(ctx context.Context, args []string) error {
 	var stream *daemonStream
 	var out *boundedWriter
 	if f.events != "" {
-		file, err := openOutput(f.events)
-		if err != nil {
+		var closeOut func()
+		if out, closeOut, err = openBounded(f.events, "--events "+f.events); err != nil {
 			return err
 		}
-		out = newBoundedWriter(file, "--events "+f.events)
-		defer func() {
-			// Close would wait for a write that gave up; exiting frees it.
-			if out.gaveUp() == nil {
-				file.Close()
-			}
-		}()
+		defer closeOut()
 		stream = &daemonStream{streamSink: newStreamSink(out, f.format, events.TextOptions{})}
 		cfg.Events = stream
 	}
