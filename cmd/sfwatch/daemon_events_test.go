@@ -2,12 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sfwatch/sfwatch/internal/testenv"
 	"github.com/sfwatch/sfwatch/internal/testworkload"
@@ -29,8 +31,10 @@ func loopCall(i int) (null bool, ret int64) {
 // TestDaemonEvents: with --events, every call of two watched sibling
 // groups is written with its group's path, as JSON objects that parse and
 // match the calls (count, descriptors, offsets, result) and as text lines
-// that start with the path and a tab; the accounting line counts them,
-// none lost, no violation. Without --events nothing is written.
+// that start with the path and a tab; the accounting line and /metrics
+// count them, none lost, no violation (sfwatch_sendfile_violations_total
+// per group). Without --events nothing is written, and there is no
+// violations series.
 func TestDaemonEvents(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	p := ownedGroup(t)
@@ -43,9 +47,21 @@ func TestDaemonEvents(t *testing.T) {
 	lock := filepath.Join(dir, "daemon.lock")
 	counts := map[string]int{p.Rel + "/a": 10, p.Rel + "/b": 25}
 	run := func(args ...string) {
-		d := startDaemon(t, lock, append([]string{"--watch", p.Rel}, args...)...)
+		addr := pmAddr(t)
+		d := startDaemon(t, lock, append([]string{"--watch", p.Rel, "--metrics-addr", addr}, args...)...)
 		loopIn(t, filepath.Join(p.Path, "a"), 10)
 		loopIn(t, filepath.Join(p.Path, "b"), 25)
+		m := pmScrape(t, &http.Client{Timeout: 10 * time.Second}, "http://"+addr+"/metrics")
+		for path := range counts {
+			// The series needs events: without them, none.
+			n, ok := m.get("sfwatch_sendfile_violations_total", "cgroup", path)
+			if ok != (len(args) > 0) || n != 0 {
+				t.Errorf("daemon %q: sfwatch_sendfile_violations_total{cgroup=%q} %v (present %v)", args, path, n, ok)
+			}
+		}
+		if n := m.value(t, "sfwatch_events_lost_total"); n != 0 {
+			t.Errorf("daemon %q: sfwatch_events_lost_total %d, want 0", args, n)
+		}
 		r := d.stop(t, syscall.SIGTERM)
 		last := lines(r.stderr)[len(lines(r.stderr))-1]
 		want := "sfwatch: 35 calls counted in the kernel in 2 groups (0 under _other)"

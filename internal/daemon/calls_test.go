@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sfwatch/sfwatch/internal/events"
+	"github.com/sfwatch/sfwatch/internal/loader"
 )
 
 // recorder is an EventSink that keeps every event.
@@ -133,5 +134,27 @@ func TestEventsOff(t *testing.T) {
 				t.Errorf("%s: %d instructions without events, %d with: want the same", name, n, nOn[name])
 			}
 		}
+	}
+}
+
+// TestEventsSample: with SampleEvery 2, about one call in two is emitted
+// (the cycle is per CPU); delivered and sampled out make every call, and
+// the totals stay exact.
+func TestEventsSample(t *testing.T) {
+	p := parent(t)
+	a := mkdir(t, p, "a")
+	var rec recorder
+	d := start(t, Config{Watch: []string{p.Rel}, Events: &rec, SampleEvery: 2})
+	runIn(t, a, "ok=20")
+	if err := d.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	s := snapshot(t, d)
+	want(t, s, p.Rel+"/a", 20, nil)
+	ta := s[p.Rel+"/a"]
+	sampled := ta.Get(loader.SfwatchCounterCOUNTER_SAMPLED_OUT)
+	delivered := uint64(len(rec.events[p.Rel+"/a"]))
+	if delivered+sampled != 20 || sampled < 5 || delivered < 10 {
+		t.Errorf("%d events delivered, %d sampled out; want 20 in all, about half each", delivered, sampled)
 	}
 }
