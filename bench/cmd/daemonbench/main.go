@@ -1,6 +1,6 @@
 // Command daemonbench runs a command next to an sfwatch daemon (the
-// internal/daemon observer, totals only) that watches three subtrees, for
-// the benchmark's daemon rows:
+// internal/daemon observer, totals only unless -events) that watches three
+// subtrees, for the benchmark's daemon rows:
 //
 //	daemonbench -- CMD [ARGS...]          CMD in a group outside every watched subtree
 //	daemonbench -watched -- CMD [ARGS...] CMD in a group inside one of them
