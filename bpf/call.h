@@ -64,6 +64,24 @@ enum event_flag {
 	EVENT_OFFSET_AFTER_OK = 2,  // offset_after was read from user memory
 };
 
+// One sendfile call, shared with Go through bpf2go -type event.
+struct event {
+	__u64 start_ns;    // CLOCK_MONOTONIC at syscall entry
+	__u64 duration_ns; // entry to exit
+	__u64 offset_ptr;  // the loff_t * argument; 0 for NULL
+	__s64 offset_before;
+	__s64 offset_after;
+	__u64 count;
+	__s64 ret;
+	__u32 pid; // thread group id, what userspace calls the pid
+	__u32 tid;
+	__s32 out_fd;
+	__s32 in_fd;
+	__u32 flags; // enum event_flag
+	__u32 reserved;
+	__u8 comm[16];
+};
+
 // Indexes into the counters map, shared with Go through bpf2go -type counter.
 enum counter {
 	COUNTER_CALLS,       // completed calls (paired enter/exit)
@@ -139,6 +157,64 @@ static __always_inline __u32 log2_bucket(__u64 v)
 	if (v >> 2) { v >>= 2; b += 2; }
 	if (v >> 1) { v >>= 1; b += 1; }
 	return b + (__u32)v; // 0 -> 0, 1 -> 1, 2..3 -> 2, ...
+}
+
+// sampled_out tells whether sample_every leaves this call's event out,
+// advancing the cycle position at tick (per CPU, NULL: never out). Not
+// atomic: a preempted program may repeat a position in the cycle, which
+// moves the sample, not the totals.
+static __always_inline int sampled_out(__u64 *tick, __u32 every)
+{
+	if (!tick)
+		return 0;
+	__u64 n = (*tick)++;
+	return n % every != 0;
+}
+
+// wakeup_flag decides, before an event of size bytes is reserved in rb, whether its
+// commit wakes the reader. Below wakeup_bytes of unread data the reader is
+// not woken and drains on its own timer instead, which saves a wakeup per
+// event on a busy server. Past it, wake once per eighth of the threshold
+// produced, not on every event: each forced wakeup is an irq_work (a
+// self-IPI) on this CPU, and the reader, woken once, drains everything
+// there is. last_pos is the producer position of the last forced wakeup,
+// shared by every CPU; racy on purpose: a lost update costs one wakeup
+// more, never one less.
+static __always_inline __u64 wakeup_flag(void *rb, __u64 size, __u64 wakeup_bytes, __u64 *last_pos)
+{
+	if (bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) + size >= wakeup_bytes) {
+		__u64 prod = bpf_ringbuf_query(rb, BPF_RB_PROD_POS);
+		if (prod - *last_pos >= wakeup_bytes / 8) {
+			*last_pos = prod;
+			return BPF_RB_FORCE_WAKEUP;
+		}
+	}
+	return BPF_RB_NO_WAKEUP;
+}
+
+// fill_event writes a counted call's event; id is the calling thread's
+// bpf_get_current_pid_tgid().
+static __always_inline void fill_event(struct event *e, struct inflight *call, __s64 ret, __u64 duration,
+				       __u64 id)
+{
+	e->start_ns = call->start_ns;
+	e->duration_ns = duration;
+	e->offset_ptr = call->offset_ptr;
+	e->offset_before = call->offset_before;
+	e->offset_after = 0;
+	e->count = call->count;
+	e->ret = ret;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->out_fd = call->out_fd;
+	e->in_fd = call->in_fd;
+	e->flags = call->flags;
+	e->reserved = 0;
+	if (call->offset_ptr &&
+	    bpf_probe_read_user(&e->offset_after, sizeof(e->offset_after),
+				(void *)call->offset_ptr) == 0)
+		e->flags |= EVENT_OFFSET_AFTER_OK;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
 // enter_call remembers a call's arguments, as the syscall received them, for

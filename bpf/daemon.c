@@ -153,6 +153,35 @@ struct {
 	__uint(max_entries, 256 << 10);
 } group_events SEC(".maps");
 
+// The calls' events, with --events: set from Go before the programs are
+// loaded (the loader also sizes call_events to --ring-size then, and to a
+// page without --events).
+volatile const __u32 events_on = 0;
+volatile const __u32 sample_every = 1; // emit one event per N calls; totals stay exact
+volatile const __u64 wakeup_bytes = 0; // wake the reader only past this much unread data
+
+// Producer position of the last forced wakeup (see wakeup_flag).
+__u64 last_wakeup_pos = 0;
+
+// A call's event (sfwatch.c's) and the id of the group it is counted in.
+struct call_event {
+	struct event call;
+	__u64 group_id; // 0: counted in row 0, "_other"
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} call_events SEC(".maps");
+
+// Each CPU's position in the sampling cycle of --sample.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sample_tick SEC(".maps");
+
 // Keep the types in BTF so bpf2go can generate Go types.
 const struct group_event *unused_group_event __attribute__((unused));
 const enum row_slot *unused_row_slot __attribute__((unused));
@@ -203,9 +232,35 @@ static __always_inline void add_latency(__u32 group, __u32 bucket)
 	row_add(group, ROW_LATENCY + bucket, 1);
 }
 
-// Totals only: the daemon emits no events.
+// emit_call sends a counted call's event with its group's id, one in
+// sample_every, when the daemon was started with --events. Without it,
+// events_on is 0 when the programs are verified: the verifier drops this
+// path, and a call costs what it did before events existed.
 static __always_inline int emit_call(struct inflight *call, __s64 ret, __u64 duration)
 {
+	if (!events_on)
+		return 0;
+	__u32 g = call->group;
+	if (sample_every > 1) {
+		__u32 zero = 0;
+		if (sampled_out(bpf_map_lookup_elem(&sample_tick, &zero), sample_every)) {
+			add_counter(g, COUNTER_SAMPLED_OUT, 1);
+			return 0;
+		}
+	}
+	__u64 wakeup = wakeup_flag(&call_events, sizeof(struct call_event), wakeup_bytes, &last_wakeup_pos);
+	struct call_event *e = bpf_ringbuf_reserve(&call_events, sizeof(*e), 0);
+	if (!e) {
+		add_counter(g, COUNTER_LOST, 1);
+		return 0;
+	}
+	fill_event(&e->call, call, ret, duration, bpf_get_current_pid_tgid());
+	// The row's group: row_of named the row before the call was counted
+	// in it. 0 for row 0, "_other".
+	__u32 key = g * ROW_SIZE + ROW_ID;
+	__u64 *id = g ? bpf_map_lookup_elem(&rows, &key) : NULL;
+	e->group_id = id ? *id : 0;
+	bpf_ringbuf_submit(e, wakeup);
 	return 0;
 }
 

@@ -52,24 +52,6 @@ __u32 any_followed = 0;
 // purpose: a lost update costs one wakeup more, never one less.
 __u64 last_wakeup_pos = 0;
 
-// One sendfile call, shared with Go through bpf2go -type event.
-struct event {
-	__u64 start_ns;    // CLOCK_MONOTONIC at syscall entry
-	__u64 duration_ns; // entry to exit
-	__u64 offset_ptr;  // the loff_t * argument; 0 for NULL
-	__s64 offset_before;
-	__s64 offset_after;
-	__u64 count;
-	__s64 ret;
-	__u32 pid; // thread group id, what userspace calls the pid
-	__u32 tid;
-	__s32 out_fd;
-	__s32 in_fd;
-	__u32 flags; // enum event_flag
-	__u32 reserved;
-	__u8 comm[16];
-};
-
 // The event stream. A ring buffer keeps events in call order across CPUs and
 // lets us reserve without copying; its size is set from Go (--ringbuf-size).
 struct {
@@ -250,57 +232,17 @@ static __always_inline int emit_call(struct inflight *call, __s64 ret, __u64 dur
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
-	if (sample_every > 1) {
-		// Not atomic: a preempted program may repeat a position in the
-		// cycle, which moves the sample, not the totals.
-		__u64 *t = slot(&counters, COUNTER_ROW, COUNTER_SAMPLE_TICK);
-		if (t) {
-			__u64 n = (*t)++;
-			if (n % sample_every != 0) {
-				add(COUNTER_SAMPLED_OUT, 1);
-				return 0;
-			}
-		}
+	if (sample_every > 1 && sampled_out(slot(&counters, COUNTER_ROW, COUNTER_SAMPLE_TICK), sample_every)) {
+		add(COUNTER_SAMPLED_OUT, 1);
+		return 0;
 	}
-
-	// Decide the wakeup before the record is committed: below the threshold
-	// the reader is not woken and drains on its own timer instead, which
-	// saves a wakeup per event on a busy server. Past it, wake once per
-	// eighth of the threshold produced, not on every event: each forced
-	// wakeup is an irq_work (a self-IPI) on this CPU, and the reader, woken
-	// once, drains everything there is.
-	__u64 wakeup = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(struct event) >= wakeup_bytes) {
-		__u64 prod = bpf_ringbuf_query(&events, BPF_RB_PROD_POS);
-		if (prod - last_wakeup_pos >= wakeup_bytes / 8) {
-			last_wakeup_pos = prod;
-			wakeup = BPF_RB_FORCE_WAKEUP;
-		}
-	}
-
+	__u64 wakeup = wakeup_flag(&events, sizeof(struct event), wakeup_bytes, &last_wakeup_pos);
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		add(COUNTER_LOST, 1);
 		return 0;
 	}
-	e->start_ns = call->start_ns;
-	e->duration_ns = duration;
-	e->offset_ptr = call->offset_ptr;
-	e->offset_before = call->offset_before;
-	e->offset_after = 0;
-	e->count = call->count;
-	e->ret = ret;
-	e->pid = id >> 32;
-	e->tid = (__u32)id;
-	e->out_fd = call->out_fd;
-	e->in_fd = call->in_fd;
-	e->flags = call->flags;
-	e->reserved = 0;
-	if (call->offset_ptr &&
-	    bpf_probe_read_user(&e->offset_after, sizeof(e->offset_after),
-				(void *)call->offset_ptr) == 0)
-		e->flags |= EVENT_OFFSET_AFTER_OK;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	fill_event(e, call, ret, duration, id);
 	bpf_ringbuf_submit(e, wakeup);
 	return 0;
 }

@@ -40,6 +40,12 @@ func TestDaemonBadInput(t *testing.T) {
 		{"--group-depth", "-1"},
 		{"--retention", "0s"},
 		{"--watch", "/x", "extra"},
+		{"--format", "json"},
+		{"--sample", "2"},
+		{"--events", filepath.Join(dir, "events"), "--format", "yaml"},
+		{"--events", filepath.Join(dir, "events"), "--sample", "0"},
+		{"--events", filepath.Join(dir, "events"), "--ringbuf-size", "1000"},
+		{"--events", filepath.Join(dir, "missing", "events")},
 	} {
 		r := sfwatch(t, nil, append([]string{"daemon", "--lock", lock}, args...)...)
 		if r.code != exitUsage {

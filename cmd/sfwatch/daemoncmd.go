@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/daemon"
+	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
 )
 
@@ -41,6 +43,16 @@ Flags:
   --metrics            serve Prometheus metrics on 127.0.0.1:9464/metrics
   --metrics-addr ADDR  serve them on ADDR instead (e.g. :9464 for every interface)
   --web-config FILE    TLS and basic auth for the metrics server (exporter-toolkit format)
+  --events FILE        also write every call's event to FILE, with its group's
+                       path: text, "PATH<TAB>" then the strace line (run's);
+                       json, run's object with a "cgroup" field first. Without
+                       it the daemon keeps totals only, and a call costs no
+                       more than that
+  --format text|json   the events' format (default text)
+  --sample N           with --events: the kernel emits one event per N calls
+                       (counted per CPU); totals stay exact
+  --ringbuf-size N     with --events: ring buffer bytes, a power of two up to
+                       1073741824 (default 8388608)
   --lock FILE          the lock that keeps a second daemon from starting
                        (default /run/sfwatch/daemon.lock)
 
@@ -65,6 +77,10 @@ type daemonFlags struct {
 	webConfig   string
 	webWhat     string
 	lock        string
+	events      string
+	format      string
+	sample      uint
+	ringBufSize int
 }
 
 type stringList struct{ list *[]string }
@@ -138,7 +154,14 @@ func daemonCommand(ctx context.Context, args []string) error {
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "")
 	fs.StringVar(&f.webConfig, "web-config", "", "")
 	fs.StringVar(&f.lock, "lock", defaultDaemonLock, "")
+	fs.StringVar(&f.events, "events", "", "")
+	fs.StringVar(&f.format, "format", "text", "")
+	fs.UintVar(&f.sample, "sample", 1, "")
+	fs.IntVar(&f.ringBufSize, "ringbuf-size", loader.DefaultRingBufSize, "")
 	if err := parse(fs, args, daemonUsage); err != nil {
+		return err
+	}
+	if err := f.checkEvents(fs); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -191,13 +214,27 @@ func daemonCommand(ctx context.Context, args []string) error {
 	}
 	defer unlock()
 
-	d, err := daemon.Start(mount, daemon.Config{
-		Watch:      paths,
-		GroupDepth: f.groupDepth,
-		MaxGroups:  f.maxGroups,
-		Retention:  f.retention,
-		Log:        stderr,
-	})
+	cfg := daemon.Config{
+		Watch:       paths,
+		GroupDepth:  f.groupDepth,
+		MaxGroups:   f.maxGroups,
+		Retention:   f.retention,
+		Log:         stderr,
+		RingBufSize: f.ringBufSize,
+		SampleEvery: uint32(f.sample),
+	}
+	var stream *daemonStream
+	var out *boundedWriter
+	if f.events != "" {
+		var closeOut func()
+		if out, closeOut, err = openBounded(f.events, "--events "+f.events); err != nil {
+			return err
+		}
+		defer closeOut()
+		stream = &daemonStream{streamSink: newStreamSink(out, f.format, events.TextOptions{})}
+		cfg.Events = stream
+	}
+	d, err := daemon.Start(mount, cfg)
 	if err != nil {
 		return err
 	}
@@ -232,12 +269,94 @@ func daemonCommand(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(stderr, "sfwatch: SIGHUP: watching %d paths\n", len(paths))
 	}
+	if out != nil {
+		// Ending: an output that takes no data now is given up on.
+		stderr.bound()
+		out.bound()
+	}
 	if err := d.Detach(); err != nil {
 		return err
 	}
 	fmt.Fprintln(stderr, daemonAccounting(d))
+	if stream != nil {
+		if err := stream.Close(); err != nil {
+			return fmt.Errorf("writing events: %w", err)
+		}
+	}
 	return nil
 }
+
+// checkEvents checks the flags of --events: the others need it.
+func (f *daemonFlags) checkEvents(fs *flag.FlagSet) error {
+	if f.events == "" {
+		var set []string
+		fs.Visit(func(fl *flag.Flag) {
+			if fl.Name == "format" || fl.Name == "sample" || fl.Name == "ringbuf-size" {
+				set = append(set, "--"+fl.Name)
+			}
+		})
+		if len(set) > 0 {
+			return usageError("daemon: %s needs --events FILE", strings.Join(set, " and "))
+		}
+		return nil
+	}
+	if f.format != "text" && f.format != "json" {
+		return usageError("daemon: --format %q: want text or json", f.format)
+	}
+	if err := loader.ValidateRingBufSize(f.ringBufSize); err != nil {
+		return usageError("daemon: --ringbuf-size: %v", err)
+	}
+	if f.sample == 0 || f.sample > 1<<31 {
+		return usageError("daemon: --sample %d: want N >= 1 (one event per N calls)", f.sample)
+	}
+	return checkOutputs("daemon", []outputFile{{"--events", f.events}})
+}
+
+// daemonStream writes each event as run does, with its group's path: text
+// lines start with the path and a tab, JSON objects with a "cgroup" field.
+type daemonStream struct {
+	*streamSink
+	prefixes map[string][]byte // by path: what goes before run's line
+}
+
+// maxPrefixes bounds daemonStream.prefixes; past it, it starts over.
+const maxPrefixes = 4096
+
+func (s *daemonStream) Event(path string, e *events.Event, v events.Verdict) {
+	if s.err != nil {
+		return // the output is gone (a closed pipe): stop rendering
+	}
+	p, ok := s.prefixes[path]
+	if !ok {
+		p = groupPrefix(path, s.json)
+		if s.prefixes == nil || len(s.prefixes) >= maxPrefixes {
+			s.prefixes = make(map[string][]byte)
+		}
+		s.prefixes[path] = p
+	}
+	s.line = append(s.line[:0], p...)
+	if s.json {
+		// p opens the object: AppendJSON's '{' goes.
+		s.line = events.AppendJSON(s.line, e, v, s.jsonOptions)
+		s.line = append(s.line[:len(p)], s.line[len(p)+1:]...)
+	} else {
+		s.line = s.text.Append(s.line, e, v)
+	}
+	_, s.err = s.w.Write(s.line)
+}
+
+// groupPrefix is what goes before an event of the group at path: for
+// JSON, `{"cgroup":"PATH",`; for text, PATH and a tab, with a tab, newline
+// or backslash in it escaped as \t, \n, \\.
+func groupPrefix(path string, asJSON bool) []byte {
+	if asJSON {
+		b, _ := json.Marshal(path)
+		return append(append([]byte(`{"cgroup":`), b...), ',')
+	}
+	return []byte(textPathEscaper.Replace(path) + "\t")
+}
+
+var textPathEscaper = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`)
 
 // daemonAccounting is the last line: what the kernel counted, where.
 func daemonAccounting(d *daemon.Daemon) string {
@@ -251,6 +370,21 @@ func daemonAccounting(d *daemon.Daemon) string {
 	}
 	other := totals[daemon.Other]
 	line := fmt.Sprintf("sfwatch: %d calls counted in the kernel in %d groups (%d under %s)", calls, len(totals)-1, other.Calls(), daemon.Other)
+	if d.Events() {
+		var lost, sampled, violations uint64
+		for _, t := range totals {
+			lost += t.Get(loader.SfwatchCounterCOUNTER_LOST)
+			sampled += t.Get(loader.SfwatchCounterCOUNTER_SAMPLED_OUT)
+		}
+		for _, n := range d.Violations() {
+			violations += n
+		}
+		line += fmt.Sprintf(", %d events delivered, %d lost", d.Delivered(), lost)
+		if sampled > 0 {
+			line += fmt.Sprintf(", %d sampled out", sampled)
+		}
+		line += fmt.Sprintf(", %d violations", violations)
+	}
 	if skipped, err := d.Skipped(); err == nil {
 		var n uint64
 		for _, s := range skipped {

@@ -136,6 +136,22 @@ func openOutput(path string) (*os.File, error) {
 	}
 }
 
+// openBounded opens the output file at path (openOutput) behind a
+// boundedWriter named name. close closes the file, unless a write gave up
+// on it: Close would wait for that write, and exiting frees it.
+func openBounded(path, name string) (out *boundedWriter, close func(), err error) {
+	file, err := openOutput(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	out = newBoundedWriter(file, name)
+	return out, func() {
+		if out.gaveUp() == nil {
+			file.Close()
+		}
+	}, nil
+}
+
 func setBlocking(f *os.File) error {
 	rc, err := f.SyscallConn()
 	if err != nil {

@@ -391,17 +391,12 @@ func watch(f *watchFlags, target []string, start func(session.Config) (session.O
 	}
 	out := stderr
 	if f.output != "" {
-		file, err := openOutput(f.output)
-		if err != nil {
+		var closeOut func()
+		var err error
+		if out, closeOut, err = openBounded(f.output, "-o "+f.output); err != nil {
 			return err
 		}
-		out = newBoundedWriter(file, "-o "+f.output)
-		defer func() {
-			// Close would wait for a write that gave up; exiting frees it.
-			if out.gaveUp() == nil {
-				file.Close()
-			}
-		}()
+		defer closeOut()
 	}
 	cfg := session.Config{RingBufSize: f.ringBufSize, SampleEvery: uint32(f.sample)}
 	// The run is over: an output that takes no data now is given up

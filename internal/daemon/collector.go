@@ -19,7 +19,7 @@ var (
 	groupsLostDesc = prometheus.NewDesc("sfwatch_group_events_lost_total",
 		"Group creations and removals the kernel could not tell the daemon (ring buffer full); it then looks in the cgroup file system.", nil, nil)
 	lostDesc = prometheus.NewDesc("sfwatch_events_lost_total",
-		"Events dropped because the ring buffer was full; totals stay exact. The daemon keeps totals only: 0.", nil, nil)
+		"Events dropped because the ring buffer was full; totals stay exact. Without --events the daemon keeps totals only: 0.", nil, nil)
 	skippedDesc = prometheus.NewDesc("sfwatch_programs_skipped_total",
 		"Times the kernel did not run one of sfwatch's programs (its recursion misses); not zero, calls may be missing from the totals.", []string{"program"}, nil)
 )
@@ -59,7 +59,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		ch <- prometheus.NewInvalidMetric(overflowDesc, err)
 	}
-	counter(lostDesc, 0)
+	if lost, err := c.d.EventsLost(); err == nil {
+		counter(lostDesc, lost)
+	} else {
+		ch <- prometheus.NewInvalidMetric(lostDesc, err)
+	}
 	if skipped, err := c.d.Skipped(); err == nil {
 		for prog, n := range skipped {
 			counter(skippedDesc, n, prog)

@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -54,6 +56,12 @@ type Config struct {
 	MaxGroups  int           // groups with totals of their own; 0: loader.DefaultMaxGroups
 	Retention  time.Duration // how long a removed path's totals are kept; 0: DefaultRetention
 	Log        io.Writer     // notable changes, one line each; nil: none
+	// Events, when set, gets every counted call's event (one in
+	// SampleEvery) with its group's path; nil: totals only, and the
+	// programs are verified without the event path.
+	Events      EventSink
+	RingBufSize int    // with Events: the ring buffer's size; 0: loader.DefaultRingBufSize
+	SampleEvery uint32 // with Events: one event per N calls; 0 or 1: every call
 }
 
 // Totals is one path's totals: the slots of a kernel row (loader.Row*),
@@ -110,6 +118,8 @@ type watch struct {
 type Daemon struct {
 	bpf    *loader.Daemon
 	events *ringreader.Reader // group creations and removals
+	calls  *ringreader.Reader // the calls' events (Config.Events), or nil
+	sink   EventSink
 	mount  string
 	depth  uint32
 	keep   time.Duration
@@ -127,9 +137,16 @@ type Daemon struct {
 	checked time.Time
 	other   Totals // row 0, as last read
 	otherOK uint64 // okCalls of Other
+	// violations counts, by path, the events that broke a rule
+	// (Config.Events).
+	violations map[string]uint64
+	delivered  atomic.Uint64 // events handed to sink
 
-	stop chan struct{}
-	done chan struct{}
+	callsOnce sync.Once
+	callsDone chan error // consumeCalls' end
+	callsErr  error
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 // CheckWatch says why path cannot be watched, or nil; a path that does not
@@ -204,7 +221,12 @@ func Start(mount string, cfg Config) (*Daemon, error) {
 	if cfg.GroupDepth < 0 || cfg.GroupDepth > 31 {
 		return nil, fmt.Errorf("group depth %d: want 0 to 31", cfg.GroupDepth)
 	}
-	bpf, err := loader.OpenDaemon(cfg.MaxGroups)
+	bpf, err := loader.OpenDaemon(loader.DaemonConfig{
+		MaxGroups:   cfg.MaxGroups,
+		Events:      cfg.Events != nil,
+		RingBufSize: cfg.RingBufSize,
+		SampleEvery: cfg.SampleEvery,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -227,11 +249,25 @@ func Start(mount string, cfg Config) (*Daemon, error) {
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 		ids:    make([]uint64, cfg.MaxGroups+1),
+
+		violations: make(map[string]uint64),
+		sink:       cfg.Events,
+		callsDone:  make(chan error, 1),
+	}
+	if cfg.Events != nil {
+		if d.calls, err = ringreader.New(bpf.CallEvents()); err != nil {
+			events.Close()
+			bpf.Close()
+			return nil, err
+		}
 	}
 	if err := d.SetWatch(cfg.Watch); err != nil {
-		events.Close()
+		d.closeReaders()
 		bpf.Close()
 		return nil, err
+	}
+	if d.calls != nil {
+		go func() { d.callsDone <- d.consumeCalls() }()
 	}
 	go d.loop()
 	return d, nil
@@ -515,6 +551,7 @@ func (d *Daemon) harvest(now time.Time) error {
 	for path, g := range d.groups {
 		if len(g.rows) == 0 && !g.goneAt.IsZero() && now.Sub(g.goneAt) >= d.keep {
 			delete(d.groups, path)
+			delete(d.violations, path)
 		}
 	}
 	return nil
@@ -641,6 +678,7 @@ type groupTotals struct {
 	path, podUID, containerID string
 	totals                    Totals
 	ok                        uint64 // see okCalls
+	violations                uint64 // events that broke a rule (Config.Events)
 }
 
 // snapshot is Snapshot with labels; scrape says to advance okCalls.
@@ -652,14 +690,14 @@ func (d *Daemon) snapshot(scrape bool) ([]groupTotals, error) {
 	}
 	out := make([]groupTotals, 0, len(d.groups)+1)
 	for path, g := range d.groups {
-		gt := groupTotals{path: path, podUID: g.podUID, containerID: g.containerID, totals: g.retired}
+		gt := groupTotals{path: path, podUID: g.podUID, containerID: g.containerID, totals: g.retired, violations: d.violations[path]}
 		for row := range g.rows {
 			gt.totals.add(d.row(row))
 		}
 		gt.ok = okCalls(&gt.totals, &g.lastOK, scrape)
 		out = append(out, gt)
 	}
-	other := groupTotals{path: Other}
+	other := groupTotals{path: Other, violations: d.violations[Other]}
 	other.totals.add(d.other[:])
 	other.ok = okCalls(&other.totals, &d.otherOK, scrape)
 	return append(out, other), nil
@@ -700,11 +738,26 @@ func (d *Daemon) Skipped() (map[string]uint64, error) { return d.bpf.Skipped() }
 // RunStats is each program's run count and run time (loader.Daemon.RunStats).
 func (d *Daemon) RunStats() (map[string]*ebpf.ProgramStats, error) { return d.bpf.RunStats() }
 
-// Detach stops counting: the totals stay readable.
-func (d *Daemon) Detach() error {
+// Events says whether the daemon reads the calls' events (Config.Events).
+func (d *Daemon) Events() bool { return d.calls != nil }
+
+// Violations returns, by path, the events that broke a rule.
+func (d *Daemon) Violations() map[string]uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.bpf.Detach()
+	return maps.Clone(d.violations)
+}
+
+// Detach stops counting: the totals stay readable. With Config.Events,
+// every event the programs emitted has reached the sink when it returns.
+func (d *Daemon) Detach() error {
+	d.mu.Lock()
+	err := d.bpf.Detach()
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return d.stopCalls()
 }
 
 // Close stops the loop and frees the programs and maps. Idempotent.
@@ -717,5 +770,14 @@ func (d *Daemon) Close() error {
 	close(d.stop)
 	d.events.Flush()
 	<-d.done
-	return errors.Join(d.events.Close(), d.bpf.Close())
+	d.stopCalls()
+	return errors.Join(d.closeReaders(), d.bpf.Close())
+}
+
+func (d *Daemon) closeReaders() error {
+	err := d.events.Close()
+	if d.calls != nil {
+		err = errors.Join(err, d.calls.Close())
+	}
+	return err
 }

@@ -101,6 +101,16 @@ var families = []family{
 		}},
 }
 
+// eventFamilies are the groups' series that need the calls' events
+// (--events).
+var eventFamilies = []family{
+	{"sfwatch_sendfile_violations_total", "counter",
+		"Delivered events that broke a rule of sendfile's contract, by group (one in --sample N is delivered).",
+		func(b []byte, g *groupTotals, l []byte) []byte {
+			return sample(b, "sfwatch_sendfile_violations_total", l, "", g.violations)
+		}},
+}
+
 // sample appends `name{labels more} v`; labels is the group's, open.
 func sample(b []byte, name string, labels []byte, more string, v uint64) []byte {
 	b = append(b, name...)
@@ -131,7 +141,11 @@ func (d *Daemon) AppendGroups(b []byte) ([]byte, error) {
 	for i, g := range order {
 		labels[i] = []byte(`{cgroup="` + labelValue.Replace(g.path) + `",pod_uid="` + g.podUID + `",container_id="` + g.containerID + `"`)
 	}
-	for _, f := range families {
+	fams := families
+	if d.Events() {
+		fams = append(slices.Clip(fams), eventFamilies...)
+	}
+	for _, f := range fams {
 		b = append(b, "# HELP "+f.name+" "+f.help+"\n# TYPE "+f.name+" "+f.typ+"\n"...)
 		for i, g := range order {
 			b = f.write(b, g, labels[i])

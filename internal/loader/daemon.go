@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 
 	"github.com/cilium/ebpf"
@@ -71,10 +72,34 @@ func ValidateMaxGroups(n int) error {
 	return nil
 }
 
-// OpenDaemon loads the daemon's programs with maxGroups rows and attaches
-// them. Nothing is watched until Watch.
-func OpenDaemon(maxGroups int) (*Daemon, error) {
+// DaemonConfig is every knob of the daemon's kernel side, set before load.
+type DaemonConfig struct {
+	MaxGroups int // groups with a row of their own
+	// Events emits each counted call's event in CallEvents. Without it
+	// the programs are verified with the event path dropped, and
+	// CallEvents is one page.
+	Events      bool
+	RingBufSize int    // with Events: CallEvents' size; 0 = DefaultRingBufSize
+	SampleEvery uint32 // with Events: one event per N calls; 0 or 1 = every call
+}
+
+// OpenDaemon loads the daemon's programs for cfg and attaches them.
+// Nothing is watched until Watch.
+func OpenDaemon(cfg DaemonConfig) (*Daemon, error) {
+	maxGroups := cfg.MaxGroups
 	if err := ValidateMaxGroups(maxGroups); err != nil {
+		return nil, err
+	}
+	if cfg.RingBufSize == 0 {
+		cfg.RingBufSize = DefaultRingBufSize
+	}
+	if cfg.SampleEvery == 0 {
+		cfg.SampleEvery = 1
+	}
+	if !cfg.Events {
+		cfg.RingBufSize = os.Getpagesize()
+	}
+	if err := ValidateRingBufSize(cfg.RingBufSize); err != nil {
 		return nil, err
 	}
 	if err := prepareKernel(); err != nil {
@@ -88,6 +113,25 @@ func OpenDaemon(maxGroups int) (*Daemon, error) {
 	spec.Maps[DaemonMapGroupRows].MaxEntries = n
 	spec.Maps[DaemonMapFreeRows].MaxEntries = n
 	spec.Maps[DaemonMapRows].MaxEntries = (n + 1) * uint32(RowSize)
+	spec.Maps[DaemonMapCallEvents].MaxEntries = uint32(cfg.RingBufSize)
+	var vars DaemonVariableSpecs
+	if err := spec.Assign(&vars); err != nil {
+		return nil, fmt.Errorf("loading BPF variables: %w", err)
+	}
+	var on uint32
+	if cfg.Events {
+		on = 1
+	}
+	for _, c := range []constant{
+		{vars.EventsOn, on},
+		{vars.SampleEvery, cfg.SampleEvery},
+		// As run: wake the reader once an eighth of the buffer is unread.
+		{vars.WakeupBytes, uint64(cfg.RingBufSize / 8)},
+	} {
+		if err := c.spec.Set(c.value); err != nil {
+			return nil, fmt.Errorf("setting %s: %w", c.spec.Name, err)
+		}
+	}
 	progs := daemonPrograms()
 	for name := range spec.Programs {
 		if !slices.ContainsFunc(progs, func(p program) bool { return p.name == name }) {
@@ -301,6 +345,10 @@ func runStats(coll *ebpf.Collection, progs []program) (map[string]*ebpf.ProgramS
 // group_event), for a ringreader.Reader: every event wakes the reader.
 func (d *Daemon) GroupEvents() *ebpf.Map { return d.objs.GroupEvents }
 
+// CallEvents is the ring buffer of the calls' events (struct call_event:
+// sfwatch's struct event, then the group's id), for a ringreader.Reader.
+func (d *Daemon) CallEvents() *ebpf.Map { return d.objs.CallEvents }
+
 // DecodeGroupEvent decodes one record of GroupEvents.
 func DecodeGroupEvent(raw []byte, e *DaemonGroupEvent) error {
 	if len(raw) < binary.Size(e) {
@@ -326,4 +374,27 @@ func (d *Daemon) Close() error {
 		d.coll.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// Instructions counts, by program, the instructions the kernel kept after
+// verifying it (dead code removed): with DaemonConfig.Events off, the
+// event path is gone.
+func (d *Daemon) Instructions() (map[string]int, error) {
+	n := make(map[string]int, len(d.progs))
+	for _, p := range d.progs {
+		prog := d.coll.Programs[p.name]
+		if prog == nil {
+			continue // not this kernel's
+		}
+		info, err := prog.Info()
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", p.name, err)
+		}
+		insns, err := info.Instructions()
+		if err != nil {
+			return nil, fmt.Errorf("reading the instructions of %s: %w", p.name, err)
+		}
+		n[p.name] = len(insns)
+	}
+	return n, nil
 }

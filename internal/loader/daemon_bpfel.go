@@ -88,12 +88,14 @@ type DaemonWatchSet struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	DaemonMapCallEvents                  = "call_events"
 	DaemonMapDaemonCounters              = "daemon_counters"
 	DaemonMapFreeRows                    = "free_rows"
 	DaemonMapGroupEvents                 = "group_events"
 	DaemonMapGroupRows                   = "group_rows"
 	DaemonMapInflight                    = "inflight"
 	DaemonMapRows                        = "rows"
+	DaemonMapSampleTick                  = "sample_tick"
 	DaemonProgCgroupMkdir                = "cgroup_mkdir"
 	DaemonProgCgroupRmdir                = "cgroup_rmdir"
 	DaemonProgSignalDeliver              = "signal_deliver"
@@ -101,12 +103,16 @@ const (
 	DaemonProgSysEnterSendfile64Kprobe   = "sys_enter_sendfile64_kprobe"
 	DaemonProgSysExitSendfile64          = "sys_exit_sendfile64"
 	DaemonProgSysExitSendfile64Kretprobe = "sys_exit_sendfile64_kretprobe"
+	DaemonVarEventsOn                    = "events_on"
+	DaemonVarLastWakeupPos               = "last_wakeup_pos"
+	DaemonVarSampleEvery                 = "sample_every"
 	DaemonVarUnusedDaemonCounter         = "unused_daemon_counter"
 	DaemonVarUnusedGroupEvent            = "unused_group_event"
 	DaemonVarUnusedGroupEventKind        = "unused_group_event_kind"
 	DaemonVarUnusedRowSlot               = "unused_row_slot"
 	DaemonVarUnusedWatch                 = "unused_watch"
 	DaemonVarUnusedWatchSet              = "unused_watch_set"
+	DaemonVarWakeupBytes                 = "wakeup_bytes"
 	DaemonVarWatchActive                 = "watch_active"
 	DaemonVarWatchSet0                   = "watch_set_0"
 	DaemonVarWatchSet1                   = "watch_set_1"
@@ -167,24 +173,30 @@ type DaemonProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DaemonMapSpecs struct {
+	CallEvents     *ebpf.MapSpec `ebpf:"call_events"`
 	DaemonCounters *ebpf.MapSpec `ebpf:"daemon_counters"`
 	FreeRows       *ebpf.MapSpec `ebpf:"free_rows"`
 	GroupEvents    *ebpf.MapSpec `ebpf:"group_events"`
 	GroupRows      *ebpf.MapSpec `ebpf:"group_rows"`
 	Inflight       *ebpf.MapSpec `ebpf:"inflight"`
 	Rows           *ebpf.MapSpec `ebpf:"rows"`
+	SampleTick     *ebpf.MapSpec `ebpf:"sample_tick"`
 }
 
 // DaemonVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DaemonVariableSpecs struct {
+	EventsOn             *ebpf.VariableSpec `ebpf:"events_on"`
+	LastWakeupPos        *ebpf.VariableSpec `ebpf:"last_wakeup_pos"`
+	SampleEvery          *ebpf.VariableSpec `ebpf:"sample_every"`
 	UnusedDaemonCounter  *ebpf.VariableSpec `ebpf:"unused_daemon_counter"`
 	UnusedGroupEvent     *ebpf.VariableSpec `ebpf:"unused_group_event"`
 	UnusedGroupEventKind *ebpf.VariableSpec `ebpf:"unused_group_event_kind"`
 	UnusedRowSlot        *ebpf.VariableSpec `ebpf:"unused_row_slot"`
 	UnusedWatch          *ebpf.VariableSpec `ebpf:"unused_watch"`
 	UnusedWatchSet       *ebpf.VariableSpec `ebpf:"unused_watch_set"`
+	WakeupBytes          *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	WatchActive          *ebpf.VariableSpec `ebpf:"watch_active"`
 	WatchSet0            *ebpf.VariableSpec `ebpf:"watch_set_0"`
 	WatchSet1            *ebpf.VariableSpec `ebpf:"watch_set_1"`
@@ -210,22 +222,26 @@ func (o *DaemonObjects) Close() error {
 //
 // It can be passed to LoadDaemonObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DaemonMaps struct {
+	CallEvents     *ebpf.Map `ebpf:"call_events"`
 	DaemonCounters *ebpf.Map `ebpf:"daemon_counters"`
 	FreeRows       *ebpf.Map `ebpf:"free_rows"`
 	GroupEvents    *ebpf.Map `ebpf:"group_events"`
 	GroupRows      *ebpf.Map `ebpf:"group_rows"`
 	Inflight       *ebpf.Map `ebpf:"inflight"`
 	Rows           *ebpf.Map `ebpf:"rows"`
+	SampleTick     *ebpf.Map `ebpf:"sample_tick"`
 }
 
 func (m *DaemonMaps) Close() error {
 	return _DaemonClose(
+		m.CallEvents,
 		m.DaemonCounters,
 		m.FreeRows,
 		m.GroupEvents,
 		m.GroupRows,
 		m.Inflight,
 		m.Rows,
+		m.SampleTick,
 	)
 }
 
@@ -233,12 +249,16 @@ func (m *DaemonMaps) Close() error {
 //
 // It can be passed to LoadDaemonObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DaemonVariables struct {
+	EventsOn             *ebpf.Variable `ebpf:"events_on"`
+	LastWakeupPos        *ebpf.Variable `ebpf:"last_wakeup_pos"`
+	SampleEvery          *ebpf.Variable `ebpf:"sample_every"`
 	UnusedDaemonCounter  *ebpf.Variable `ebpf:"unused_daemon_counter"`
 	UnusedGroupEvent     *ebpf.Variable `ebpf:"unused_group_event"`
 	UnusedGroupEventKind *ebpf.Variable `ebpf:"unused_group_event_kind"`
 	UnusedRowSlot        *ebpf.Variable `ebpf:"unused_row_slot"`
 	UnusedWatch          *ebpf.Variable `ebpf:"unused_watch"`
 	UnusedWatchSet       *ebpf.Variable `ebpf:"unused_watch_set"`
+	WakeupBytes          *ebpf.Variable `ebpf:"wakeup_bytes"`
 	WatchActive          *ebpf.Variable `ebpf:"watch_active"`
 	WatchSet0            *ebpf.Variable `ebpf:"watch_set_0"`
 	WatchSet1            *ebpf.Variable `ebpf:"watch_set_1"`

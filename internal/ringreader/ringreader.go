@@ -249,6 +249,46 @@ func (r *Reader) Wait() error {
 	}
 }
 
+// Consume hands every record to handle until Flush, then returns nil once
+// the records committed before it are handled. It sleeps until the BPF side
+// wakes it (past the wakeup threshold) or interval passes, then drains
+// everything there is in one batch, in place; idle is called each time it
+// has caught up, and last.
+func (r *Reader) Consume(interval time.Duration, handle func(raw []byte) error, idle func()) error {
+	deadline := time.Now().Add(interval)
+	r.SetDeadline(deadline)
+	for {
+		if _, err := r.Drain(handle); err != nil {
+			return err
+		}
+		err := r.Wait()
+		switch {
+		case err == nil:
+			// Woken past the threshold: a busy stream may wake us
+			// before every deadline, so check it here too.
+			if time.Now().Before(deadline) {
+				continue
+			}
+			fallthrough
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if _, err := r.Drain(handle); err != nil {
+				return err
+			}
+			idle()
+			deadline = time.Now().Add(interval)
+			r.SetDeadline(deadline)
+		case errors.Is(err, ringbuf.ErrFlushed):
+			if _, err := r.Drain(handle); err != nil {
+				return err
+			}
+			idle()
+			return nil
+		default:
+			return fmt.Errorf("reading ring buffer: %w", err)
+		}
+	}
+}
+
 // SetDeadline bounds the next ReadInto and Wait calls.
 func (r *Reader) SetDeadline(d time.Time) { r.deadline = d }
 

@@ -15,13 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
@@ -247,9 +244,7 @@ func start(group *cgroup.Group, cfg Config, follow bool) (*watch, error) {
 	return w, nil
 }
 
-// consume reads records until the final flush. It sleeps until the BPF
-// side wakes it (past the wakeup threshold) or DrainInterval passes, then
-// drains everything there is in one batch, in place.
+// consume reads records until the final flush (ringreader.Consume).
 func (w *watch) consume() error {
 	var ev events.Event
 	handle := func(raw []byte) error {
@@ -261,38 +256,7 @@ func (w *watch) consume() error {
 		w.sink.Event(&ev, v)
 		return nil
 	}
-	deadline := time.Now().Add(DrainInterval)
-	w.reader.SetDeadline(deadline)
-	for {
-		if _, err := w.reader.Drain(handle); err != nil {
-			return err
-		}
-		err := w.reader.Wait()
-		switch {
-		case err == nil:
-			// Woken past the threshold: a busy stream may wake us
-			// before every deadline, so check it here too.
-			if time.Now().Before(deadline) {
-				continue
-			}
-			fallthrough
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if _, err := w.reader.Drain(handle); err != nil {
-				return err
-			}
-			w.sink.Idle()
-			deadline = time.Now().Add(DrainInterval)
-			w.reader.SetDeadline(deadline)
-		case errors.Is(err, ringbuf.ErrFlushed):
-			if _, err := w.reader.Drain(handle); err != nil {
-				return err
-			}
-			w.sink.Idle()
-			return nil
-		default:
-			return fmt.Errorf("reading ring buffer: %w", err)
-		}
-	}
+	return w.reader.Consume(DrainInterval, handle, w.sink.Idle)
 }
 
 // finish detaches the programs, drains the ring buffer, and reads the

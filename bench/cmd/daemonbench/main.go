@@ -1,11 +1,14 @@
 // Command daemonbench runs a command next to an sfwatch daemon (the
-// internal/daemon observer, totals only) that watches three subtrees, for
-// the benchmark's daemon rows:
+// internal/daemon observer, totals only unless -events) that watches three
+// subtrees, for the benchmark's daemon rows:
 //
 //	daemonbench -- CMD [ARGS...]          CMD in a group outside every watched subtree
 //	daemonbench -watched -- CMD [ARGS...] CMD in a group inside one of them
 //	daemonbench -scrape N -call CMD       N groups, CMD run once in each, then the
 //	                                      CPU time of a scrape of their metrics
+//
+// With -events, the daemon reads every watched call's event, as --events
+// does, and discards it once validated (the rendering is not measured).
 //
 // With -progstats, BPF statistics are on while CMD runs, and each of the
 // daemon's programs' runs and mean run time are printed after it; with
@@ -36,6 +39,7 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/daemon"
+	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
 	"github.com/sfwatch/sfwatch/internal/ringreader"
 )
@@ -45,6 +49,7 @@ func main() {
 	scrape := flag.Int("scrape", 0, "create N groups, run -call in each, and time scrapes")
 	call := flag.String("call", "", "with -scrape: the command run once in each group (split on spaces)")
 	flag.BoolVar(&progStats, "progstats", false, "print the run time of each program per run (BPF statistics on meanwhile)")
+	flag.BoolVar(&withEvents, "events", false, "the daemon reads every watched call's event (--events), rendered nowhere")
 	flag.BoolVar(&withRun, "with-run", false, "also load and attach run's programs on CMD's group, their events drained (for -progstats)")
 	flag.Parse()
 	code, err := run(*watched, *scrape, strings.Fields(*call), flag.Args())
@@ -55,7 +60,13 @@ func main() {
 	os.Exit(code)
 }
 
-var progStats, withRun bool
+var progStats, withRun, withEvents bool
+
+// discard is an EventSink that keeps nothing.
+type discard struct{}
+
+func (discard) Event(string, *events.Event, events.Verdict) {}
+func (discard) Idle()                                       {}
 
 // printStats prints each program's runs and mean run time.
 func printStats(what string, read func() (map[string]*ebpf.ProgramStats, error)) {
@@ -92,7 +103,11 @@ func run(watched bool, scrape int, call, args []string) (int, error) {
 		}
 	}
 	watch := []string{top.Rel + "/w1", top.Rel + "/w2", top.Rel + "/w3"}
-	d, err := daemon.Start(mount, daemon.Config{Watch: watch, MaxGroups: max(1024, scrape+1)})
+	cfg := daemon.Config{Watch: watch, MaxGroups: max(1024, scrape+1)}
+	if withEvents {
+		cfg.Events = discard{}
+	}
+	d, err := daemon.Start(mount, cfg)
 	if err != nil {
 		return 0, err
 	}
@@ -163,6 +178,16 @@ func run(watched bool, scrape int, call, args []string) (int, error) {
 		calls += t.Calls()
 	}
 	fmt.Fprintf(os.Stderr, "daemonbench: %d calls counted in the kernel\n", calls)
+	if withEvents {
+		if err := d.Detach(); err != nil {
+			return 0, err
+		}
+		lost, err := d.EventsLost()
+		if err != nil {
+			return 0, err
+		}
+		fmt.Fprintf(os.Stderr, "daemonbench: %d events delivered, %d lost\n", d.Delivered(), lost)
+	}
 	return code, nil
 }
 
