@@ -88,7 +88,7 @@ enum counter {
 	COUNTER_BYTES,       // sum of positive return values
 	COUNTER_ERRORS,      // ret < 0
 	COUNTER_SHORT,       // 0 < ret < count
-	COUNTER_EOF,         // ret == 0
+	COUNTER_EOF,         // ret == 0, count > 0
 	COUNTER_OFFSET_NULL, // offset argument was NULL
 	COUNTER_OFFSET_PTR,  // offset argument was a pointer
 	COUNTER_LOST,        // ring buffer full: event dropped, counts kept
@@ -98,6 +98,7 @@ enum counter {
 	COUNTER_SAMPLE_TICK, // per-CPU position in the sampling cycle, not a total
 	COUNTER_RESTARTS,    // interrupted by a signal and restarted by the kernel: not calls
 	COUNTER_ESCAPED,     // tasks of the run moved out of its group (followed since)
+	COUNTER_EMPTY,       // ret == 0, count == 0: asked for nothing (last: the others keep their values)
 	COUNTER_MAX,
 };
 
@@ -262,7 +263,7 @@ static __always_inline int finish_call(struct inflight *call, __s64 ret, __u64 d
 		if ((__u64)ret < call->count)
 			add_counter(g, COUNTER_SHORT, 1);
 	} else if (ret == 0) {
-		add_counter(g, COUNTER_EOF, 1);
+		add_counter(g, call->count ? COUNTER_EOF : COUNTER_EMPTY, 1);
 	} else {
 		add_counter(g, COUNTER_ERRORS, 1);
 		add_errno(g, (__u32)(-ret));

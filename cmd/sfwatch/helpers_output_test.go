@@ -54,7 +54,7 @@ func checkTable(t *testing.T, text string, m manifestCounts, events uint64) {
 	rows := tableCounts(text)
 	want := map[string]uint64{
 		"calls": m.calls, "bytes": m.bytes, "errors": m.errors, "short": m.short, "eof": m.eof,
-		"empty (count 0; from the events)": m.empty, "offset NULL": m.offsetNull, "offset pointer": m.offsetPtr,
+		"empty (count 0)": m.empty, "offset NULL": m.offsetNull, "offset pointer": m.offsetPtr,
 		"delivered": events, "lost (ring buffer full)": 0, "violations": 0,
 	}
 	for name, text := range map[string]string{"EBADF": "Bad file descriptor", "ESPIPE": "Illegal seek", "EINVAL": "Invalid argument"} {

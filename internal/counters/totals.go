@@ -10,7 +10,8 @@ type Totals struct {
 	Bytes      uint64 // sum of positive return values
 	Errors     uint64 // ret < 0
 	Short      uint64 // 0 < ret < count
-	EOF        uint64 // ret == 0
+	EOF        uint64 // ret == 0 for a count > 0: the end of the input
+	Empty      uint64 // ret == 0 for a count of 0: asked for nothing
 	OffsetNull uint64 // offset argument was NULL
 	OffsetPtr  uint64 // offset argument was a pointer
 	Lost       uint64 // events dropped because the ring buffer was full
@@ -40,6 +41,7 @@ func (c *counterSums) totals() Totals {
 		Errors:     c[loader.SfwatchCounterCOUNTER_ERRORS],
 		Short:      c[loader.SfwatchCounterCOUNTER_SHORT],
 		EOF:        c[loader.SfwatchCounterCOUNTER_EOF],
+		Empty:      c[loader.SfwatchCounterCOUNTER_EMPTY],
 		OffsetNull: c[loader.SfwatchCounterCOUNTER_OFFSET_NULL],
 		OffsetPtr:  c[loader.SfwatchCounterCOUNTER_OFFSET_PTR],
 		Lost:       c[loader.SfwatchCounterCOUNTER_LOST],

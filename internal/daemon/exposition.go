@@ -48,12 +48,13 @@ type family struct {
 
 var families = []family{
 	{"sfwatch_sendfile_calls_total", "counter",
-		"sendfile calls by group, result (ok, short, eof, error) and errno (for errors; \"other\" past errno 139).",
+		"sendfile calls by group, result (ok, short, eof, empty, error) and errno (for errors; \"other\" past errno 139).",
 		func(b []byte, g *groupTotals, l []byte) []byte {
 			t := &g.totals
 			b = sample(b, "sfwatch_sendfile_calls_total", l, `,result="ok",errno=""`, g.ok)
 			b = sample(b, "sfwatch_sendfile_calls_total", l, `,result="short",errno=""`, t[loader.SfwatchCounterCOUNTER_SHORT])
 			b = sample(b, "sfwatch_sendfile_calls_total", l, `,result="eof",errno=""`, t[loader.SfwatchCounterCOUNTER_EOF])
+			b = sample(b, "sfwatch_sendfile_calls_total", l, `,result="empty",errno=""`, t[loader.SfwatchCounterCOUNTER_EMPTY])
 			for e := 1; e < loader.RowErrnos; e++ {
 				if n := t[loader.RowErrno+e]; n > 0 {
 					b = sample(b, "sfwatch_sendfile_calls_total", l, `,result="error",errno="`+events.ErrnoName(syscall.Errno(e))+`"`, n)

@@ -19,7 +19,6 @@ const MaxFirstViolations = 5
 // scrape), so the counts they read are atomics.
 type Aggregator struct {
 	delivered     atomic.Uint64
-	empty         atomic.Uint64     // ClassEmpty events, read by metrics scrapes
 	byRule        [32]atomic.Uint64 // by bit of Violations
 	violating     uint64
 	offsetUnknown uint64
@@ -34,9 +33,6 @@ func (a *Aggregator) Add(e *Event, v Verdict) {
 	a.delivered.Add(1)
 	if v.Class < numClasses {
 		a.byClass[v.Class]++
-	}
-	if v.Class == ClassEmpty {
-		a.empty.Add(1)
 	}
 	if v.OffsetUnknown {
 		a.offsetUnknown++
@@ -56,9 +52,6 @@ func (a *Aggregator) Add(e *Event, v Verdict) {
 
 // Delivered is how many events Add has counted.
 func (a *Aggregator) Delivered() uint64 { return a.delivered.Load() }
-
-// Empty is how many of them asked for nothing (ClassEmpty).
-func (a *Aggregator) Empty() uint64 { return a.empty.Load() }
 
 // ViolationsByRule maps each rule that delivered events broke to how many
 // broke it. It allocates.
@@ -88,12 +81,7 @@ type Summary struct {
 	MissedExits uint64
 
 	// Per-event: exact only when Complete.
-	Events uint64 // delivered to user space
-	// Empty counts the delivered calls with a count of 0 that returned 0:
-	// they asked for nothing, and are not in EOF. The kernel counts them
-	// with its EOF, so EOF is exact only when Complete too: it may hold
-	// empty calls whose events were lost or sampled out.
-	Empty            uint64
+	Events           uint64            // delivered to user space
 	EventsByClass    map[string]uint64 // class name -> delivered events; only non-zero classes
 	Violations       uint64            // events that broke at least one rule
 	ViolationsByRule map[string]uint64 // rule name -> events; only rules that fired
@@ -138,8 +126,6 @@ func (a *Aggregator) Summary(k counters.Snapshot) Summary {
 			s.EventsByClass[Class(c).String()] = n
 		}
 	}
-	s.Empty = a.byClass[ClassEmpty]
-	s.EOF -= min(s.EOF, s.Empty)
 	return s
 }
 

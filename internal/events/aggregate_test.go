@@ -109,22 +109,22 @@ func TestSummary(t *testing.T) {
 	a.Add(&short, Validate(&short))
 	eof := call(4, 3, 4096, 0)
 	a.Add(&eof, Validate(&eof))
-	empty := call(4, 3, 0, 0) // asked for nothing: the kernel counts it with EOF
+	empty := call(4, 3, 0, 0) // asked for nothing: the kernel counts it apart
 	a.Add(&empty, Validate(&empty))
 
 	totals := counters.Snapshot{
-		Totals: counters.Totals{Calls: 100, Bytes: 1 << 30, Errors: 3, Short: 1, EOF: 2, OffsetNull: 90, OffsetPtr: 10,
+		Totals: counters.Totals{Calls: 100, Bytes: 1 << 30, Errors: 3, Short: 1, EOF: 1, Empty: 1, OffsetNull: 90, OffsetPtr: 10,
 			Lost: 57, SampledOut: 0, Unpaired: 2},
 		ErrnoCounts: map[syscall.Errno]uint64{syscall.EBADF: 2, syscall.EFAULT: 1, 1234: 4, syscall.EIO: 0},
 	}
 	s := a.Summary(totals)
 
-	if s.Calls != 100 || s.Bytes != 1<<30 || s.Errors != 3 || s.Short != 1 || s.EOF != 1 ||
+	if s.Calls != 100 || s.Bytes != 1<<30 || s.Errors != 3 || s.Short != 1 || s.EOF != 1 || s.Empty != 1 ||
 		s.OffsetNull != 90 || s.OffsetPtr != 10 || s.Lost != 57 || s.SampledOut != 0 || s.Unpaired != 2 {
 		t.Errorf("kernel totals not copied: %+v", s)
 	}
-	if s.Events != 44 || s.Violations != 20 || s.OffsetUnknown != 1 || s.Empty != 1 {
-		t.Errorf("events %d, violations %d, offset unknown %d, empty %d; want 44, 20, 1, 1", s.Events, s.Violations, s.OffsetUnknown, s.Empty)
+	if s.Events != 44 || s.Violations != 20 || s.OffsetUnknown != 1 || s.EventsByClass["empty"] != 1 {
+		t.Errorf("events %d, violations %d, offset unknown %d, empty events %d; want 44, 20, 1, 1", s.Events, s.Violations, s.OffsetUnknown, s.EventsByClass["empty"])
 	}
 	if want := map[string]uint64{"ret_over_count": 20, "offset_not_advanced": 10}; !maps.Equal(s.ViolationsByRule, want) {
 		t.Errorf("ViolationsByRule = %v, want %v", s.ViolationsByRule, want)

@@ -33,7 +33,7 @@ func WriteTable(w io.Writer, s Summary) error {
 		countRow(s.Errors, "errors"),
 		countRow(s.Short, "short"),
 		countRow(s.EOF, "eof"),
-		countRow(s.Empty, "empty (count 0; from the events)"),
+		countRow(s.Empty, "empty (count 0)"),
 		countRow(s.OffsetNull, "offset NULL"),
 		countRow(s.OffsetPtr, "offset pointer"),
 	}

@@ -59,7 +59,7 @@ type DaemonInflight struct {
 type DaemonRowSlot uint32
 
 const (
-	DaemonRowSlotROW_ID      DaemonRowSlot = 14
+	DaemonRowSlotROW_ID      DaemonRowSlot = 15
 	DaemonRowSlotROW_LATENCY DaemonRowSlot = 16
 	DaemonRowSlotROW_ERRNO   DaemonRowSlot = 52
 	DaemonRowSlotROW_SIZE    DaemonRowSlot = 192

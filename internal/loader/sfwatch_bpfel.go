@@ -30,7 +30,8 @@ const (
 	SfwatchCounterCOUNTER_SAMPLE_TICK SfwatchCounter = 11
 	SfwatchCounterCOUNTER_RESTARTS    SfwatchCounter = 12
 	SfwatchCounterCOUNTER_ESCAPED     SfwatchCounter = 13
-	SfwatchCounterCOUNTER_MAX         SfwatchCounter = 14
+	SfwatchCounterCOUNTER_EMPTY       SfwatchCounter = 14
+	SfwatchCounterCOUNTER_MAX         SfwatchCounter = 15
 )
 
 type SfwatchEvent struct {

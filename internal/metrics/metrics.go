@@ -165,14 +165,8 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	t := &s.Totals
 	counter(callsDesc, x.okCalls(t), "ok", "")
 	counter(callsDesc, t.Short, "short", "")
-	// The kernel counts empty calls (count 0) with EOF; the delivered
-	// events tell them apart.
-	var empty uint64
-	if x.agg != nil {
-		empty = min(x.agg.Empty(), t.EOF)
-	}
-	counter(callsDesc, t.EOF-empty, "eof", "")
-	counter(callsDesc, empty, "empty", "")
+	counter(callsDesc, t.EOF, "eof", "")
+	counter(callsDesc, t.Empty, "empty", "")
 	for errno, n := range s.ErrnoCounts {
 		counter(callsDesc, n, "error", events.ErrnoName(errno))
 	}
@@ -195,7 +189,7 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstHistogram(durationDesc, count, float64(t.DurationNs)/1e9, bkts)
 }
 
-// okCalls is calls - short - eof - errors: the kernel counts no "ok".
+// okCalls is calls - short - eof - empty - errors: the kernel counts no "ok".
 // Each per-CPU slot is read once, at slightly different moments, while the
 // BPF program bumps calls first and the class second; so the difference can
 // be off by the calls in flight, in either direction. It is clamped at zero
@@ -205,7 +199,7 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 // which then failed: that one is absorbed by the next complete call.
 func (x *Exporter) okCalls(t *counters.Totals) uint64 {
 	var ok uint64
-	if other := t.Short + t.EOF + t.Errors; t.Calls > other {
+	if other := t.Short + t.EOF + t.Empty + t.Errors; t.Calls > other {
 		ok = t.Calls - other
 	}
 	x.okMu.Lock()
