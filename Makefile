@@ -99,11 +99,12 @@ kernels:
 # What make ci runs of it (the three kernels): the selftest, doctor, the
 # recursion probe and the tests of what differs between kernels: signal
 # settling, tasks that leave the group, exact totals under load and loss,
-# the first syscall, cleanup without cgroup.kill, the seed's test. One
+# the first syscall, cleanup without cgroup.kill, the seed's test, the
+# daemon (its groups, a re-created one, its events, SIGTERM, kill -9). One
 # test at a time, and a test that failed while the kernel skipped one of
 # sfwatch's programs (7.x does, for reasons outside the run; sfwatch says
 # so) runs once more, named in the table (docs/kernels.md).
-KERNELS_CI_RUN := TestRunSignalOrderings|TestRunInterruptedCallEINTR|TestRunRestartedCall|TestRunFollowsEscapedProcess|TestExpectForcedLoss|TestRunThreads|TestRunFirstSyscall|TestCloseWithoutCgroupKill|TestStaleGroupRemoved|TestLinuxSendfile|TestSessionRun
+KERNELS_CI_RUN := TestRunSignalOrderings|TestRunInterruptedCallEINTR|TestRunRestartedCall|TestRunFollowsEscapedProcess|TestExpectForcedLoss|TestRunThreads|TestRunFirstSyscall|TestCloseWithoutCgroupKill|TestStaleGroupRemoved|TestLinuxSendfile|TestSessionRun|TestSiblingGroups|TestRecreatedGroup|TestEvents|TestDaemonEndToEnd|TestDaemonKilled
 .PHONY: kernels kernels-ci
 kernels-ci:
 	KERNELS_RUN='$(KERNELS_CI_RUN)' KERNELS_PARALLEL=1 KERNELS_RETRY_SKIPS=1 scripts/kernels/kernels.sh $(KERNELS)
