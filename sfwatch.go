@@ -140,6 +140,8 @@ func Supported() error {
 // cgroup, traces every sendfile call of it and its descendants, waits for it
 // to exit, and returns what it did. A non-zero exit of cmd is not an error:
 // see Result.ExitCode. Cancelling ctx kills cmd and everything it started.
+// cmd.SysProcAttr is kept as set (Setpgid, Setsid, Pdeathsig, Credential,
+// ...): Run adds only the cgroup, and Options.User's credentials.
 func Run(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Result, error) {
 	if opts == nil {
 		opts = &Options{}

@@ -462,3 +462,40 @@ func atois(t *testing.T, ss []string) []int {
 	}
 	return ns
 }
+
+// TestSysProcAttrKept: what the caller set in SysProcAttr (here a process
+// group of the child's own, and a parent death signal) is kept; the child
+// still starts in the group. Without Setpgid it shares ours.
+func TestSysProcAttrKept(t *testing.T) {
+	g := newGroup(t)
+	for _, tc := range []struct {
+		name    string
+		attr    *syscall.SysProcAttr
+		ownPgrp bool
+	}{
+		{"none", nil, false},
+		{"setpgid and pdeathsig", &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command("sh", "-c", "cut -d' ' -f1,5 /proc/self/stat; cat /proc/self/cgroup")
+			cmd.SysProcAttr = tc.attr
+			code, out := run(t, Spec{Cmd: cmd, Group: g})
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if code != 0 || len(lines) < 2 {
+				t.Fatalf("status %d, output %q", code, out)
+			}
+			// cut runs in its own process, whose pgrp is the shell's.
+			f := strings.Fields(lines[0])
+			pgrp, _ := strconv.Atoi(f[1])
+			if own := pgrp != syscall.Getpgrp(); own != tc.ownPgrp {
+				t.Errorf("child's process group %d, ours %d: own group %v, want %v", pgrp, syscall.Getpgrp(), own, tc.ownPgrp)
+			}
+			if !strings.Contains(out, g.Rel) {
+				t.Errorf("child not in %s:\n%s", g.Rel, out)
+			}
+			if tc.attr != nil && (tc.attr.UseCgroupFD || tc.attr.CgroupFD != 0) {
+				t.Errorf("the caller's SysProcAttr was changed: %+v", tc.attr)
+			}
+		})
+	}
+}

@@ -35,8 +35,10 @@ var forwarded = []os.Signal{
 // Spec describes the program to start.
 type Spec struct {
 	// Cmd is the program, not yet started. Path, Args, Env, Dir, Stdin,
-	// Stdout, Stderr and ExtraFiles are used as set; SysProcAttr is
-	// overwritten by Start.
+	// Stdout, Stderr, ExtraFiles and SysProcAttr (Setpgid, Setsid,
+	// Pdeathsig, Credential, ...) are used as set: Start adds to a copy of
+	// SysProcAttr only the group (UseCgroupFD, CgroupFD) and, with User,
+	// the credentials.
 	Cmd *exec.Cmd
 	// Group is where the child starts, from its first instruction.
 	Group *cgroup.Group
@@ -71,10 +73,16 @@ func Start(s Spec) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	attr := &syscall.SysProcAttr{
-		UseCgroupFD: true,
-		CgroupFD:    s.Group.FD(),
-		Credential:  cred,
+	// The caller's attributes, on a copy: a process group or a parent
+	// death signal the caller asked for is kept (a killpg of the child's
+	// own group must not reach the caller's).
+	attr := &syscall.SysProcAttr{}
+	if cmd.SysProcAttr != nil {
+		*attr = *cmd.SysProcAttr
+	}
+	attr.UseCgroupFD, attr.CgroupFD = true, s.Group.FD()
+	if cred != nil {
+		attr.Credential = cred
 	}
 	p := &Process{cmd: cmd, tty: -1}
 	if s.ForwardSignals {
