@@ -463,7 +463,13 @@ func writeNotStartedReports(f *watchFlags, target []string, begin time.Time, err
 	for i, x := range f.expects {
 		outcomes[i] = x.Evaluate(o.Summary)
 	}
-	rep := report.New(versionString(), target, o, outcomes, report.NewOffenders(f.expects))
+	writeReports(f, report.New(versionString(), target, o, outcomes, report.NewOffenders(f.expects)))
+}
+
+// writeReports writes --report and --junit. One that cannot be written (a
+// full disk) is said, and the other one is still written: the exit code
+// stays the command's.
+func writeReports(f *watchFlags, rep *report.Report) {
 	if f.report != "" {
 		if err := rep.WriteJSON(f.report); err != nil {
 			fmt.Fprintf(stderr, "sfwatch: %v\n", err)
@@ -506,19 +512,7 @@ func finish(out io.Writer, f *watchFlags, target []string, o session.Outcome, of
 	}
 	fmt.Fprintln(stderr, events.AccountingLine(s))
 
-	// A report that cannot be written (a full disk) is said, and the
-	// other one is still written: the exit code stays the command's.
-	rep := report.New(versionString(), target, o, outcomes, offending)
-	if f.report != "" {
-		if err := rep.WriteJSON(f.report); err != nil {
-			fmt.Fprintf(stderr, "sfwatch: %v\n", err)
-		}
-	}
-	if f.junit != "" {
-		if err := rep.WriteJUnit(f.junit); err != nil {
-			fmt.Fprintf(stderr, "sfwatch: %v\n", err)
-		}
-	}
+	writeReports(f, report.New(versionString(), target, o, outcomes, offending))
 	if writeErr != nil {
 		return writeErr
 	}
