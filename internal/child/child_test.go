@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/cgroup/cgrouptest"
 	"github.com/sfwatch/sfwatch/internal/testenv"
 )
 
@@ -56,20 +57,7 @@ func TestMain(m *testing.M) {
 }
 
 // newGroup is cgroup.New for a test, closed (and checked) at its end.
-func newGroup(t *testing.T) *cgroup.Group {
-	t.Helper()
-	testenv.RequirePrivileged(t)
-	g, err := cgroup.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := g.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return g
-}
+var newGroup = cgrouptest.New
 
 // run starts s and waits for it, returning its status and stdout.
 func run(t *testing.T, s Spec) (int, string) {

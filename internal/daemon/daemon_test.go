@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/cgroup/cgrouptest"
 	"github.com/sfwatch/sfwatch/internal/loader"
 	"github.com/sfwatch/sfwatch/internal/testenv"
 )
@@ -95,19 +96,7 @@ func calls(spec string) error {
 
 // parent creates an owned group for a test's groups: removed, with all
 // below it and whatever runs there, at the end.
-func parent(t *testing.T) *cgroup.Group {
-	t.Helper()
-	g, err := cgroup.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := g.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return g
-}
+var parent = cgrouptest.New
 
 // mkdir creates the group at rel below g (and the groups above it).
 func mkdir(t *testing.T, g *cgroup.Group, rel string) string {
