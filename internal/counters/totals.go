@@ -28,9 +28,27 @@ type Totals struct {
 	DurationNs uint64 // sum of the calls' durations: the latency histogram's sum
 }
 
+// OK is the calls that were neither short, an end of file, empty nor an
+// error: the kernel counts no "ok", so it is the difference. Its terms are
+// read one after another while calls go on (calls bumped first, the class
+// second), so it can be off by the calls in flight: clamped at zero, never
+// a wrapped uint64; exact once calls stop.
+func (t *Totals) OK() uint64 {
+	if other := t.Short + t.EOF + t.Empty + t.Errors; t.Calls > other {
+		return t.Calls - other
+	}
+	return 0
+}
+
 // counterSums is the counters map summed over the CPUs, one sum per enum
 // counter.
 type counterSums [loader.SfwatchCounterCOUNTER_MAX]uint64
+
+// TotalsOf decodes a row of the counters' enum (the daemon's rows start
+// with one).
+func TotalsOf(row *[loader.SfwatchCounterCOUNTER_MAX]uint64) Totals {
+	return (*counterSums)(row).totals()
+}
 
 // totals decodes the map; COUNTER_SAMPLE_TICK is the sampler's state, not
 // a total.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/sfwatch/sfwatch/internal/counters"
 	"github.com/sfwatch/sfwatch/internal/loader"
 	"github.com/sfwatch/sfwatch/internal/ringreader"
 )
@@ -703,19 +704,11 @@ func (d *Daemon) snapshot(scrape bool) ([]groupTotals, error) {
 	return append(out, other), nil
 }
 
-// okCalls is calls - short - eof - empty - errors: the kernel counts no "ok". The
-// slots are read one after another while calls go on, so the difference
-// can be off by the calls in flight: it is clamped at zero and never
-// reported lower than at an earlier scrape (a counter that goes down reads
-// as a reset); exact once calls stop.
+// okCalls is the row's counters.Totals.OK, never reported lower than at an
+// earlier scrape (a counter that goes down reads as a reset).
 func okCalls(t *Totals, last *uint64, scrape bool) uint64 {
-	calls := t[loader.SfwatchCounterCOUNTER_CALLS]
-	other := t[loader.SfwatchCounterCOUNTER_SHORT] + t[loader.SfwatchCounterCOUNTER_EOF] + t[loader.SfwatchCounterCOUNTER_EMPTY] +
-		t[loader.SfwatchCounterCOUNTER_ERRORS]
-	var ok uint64
-	if calls > other {
-		ok = calls - other
-	}
+	kernel := counters.TotalsOf((*[loader.SfwatchCounterCOUNTER_MAX]uint64)(t[:loader.SfwatchCounterCOUNTER_MAX]))
+	ok := kernel.OK()
 	if !scrape {
 		return ok
 	}

@@ -189,19 +189,12 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstHistogram(durationDesc, count, float64(t.DurationNs)/1e9, bkts)
 }
 
-// okCalls is calls - short - eof - empty - errors: the kernel counts no "ok".
-// Each per-CPU slot is read once, at slightly different moments, while the
-// BPF program bumps calls first and the class second; so the difference can
-// be off by the calls in flight, in either direction. It is clamped at zero
-// (never a wrapped uint64) and never reported lower than in an earlier
+// okCalls is counters.Totals.OK, never reported lower than in an earlier
 // scrape (a counter that goes down reads as a reset to Prometheus). It is
 // exact when calls stop, except after a torn read that counted as ok a call
 // which then failed: that one is absorbed by the next complete call.
 func (x *Exporter) okCalls(t *counters.Totals) uint64 {
-	var ok uint64
-	if other := t.Short + t.EOF + t.Empty + t.Errors; t.Calls > other {
-		ok = t.Calls - other
-	}
+	ok := t.OK()
 	x.okMu.Lock()
 	defer x.okMu.Unlock()
 	x.lastOK = max(x.lastOK, ok)
