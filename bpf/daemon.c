@@ -32,18 +32,22 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 // A row of a group's totals, in 64-bit slots: the enum counter slots of
 // call.h first (those that are per call), then the group's id, the log2
-// latency buckets and the failed calls by errno.
+// latency buckets, the failed calls by errno and, for a client run's row,
+// its sampling (not totals: a path's totals never add them up).
 enum row_slot {
 	ROW_ID = COUNTER_MAX,   // the group's cgroup id; 0 while the row is free
 	ROW_LATENCY = 16,       // ROW_LATENCY_BUCKETS buckets: [2^(i-1), 2^i) ns, the last open-ended
 	ROW_ERRNO = 52,         // ROW_ERRNOS slots, index errno; slot 0 counts errnos >= ROW_ERRNOS
+	ROW_SAMPLE_EVERY = 188, // a client run's --sample N; 0: not a run (sample_every applies)
+	ROW_SAMPLE_TICK = 189,  // the run's position in its sampling cycle, added to atomically
 	ROW_SIZE = 192,         // 24 cache lines
 };
 #define ROW_LATENCY_BUCKETS 36 // up to 2^35 ns (34 s): Prometheus' buckets end at 2^34
-#define ROW_ERRNOS 140         // every errno Linux defines is below 134 (EHWPOISON)
+#define ROW_ERRNOS 136         // every errno Linux defines is below 134 (EHWPOISON)
 _Static_assert(ROW_ID < ROW_LATENCY, "counters overlap the latency buckets");
 _Static_assert(ROW_LATENCY + ROW_LATENCY_BUCKETS <= ROW_ERRNO, "latency overlaps errnos");
-_Static_assert(ROW_ERRNO + ROW_ERRNOS <= ROW_SIZE, "errnos overflow the row");
+_Static_assert(ROW_ERRNO + ROW_ERRNOS <= ROW_SAMPLE_EVERY, "errnos overlap the run's sampling");
+_Static_assert(ROW_SAMPLE_TICK < ROW_SIZE, "the run's sampling overflows the row");
 
 // The daemon's own counters, not a group's.
 enum daemon_counter {
@@ -76,8 +80,12 @@ struct group_event {
 	char path[GROUP_PATH_MAX];
 };
 
+// A watch depth: every call in the subtree is counted in the watched
+// group's own row (a client run's group, whose row the daemon claimed).
+#define DEPTH_SUBTREE 0xffffffff
+
 // What the daemon watches: a subtree, and at which depth below it groups
-// are told apart (0: each thread's own group).
+// are told apart (0: each thread's own group; DEPTH_SUBTREE: none are).
 struct watch {
 	__u64 id;    // the watched group's cgroup id
 	__u32 level; // its depth below the cgroup2 root
@@ -182,6 +190,26 @@ struct {
 	__type(value, __u64);
 } sample_tick SEC(".maps");
 
+// The ring buffer of each client run, by its row: the calls counted in a
+// run's row go there, not to call_events, whether or not --events is on.
+// The daemon creates each run's ring, of the size the run asks for, and
+// hands it to the run's client, which maps it unprivileged. An array of
+// maps: rows are dense, 0..--max-groups (the loader sizes it to
+// --max-groups + 1), and a row without a run has no ring, so a call of an
+// ordinary group costs one lookup more. The inner map is a template: the
+// kernel checks a ring put here against its type and flags, not its size
+// (bpf_map_meta_equal).
+struct run_ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1025);
+	__type(key, __u32);
+	__array(values, struct run_ring);
+} run_rings SEC(".maps");
+
 // Keep the types in BTF so bpf2go can generate Go types.
 const struct group_event *unused_group_event __attribute__((unused));
 const enum row_slot *unused_row_slot __attribute__((unused));
@@ -232,15 +260,50 @@ static __always_inline void add_latency(__u32 group, __u32 bucket)
 	row_add(group, ROW_LATENCY + bucket, 1);
 }
 
-// emit_call sends a counted call's event with its group's id, one in
-// sample_every, when the daemon was started with --events. Without it,
-// events_on is 0 when the programs are verified: the verifier drops this
-// path, and a call costs what it did before events existed.
+// emit_run sends a call counted in a client run's row g to the run's own
+// ring, one in the run's ROW_SAMPLE_EVERY. A plain struct event: the
+// client decodes it as sfwatch.c's. The tick is shared by the CPUs and
+// added to atomically: a run's sample is one cycle, whatever CPU calls.
+// Adaptive wakeup: the client waits on the ring itself.
+static __always_inline int emit_run(void *ring, __u32 g, struct inflight *call, __s64 ret, __u64 duration)
+{
+	__u32 key = g * ROW_SIZE + ROW_SAMPLE_EVERY;
+	__u64 *every = bpf_map_lookup_elem(&rows, &key);
+	__u64 n = every ? *every : 0;
+	if (n > 1) {
+		key = g * ROW_SIZE + ROW_SAMPLE_TICK;
+		__u64 *tick = bpf_map_lookup_elem(&rows, &key);
+		if (tick && __sync_fetch_and_add(tick, 1) % n != 0) {
+			add_counter(g, COUNTER_SAMPLED_OUT, 1);
+			return 0;
+		}
+	}
+	struct event *e = bpf_ringbuf_reserve(ring, sizeof(*e), 0);
+	if (!e) {
+		add_counter(g, COUNTER_LOST, 1);
+		return 0;
+	}
+	fill_event(e, call, ret, duration, bpf_get_current_pid_tgid());
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+// emit_call sends a counted call's event: to its run's ring when its row
+// is a client run's (emit_run), else with its group's id to call_events,
+// one in sample_every, when the daemon was started with --events. Without
+// it, events_on is 0 when the programs are verified: the verifier drops
+// the call_events path (not the runs'), and a call of a group without a
+// run costs one lookup more than before events existed.
 static __always_inline int emit_call(struct inflight *call, __s64 ret, __u64 duration)
 {
+	__u32 g = call->group;
+	if (g != 0 && g != NO_ROW) {
+		void *ring = bpf_map_lookup_elem(&run_rings, &g);
+		if (ring)
+			return emit_run(ring, g, call, ret, duration);
+	}
 	if (!events_on)
 		return 0;
-	__u32 g = call->group;
 	if (sample_every > 1) {
 		__u32 zero = 0;
 		if (sampled_out(bpf_map_lookup_elem(&sample_tick, &zero), sample_every)) {
@@ -298,6 +361,8 @@ static __always_inline __u64 group_of_current(void)
 	struct watch *w = watch_of_current();
 	if (!w)
 		return 0;
+	if (w->depth == DEPTH_SUBTREE)
+		return w->id;
 	if (w->depth) {
 		// 0 when the thread's group is not that deep: then its own
 		// group is the one.

@@ -83,9 +83,11 @@ func (t *Totals) Errno(e syscall.Errno) uint64 {
 	return t[loader.RowErrno+int(e)]
 }
 
+// add sums a row's totals into t: not its id, nor a client run's sampling
+// slots, which are no totals.
 func (t *Totals) add(row []uint64) {
 	for i, v := range row {
-		if i != loader.RowID {
+		if i != loader.RowID && i != loader.RowSampleEvery && i != loader.RowSampleTick {
 			t[i] += v
 		}
 	}

@@ -12,14 +12,17 @@ import (
 )
 
 // The daemon's rows (bpf/daemon.c): ROW_SIZE slots each, the enum counter
-// slots first, then the group's id, the latency buckets and the errnos.
+// slots first, then the group's id, the latency buckets, the errnos and a
+// client run's sampling (RowSampleEvery, RowSampleTick: not totals).
 const (
 	RowSize           = int(DaemonRowSlotROW_SIZE)
 	RowID             = int(DaemonRowSlotROW_ID)
 	RowLatency        = int(DaemonRowSlotROW_LATENCY)
 	RowLatencyBuckets = int(DaemonRowSlotROW_ERRNO - DaemonRowSlotROW_LATENCY)
 	RowErrno          = int(DaemonRowSlotROW_ERRNO)
-	RowErrnos         = int(DaemonRowSlotROW_SIZE - DaemonRowSlotROW_ERRNO) // slot 0: errnos past the table
+	RowErrnos         = int(DaemonRowSlotROW_SAMPLE_EVERY - DaemonRowSlotROW_ERRNO) // slot 0: errnos past the table
+	RowSampleEvery    = int(DaemonRowSlotROW_SAMPLE_EVERY)                          // a client run's one event in N; 0: not a run
+	RowSampleTick     = int(DaemonRowSlotROW_SAMPLE_TICK)                           // a client run's position in its sampling cycle
 )
 
 // DefaultMaxGroups and MaxMaxGroups bound the daemon's rows: each costs
@@ -114,6 +117,8 @@ func OpenDaemon(cfg DaemonConfig) (*Daemon, error) {
 	spec.Maps[DaemonMapFreeRows].MaxEntries = n
 	spec.Maps[DaemonMapRows].MaxEntries = (n + 1) * uint32(RowSize)
 	spec.Maps[DaemonMapCallEvents].MaxEntries = uint32(cfg.RingBufSize)
+	// A ring for any row but 0, "_other", which is no run's.
+	spec.Maps[DaemonMapRunRings].MaxEntries = n + 1
 	var vars DaemonVariableSpecs
 	if err := spec.Assign(&vars); err != nil {
 		return nil, fmt.Errorf("loading BPF variables: %w", err)

@@ -59,10 +59,12 @@ type DaemonInflight struct {
 type DaemonRowSlot uint32
 
 const (
-	DaemonRowSlotROW_ID      DaemonRowSlot = 15
-	DaemonRowSlotROW_LATENCY DaemonRowSlot = 16
-	DaemonRowSlotROW_ERRNO   DaemonRowSlot = 52
-	DaemonRowSlotROW_SIZE    DaemonRowSlot = 192
+	DaemonRowSlotROW_ID           DaemonRowSlot = 15
+	DaemonRowSlotROW_LATENCY      DaemonRowSlot = 16
+	DaemonRowSlotROW_ERRNO        DaemonRowSlot = 52
+	DaemonRowSlotROW_SAMPLE_EVERY DaemonRowSlot = 188
+	DaemonRowSlotROW_SAMPLE_TICK  DaemonRowSlot = 189
+	DaemonRowSlotROW_SIZE         DaemonRowSlot = 192
 )
 
 type DaemonWatch struct {
@@ -95,6 +97,7 @@ const (
 	DaemonMapGroupRows                   = "group_rows"
 	DaemonMapInflight                    = "inflight"
 	DaemonMapRows                        = "rows"
+	DaemonMapRunRings                    = "run_rings"
 	DaemonMapSampleTick                  = "sample_tick"
 	DaemonProgCgroupMkdir                = "cgroup_mkdir"
 	DaemonProgCgroupRmdir                = "cgroup_rmdir"
@@ -180,6 +183,7 @@ type DaemonMapSpecs struct {
 	GroupRows      *ebpf.MapSpec `ebpf:"group_rows"`
 	Inflight       *ebpf.MapSpec `ebpf:"inflight"`
 	Rows           *ebpf.MapSpec `ebpf:"rows"`
+	RunRings       *ebpf.MapSpec `ebpf:"run_rings"`
 	SampleTick     *ebpf.MapSpec `ebpf:"sample_tick"`
 }
 
@@ -229,6 +233,7 @@ type DaemonMaps struct {
 	GroupRows      *ebpf.Map `ebpf:"group_rows"`
 	Inflight       *ebpf.Map `ebpf:"inflight"`
 	Rows           *ebpf.Map `ebpf:"rows"`
+	RunRings       *ebpf.Map `ebpf:"run_rings"`
 	SampleTick     *ebpf.Map `ebpf:"sample_tick"`
 }
 
@@ -241,6 +246,7 @@ func (m *DaemonMaps) Close() error {
 		m.GroupRows,
 		m.Inflight,
 		m.Rows,
+		m.RunRings,
 		m.SampleTick,
 	)
 }
