@@ -25,6 +25,9 @@ const (
 	RowSampleTick     = int(DaemonRowSlotROW_SAMPLE_TICK)                           // a client run's position in its sampling cycle
 )
 
+// ErrNoFreeRow is ClaimRow's error when every row is taken.
+var ErrNoFreeRow = errors.New("no free row")
+
 // DefaultMaxGroups and MaxMaxGroups bound the daemon's rows: each costs
 // 1.5 KiB of kernel memory, so the largest table is 96 MiB.
 const (
@@ -188,11 +191,21 @@ func (d *Daemon) open() error {
 // MaxGroups is how many groups get a row of their own.
 func (d *Daemon) MaxGroups() int { return d.maxGroups }
 
+// DepthSubtree is the Watch depth that counts every call of the subtree
+// in the watched group's own row (DEPTH_SUBTREE): a client run's group,
+// whose row ClaimRow took.
+const DepthSubtree = ^uint32(0)
+
 // Watch is one watched subtree: the group's id and level, and the depth
-// below it at which groups are told apart (0: each thread's own group).
+// below it at which groups are told apart (0: each thread's own group;
+// DepthSubtree: none are).
 type Watch struct {
 	ID           uint64
 	Level, Depth uint32
+	// First puts the watch ahead of every watch that is not: the programs
+	// count a call under the first watch that holds it, so a client run's
+	// group below a watched subtree is counted in its run's row.
+	First bool
 }
 
 // MaxWatches is how many subtrees can be watched at once (MAX_WATCHES).
@@ -206,8 +219,20 @@ func (d *Daemon) SetWatches(ws []Watch) error {
 		return fmt.Errorf("watching %d subtrees: at most %d", len(ws), MaxWatches)
 	}
 	ws = slices.Clone(ws)
-	// Sorted by level: the programs look each level's ancestor up once.
-	slices.SortStableFunc(ws, func(a, b Watch) int { return int(a.Level) - int(b.Level) })
+	// First ones first, then sorted by level: the programs look each
+	// level's ancestor up once per run of equal levels.
+	slices.SortStableFunc(ws, func(a, b Watch) int {
+		if a.First != b.First {
+			if a.First {
+				return -1
+			}
+			return 1
+		}
+		if a.First {
+			return 0
+		}
+		return int(a.Level) - int(b.Level)
+	})
 	var set DaemonWatchSet
 	set.Count = uint32(len(ws))
 	for i, w := range ws {
@@ -235,6 +260,23 @@ func (d *Daemon) Rows(rows []uint64) ([]uint64, error) {
 		rows[i] = binary.NativeEndian.Uint64(d.rowBuf[i*8:])
 	}
 	return rows, nil
+}
+
+// Row reads row's RowSize slots into dst through memory (no syscall):
+// a client run's totals, read as often as it asks.
+func (d *Daemon) Row(row uint32, dst []uint64) ([]uint64, error) {
+	if int(row) > d.maxGroups {
+		return dst, fmt.Errorf("reading row %d: want 0 to %d", row, d.maxGroups)
+	}
+	var b [RowSize * 8]byte
+	if _, err := d.rows.ReadAt(b[:], int64(row)*int64(RowSize)*8); err != nil {
+		return dst, fmt.Errorf("reading row %d: %w", row, err)
+	}
+	dst = slices.Grow(dst[:0], RowSize)[:RowSize]
+	for i := range dst {
+		dst[i] = binary.NativeEndian.Uint64(b[i*8:])
+	}
+	return dst, nil
 }
 
 // RowIDs reads the id slot of every row, ids[r], through memory: which
@@ -280,10 +322,82 @@ func (d *Daemon) Forget(id uint64) error {
 	return nil
 }
 
-// FreeRow zeroes a forgotten row and gives it back for another group.
+// ClaimRow takes a free row for group id before any of its calls, for a
+// client run: its calls are counted there from then on, and sampled one
+// in sampleEvery (0 or 1: every call) when the row has a ring
+// (SetRunRing). The id is written before the row is published in
+// group_rows, as row_of does: a row is named before anything is counted
+// in it. Every row taken: an error wrapping ErrNoFreeRow.
+func (d *Daemon) ClaimRow(id uint64, sampleEvery uint32) (uint32, error) {
+	var row uint32
+	if err := d.objs.FreeRows.LookupAndDelete(nil, &row); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			err = ErrNoFreeRow
+		}
+		return 0, fmt.Errorf("claiming a row for group %d: %w", id, err)
+	}
+	if sampleEvery == 0 {
+		sampleEvery = 1
+	}
+	base := int64(row) * int64(RowSize) * 8
+	var b [8]byte
+	for _, w := range []struct {
+		slot  int
+		value uint64
+	}{{RowSampleEvery, uint64(sampleEvery)}, {RowID, id}} {
+		binary.NativeEndian.PutUint64(b[:], w.value)
+		if _, err := d.rows.WriteAt(b[:], base+int64(w.slot)*8); err != nil {
+			err = fmt.Errorf("claiming a row for group %d: %w", id, err)
+			return 0, errors.Join(err, d.FreeRow(row))
+		}
+	}
+	if err := d.objs.GroupRows.Update(id, row, ebpf.UpdateNoExist); err != nil {
+		err = fmt.Errorf("claiming a row for group %d: %w", id, err)
+		return 0, errors.Join(err, d.FreeRow(row))
+	}
+	return row, nil
+}
+
+// NewRunRing creates a client run's ring buffer of size bytes, for
+// SetRunRing; the daemon hands its descriptor to the client, which maps
+// it. Separate from the daemon's maps: it lives as long as the run.
+func NewRunRing(size int) (*ebpf.Map, error) {
+	if err := ValidateRingBufSize(size); err != nil {
+		return nil, err
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "sfwatch_run", Type: ebpf.RingBuf, MaxEntries: uint32(size)})
+	if err != nil {
+		return nil, fmt.Errorf("creating a run's ring buffer of %d bytes: %w", size, err)
+	}
+	return m, nil
+}
+
+// SetRunRing sends the events of the calls counted in row to ring (a
+// NewRunRing), whether or not the daemon has DaemonConfig.Events.
+func (d *Daemon) SetRunRing(row uint32, ring *ebpf.Map) error {
+	if err := d.objs.RunRings.Update(row, ring, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("setting the ring of row %d: %w", row, err)
+	}
+	return nil
+}
+
+// ClearRunRing stops row's events; a row without a ring is no error. The
+// ring itself lives on until its last holder closes it.
+func (d *Daemon) ClearRunRing(row uint32) error {
+	if err := d.objs.RunRings.Delete(row); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("clearing the ring of row %d: %w", row, err)
+	}
+	return nil
+}
+
+// FreeRow zeroes a forgotten row, clears its run's ring, and gives it back
+// for another group.
 func (d *Daemon) FreeRow(row uint32) error {
 	if row == 0 || int(row) > d.maxGroups {
 		return fmt.Errorf("freeing row %d: want 1 to %d", row, d.maxGroups)
+	}
+	if err := d.ClearRunRing(row); err != nil {
+		return fmt.Errorf("freeing row %d: %w", row, err)
 	}
 	zero := make([]byte, RowSize*8)
 	if _, err := d.rows.WriteAt(zero, int64(row)*int64(RowSize)*8); err != nil {
