@@ -2,12 +2,14 @@ package sfwatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"time"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/client"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
 	"github.com/sfwatch/sfwatch/internal/session"
@@ -22,6 +24,38 @@ type Options struct {
 	// the current user, even under sudo, as the sfwatch command and strace
 	// do.
 	User string
+	// Via chooses who traces: the daemon, when its socket answers (the
+	// default), or programs of Run's own. Through the daemon Run needs no
+	// privilege and costs milliseconds.
+	Via Via
+	// Socket is the daemon's socket. Empty: $SFWATCH_SOCKET, else
+	// /run/sfwatch/sfwatch.sock.
+	Socket string
+}
+
+// Via is who traces a Run.
+type Via int
+
+const (
+	// Auto uses the daemon when its socket answers, else loads Run's own
+	// programs (which needs root).
+	Auto Via = iota
+	// Daemon requires the daemon: Run fails when none answers.
+	Daemon
+	// Standalone loads Run's own programs even with a daemon up.
+	Standalone
+)
+
+// connect returns a client of the daemon, or nil for Run's own programs.
+func (o *Options) connect() (*client.Client, error) {
+	if o.Via == Standalone {
+		return nil, nil
+	}
+	c, err := client.Dial(client.Socket(o.Socket))
+	if err == nil || (o.Via == Auto && errors.Is(err, client.ErrNoDaemon)) {
+		return c, nil
+	}
+	return nil, err
 }
 
 // Offset is the value of the offset argument before and after a call.
@@ -121,11 +155,22 @@ type Result struct {
 	ExitCode int // the command's exit status; 128+N when killed by signal N
 }
 
-// Supported reports whether this process can trace here: nil, or the
-// reason it cannot (for t.Skip or t.Fatal, as the caller decides).
-func Supported() error {
+// Supported reports whether Run can trace here with the default Options:
+// nil, or the reason it cannot (for t.Skip or t.Fatal, as the caller
+// decides). With a daemon up, any user can.
+func Supported() error { return (&Options{}).Supported() }
+
+// Supported is the package's Supported for a Run with these options.
+func (opts *Options) Supported() error {
+	c, err := opts.connect()
+	if err != nil {
+		return err
+	}
+	if c != nil {
+		return c.Close()
+	}
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("sfwatch needs root to load BPF programs and create cgroups")
+		return fmt.Errorf("sfwatch needs root to load BPF programs and create cgroups, or a daemon ('sudo sfwatch daemon') to trace for any user")
 	}
 	if _, err := cgroup.Mount(); err != nil {
 		return err
@@ -142,15 +187,28 @@ func Supported() error {
 // see Result.ExitCode. Cancelling ctx kills cmd and everything it started.
 // cmd.SysProcAttr is kept as set (Setpgid, Setsid, Pdeathsig, Credential,
 // ...): Run adds only the cgroup, and Options.User's credentials.
+//
+// Through the daemon (Options.Via), cmd first runs this program's own
+// executable, held before the exec of cmd until the daemon has placed it
+// in its group: so this program's package initializers run in it, and
+// nothing of cmd runs untraced.
 func Run(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Result, error) {
 	if opts == nil {
 		opts = &Options{}
+	}
+	through, err := opts.connect()
+	if err != nil {
+		return nil, err
+	}
+	if through != nil {
+		defer through.Close()
 	}
 	sink := &collector{wallOffsetNs: events.WallOffset()}
 	o, err := session.Run(ctx, cmd, session.Config{
 		RingBufSize: opts.RingBufSize,
 		User:        opts.User,
 		Sink:        sink,
+		Daemon:      through,
 	})
 	if err != nil {
 		return nil, err

@@ -17,9 +17,11 @@ import (
 	"time"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/client"
 	"github.com/sfwatch/sfwatch/internal/daemon"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/server"
 )
 
 const daemonUsage = `Usage: sfwatch daemon [--watch PATH]... [--config FILE] [flags]
@@ -56,6 +58,17 @@ Flags:
   --lock FILE          the lock that keeps a second daemon from starting
                        (default /run/sfwatch/daemon.lock)
 
+Clients ('sfwatch run', 'attach', 'selftest' and the Go package) use the
+daemon through its socket: no programs to load, and no privilege needed.
+  --socket PATH        where clients connect (default $SFWATCH_SOCKET, else
+                       /run/sfwatch/sfwatch.sock)
+  --socket-mode MODE   the socket's permissions, octal (default 0660)
+  --socket-group NAME  the socket's group (default sfwatch; "" for root's): with
+                       mode 0660, its members and root may connect
+  --max-runs-per-user N  runs one uid may have at once (default 16; root: no limit)
+  --max-ring-per-user N  bytes of ring buffer one uid's runs may hold together
+                       (default 268435456; root: no limit)
+
 Exit codes: 0 (stopped by SIGINT or SIGTERM), 2 bad usage, 125 sfwatch failed
 (another daemon runs, say).
 `
@@ -81,6 +94,8 @@ type daemonFlags struct {
 	format      string
 	sample      uint
 	ringBufSize int
+	server      server.Config
+	socketMode  string
 }
 
 type stringList struct{ list *[]string }
@@ -158,7 +173,15 @@ func daemonCommand(ctx context.Context, args []string) error {
 	fs.StringVar(&f.format, "format", "text", "")
 	fs.UintVar(&f.sample, "sample", 1, "")
 	fs.IntVar(&f.ringBufSize, "ringbuf-size", loader.DefaultRingBufSize, "")
+	fs.StringVar(&f.server.Socket, "socket", "", "")
+	fs.StringVar(&f.socketMode, "socket-mode", "0660", "")
+	fs.StringVar(&f.server.SocketGroup, "socket-group", server.DefaultSocketGroup, "")
+	fs.IntVar(&f.server.MaxRunsPerUser, "max-runs-per-user", server.DefaultMaxRunsPerUser, "")
+	fs.IntVar(&f.server.MaxRingsPerUser, "max-ring-per-user", server.DefaultMaxRingsPerUser, "")
 	if err := parse(fs, args, daemonUsage); err != nil {
+		return err
+	}
+	if err := f.checkServer(); err != nil {
 		return err
 	}
 	if err := f.checkEvents(fs); err != nil {
@@ -239,6 +262,14 @@ func daemonCommand(ctx context.Context, args []string) error {
 		return err
 	}
 	defer d.Close()
+	f.server.Log = stderr
+	srv, err := server.Listen(d, f.server)
+	if err != nil {
+		return err
+	}
+	// Before the programs detach: the runs' groups are killed and
+	// removed, and their clients told, while every call is still counted.
+	defer srv.Close()
 	if addr != "" {
 		h := daemon.Handler(d, daemon.NewRegistry(d, versionNumber()), maxConcurrentScrapes, scrapeTimeout)
 		srv, err := serveMetrics(addr, f.webConfig, f.webWhat, h)
@@ -247,7 +278,7 @@ func daemonCommand(ctx context.Context, args []string) error {
 		}
 		defer srv.Close()
 	}
-	fmt.Fprintf(stderr, "sfwatch: daemon %d watching %d paths until SIGINT or SIGTERM (SIGHUP re-reads the watch list)\n", os.Getpid(), len(paths))
+	fmt.Fprintf(stderr, "sfwatch: daemon %d watching %d paths, clients on %s, until SIGINT or SIGTERM (SIGHUP re-reads the watch list)\n", os.Getpid(), len(paths), f.server.Socket)
 
 	for {
 		var sig os.Signal
@@ -274,6 +305,9 @@ func daemonCommand(ctx context.Context, args []string) error {
 		stderr.bound()
 		out.bound()
 	}
+	if err := srv.Close(); err != nil {
+		fmt.Fprintf(stderr, "sfwatch: closing the socket: %v\n", err)
+	}
 	if err := d.Detach(); err != nil {
 		return err
 	}
@@ -282,6 +316,23 @@ func daemonCommand(ctx context.Context, args []string) error {
 		if err := stream.Close(); err != nil {
 			return fmt.Errorf("writing events: %w", err)
 		}
+	}
+	return nil
+}
+
+// checkServer checks the socket's flags.
+func (f *daemonFlags) checkServer() error {
+	f.server.Socket = client.Socket(f.server.Socket)
+	mode, err := strconv.ParseUint(f.socketMode, 8, 32)
+	if err != nil || mode > 0o777 {
+		return usageError("daemon: --socket-mode %q: want octal permissions, e.g. 0660 (owner root, the group of --socket-group)", f.socketMode)
+	}
+	f.server.SocketMode = os.FileMode(mode)
+	if f.server.MaxRunsPerUser < 1 {
+		return usageError("daemon: --max-runs-per-user %d: want 1 or more", f.server.MaxRunsPerUser)
+	}
+	if f.server.MaxRingsPerUser < os.Getpagesize() {
+		return usageError("daemon: --max-ring-per-user %d: want at least a page, %d bytes", f.server.MaxRingsPerUser, os.Getpagesize())
 	}
 	return nil
 }

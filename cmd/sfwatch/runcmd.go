@@ -17,6 +17,7 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/client"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
 	"github.com/sfwatch/sfwatch/internal/report"
@@ -44,7 +45,7 @@ const watchFlagsUsage = `  -o FILE              write events (and the -c table, 
   --web-config FILE    TLS and basic auth for the metrics server (exporter-toolkit
                        format); a file that cannot be used is bad usage (exit 2)
   --ringbuf-size N     ring buffer bytes, a power of two up to 1073741824 (default 8388608)
-`
+` + viaUsage
 
 const exitCodesUsage = `
 Exit codes: the child's own status (128+N when killed by signal N);
@@ -92,9 +93,11 @@ type watchFlags struct {
 	webConfig   string
 	webWhat     string // what webConfig sets, from checkWebConfig
 	ringBufSize int
+	via         viaFlags
 }
 
 func (f *watchFlags) register(fs *flag.FlagSet) {
+	f.via.register(fs)
 	fs.StringVar(&f.output, "o", "", "")
 	fs.StringVar(&f.format, "format", "text", "")
 	fs.BoolVar(&f.durations, "T", false, "")
@@ -115,6 +118,9 @@ func (f *watchFlags) register(fs *flag.FlagSet) {
 }
 
 func (f *watchFlags) check(command string) error {
+	if err := f.via.check(command); err != nil {
+		return err
+	}
 	if f.format != "text" && f.format != "json" {
 		return usageError("%s: --format %q: want text or json", command, f.format)
 	}
@@ -239,11 +245,12 @@ func runCommand(ctx context.Context, args []string) error {
 	if len(argv) == 0 {
 		return usageError("run: missing command; usage: sfwatch run [flags] -- CMD [ARGS...]")
 	}
-	if err := requirePrivileges("run"); err != nil {
+	through, err := f.via.connect("run")
+	if err != nil {
 		return err
 	}
-	if err := loader.CheckKernel(); err != nil {
-		return err
+	if through != nil {
+		defer through.Close()
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -256,14 +263,16 @@ func runCommand(ctx context.Context, args []string) error {
 	if err := child.CheckUser(user); err != nil {
 		return usageError("run: %v; give an existing user name or a numeric uid", err)
 	}
-	return watch(&f, argv, runChild(ctx, cmd, user, held))
+	return watch(&f, argv, runChild(ctx, cmd, user, held, through))
 }
 
-// runChild starts cmd as user under tracing: the signals held since
-// before the programs loaded go to the child once it runs.
-func runChild(ctx context.Context, cmd *exec.Cmd, user string, held chan os.Signal) func(session.Config) (session.Outcome, error) {
+// runChild starts cmd as user under tracing, through the daemon when
+// through is set: the signals held since before the programs loaded go to
+// the child once it runs.
+func runChild(ctx context.Context, cmd *exec.Cmd, user string, held chan os.Signal, through *client.Client) func(session.Config) (session.Outcome, error) {
 	return func(cfg session.Config) (session.Outcome, error) {
 		cfg.User = user
+		cfg.Daemon = through
 		cfg.ForwardSignals = true
 		// /proc/self/exe, not a path: it still runs if sfwatch's file was
 		// replaced meanwhile.
@@ -324,10 +333,11 @@ func attachCommand(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return usageError("attach: unexpected argument %q; to start a command use 'sfwatch run -- CMD'", fs.Arg(0))
 	}
-	if err := requirePrivileges("attach"); err != nil {
-		return err
+	if f.via.daemon {
+		return fmt.Errorf("attach --daemon: attach loads its own programs; drop --daemon")
 	}
-	if err := loader.CheckKernel(); err != nil {
+	f.via.standalone = true
+	if _, err := f.via.connect("attach"); err != nil {
 		return err
 	}
 	var group *cgroup.Group

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -41,12 +42,35 @@ type directCall struct {
 	Null         bool   `json:"null"` // offset argument was NULL
 }
 
+const selftestUsage = `Usage: sfwatch selftest [flags]
+
+Runs a known workload (net/http serving a file, pointer offsets, EOF, a short
+call, EBADF, EINVAL) under sfwatch and checks every call against what the
+workload says it did. Exit 0: PASS; 1: FAIL; 125: sfwatch could not run.
+
+Flags:
+` + viaUsage
+
 func selftestCommand(ctx context.Context, args []string) error {
-	if len(args) > 0 {
-		return usageError("selftest takes no arguments")
-	}
-	if err := requirePrivileges("selftest"); err != nil {
+	var via viaFlags
+	fs := flag.NewFlagSet("selftest", flag.ContinueOnError)
+	via.register(fs)
+	if err := parse(fs, args, selftestUsage); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("selftest: unexpected argument %q; see 'sfwatch selftest --help'", fs.Arg(0))
+	}
+	if err := via.check("selftest"); err != nil {
+		return err
+	}
+	through, err := via.connect("selftest")
+	if err != nil {
+		return err
+	}
+	if through != nil {
+		defer through.Close()
+		fmt.Fprintf(os.Stderr, "sfwatch selftest: through the daemon at %s\n", through.Socket())
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -57,7 +81,7 @@ func selftestCommand(ctx context.Context, args []string) error {
 	cmd.Stdout = &manifest
 	cmd.Stderr = os.Stderr
 	sink := &collectSink{print: newStreamSink(os.Stderr, "text", events.TextOptions{})}
-	o, err := session.Run(ctx, cmd, session.Config{Sink: sink})
+	o, err := session.Run(ctx, cmd, session.Config{Sink: sink, Daemon: through})
 	if err != nil {
 		return err
 	}

@@ -296,11 +296,16 @@ func straceRun(ctx context.Context, args []string, inherited []*os.File) error {
 		fmt.Printf("%s (sfwatch as strace)\n", versionString())
 		return nil
 	}
-	if err := requirePrivileges("sfwatch"); err != nil {
+	// Through the daemon when one answers on $SFWATCH_SOCKET (or the
+	// default socket): then as any user, as strace. -p attaches with
+	// sfwatch's own programs.
+	via := viaFlags{standalone: o.pid != 0}
+	through, err := via.connect("sfwatch")
+	if err != nil {
 		return err
 	}
-	if err := loader.CheckKernel(); err != nil {
-		return err
+	if through != nil {
+		defer through.Close()
 	}
 	if !o.traceSet && o.quiet < 2 {
 		fmt.Fprintf(stderr, "%s: sfwatch shows sendfile calls only: no other system call is traced (-e trace=sendfile says so, -qq silences this)\n", straceCommand)
@@ -313,10 +318,8 @@ func straceRun(ctx context.Context, args []string, inherited []*os.File) error {
 		if err := child.Resolve(cmd); err != nil {
 			return err
 		}
-		// strace runs CMD with its own credentials; -u drops them.
-		if o.user == "" {
-			o.user = strconv.Itoa(os.Getuid())
-		}
+		// strace runs CMD with its own credentials (child's default);
+		// -u drops them.
 		if err := child.CheckUser(o.user); err != nil {
 			return err
 		}
@@ -344,7 +347,7 @@ func straceRun(ctx context.Context, args []string, inherited []*os.File) error {
 				close(sink.childOnly)
 			}
 		}
-		outcome, err = runChild(ctx, cmd, o.user, held)(cfg)
+		outcome, err = runChild(ctx, cmd, o.user, held, through)(cfg)
 	}
 	if err != nil {
 		sink.close()

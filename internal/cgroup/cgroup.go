@@ -3,6 +3,7 @@ package cgroup
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -474,3 +475,76 @@ func removeTree(path string) error {
 	}
 	return nil
 }
+
+// Create creates an owned group at rel below the cgroup2 mount (its parent
+// must exist): Close kills whatever runs in it and removes it. For the
+// daemon's runs, whose names the daemon picks.
+func Create(rel string) (*Group, error) {
+	mount, err := Mount()
+	if err != nil {
+		return nil, err
+	}
+	rel = local(rel)
+	path := filepath.Join(mount, rel)
+	if err := os.Mkdir(path, 0o755); err != nil {
+		return nil, fmt.Errorf("creating cgroup %s: %w", path, err)
+	}
+	g, err := openGroup(mount, rel, true, path)
+	if err != nil {
+		os.Remove(path)
+		return nil, err
+	}
+	return g, nil
+}
+
+// Ensure opens the group at rel below the cgroup2 mount, creating it and
+// its parents as needed; Close only closes it.
+func Ensure(rel string) (*Group, error) {
+	mount, err := Mount()
+	if err != nil {
+		return nil, err
+	}
+	rel = local(rel)
+	path := filepath.Join(mount, rel)
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		return nil, fmt.Errorf("creating cgroup %s: %w", path, err)
+	}
+	return openGroup(mount, rel, false, path)
+}
+
+// local is rel ("/a/b", as Group.Rel) as openGroup takes it: "a/b".
+func local(rel string) string {
+	return strings.TrimPrefix(filepath.Clean("/"+rel), "/")
+}
+
+// Sweep kills and removes every group below g (not g itself): the groups a
+// daemon that was killed left behind. Best effort: it returns the first
+// failure and goes on.
+func (g *Group) Sweep() (swept int, err error) {
+	entries, rerr := os.ReadDir(g.Path)
+	if rerr != nil {
+		return 0, fmt.Errorf("sweeping cgroup %s: %w", g.Path, rerr)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		if kerr := killAndRemove(filepath.Join(g.Path, e.Name())); kerr != nil {
+			err = cmp.Or(err, kerr)
+			continue
+		}
+		swept++
+	}
+	return swept, err
+}
+
+// Adopt moves process pid (all its threads) into the group.
+func (g *Group) Adopt(pid int) error {
+	if err := os.WriteFile(filepath.Join(g.Path, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+		return fmt.Errorf("moving pid %d into cgroup %s: %w", pid, g.Path, err)
+	}
+	return nil
+}
+
+// Populated reports whether any process runs in the group or below it.
+func (g *Group) Populated() (bool, error) { return populated(g.Path) }

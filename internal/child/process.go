@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
+	"github.com/sfwatch/sfwatch/internal/gate"
 )
 
 // Errors of Start and Resolve, for errors.Is: a shell exits 127 for the first
@@ -42,6 +43,11 @@ type Spec struct {
 	Cmd *exec.Cmd
 	// Group is where the child starts, from its first instruction.
 	Group *cgroup.Group
+	// Gate, instead of a Group, starts the child held at the gate at
+	// this path, before the exec of Cmd (package gate): someone else (the
+	// daemon) places it, then Process.Release lets it run Cmd. PidFD is
+	// then its pidfd.
+	Gate string
 	// User runs the child as this user: a name, or a numeric uid (one
 	// without a passwd entry gets the same number as its gid and no
 	// supplementary groups). Empty: our own credentials, as strace runs
@@ -57,13 +63,15 @@ type Process struct {
 	cmd     *exec.Cmd
 	signals chan os.Signal // nil unless forwarding
 	tty     int            // the terminal handed to the child, or -1
+	hold    *gate.Hold     // Spec.Gate: until Release
+	pidfd   int            // Spec.Gate: the child's pidfd, or -1
 }
 
 // Start starts s.Cmd inside s.Group. A command that is not found or not
 // executable gives an error that wraps ErrNotFound or ErrNotExecutable.
 func Start(s Spec) (*Process, error) {
-	if s.Cmd == nil || s.Group == nil {
-		return nil, errors.New("starting child: Spec needs a Cmd and a Group")
+	if s.Cmd == nil || (s.Group == nil) == (s.Gate == "") {
+		return nil, errors.New("starting child: Spec needs a Cmd and either a Group or a Gate")
 	}
 	cmd := s.Cmd
 	if err := Resolve(cmd); err != nil {
@@ -80,11 +88,18 @@ func Start(s Spec) (*Process, error) {
 	if cmd.SysProcAttr != nil {
 		*attr = *cmd.SysProcAttr
 	}
-	attr.UseCgroupFD, attr.CgroupFD = true, s.Group.FD()
+	if s.Group != nil {
+		attr.UseCgroupFD, attr.CgroupFD = true, s.Group.FD()
+	}
 	if cred != nil {
 		attr.Credential = cred
 	}
-	p := &Process{cmd: cmd, tty: -1}
+	p := &Process{cmd: cmd, tty: -1, pidfd: -1}
+	if s.Gate != "" {
+		if p.hold, err = gate.Prepare(cmd, s.Gate); err != nil {
+			return nil, err
+		}
+	}
 	if s.ForwardSignals {
 		attr.Setpgid = true
 		if isForeground(0) {
@@ -99,9 +114,22 @@ func Start(s Spec) (*Process, error) {
 		signal.Notify(p.signals, forwarded...)
 	}
 	cmd.SysProcAttr = attr
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	if p.hold != nil {
+		p.hold.Started()
+	}
+	if err != nil {
 		// The child may have taken the terminal before its exec failed.
 		return nil, errors.Join(classify(cmd.Path, err), p.release())
+	}
+	if p.hold != nil {
+		// Not reaped until Wait: the pid is the child's, so is the pidfd.
+		if p.pidfd, err = unix.PidfdOpen(p.Pid(), 0); err != nil {
+			p.hold.Abort()
+			p.cmd.Process.Kill()
+			_, werr := p.Wait()
+			return nil, errors.Join(fmt.Errorf("opening the pidfd of pid %d: %w", p.Pid(), err), werr)
+		}
 	}
 	if p.signals != nil {
 		go p.forward(p.signals) // its own copy: release clears the field
@@ -111,6 +139,26 @@ func Start(s Spec) (*Process, error) {
 
 // Pid returns the child's process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// PidFD is the held child's pidfd (Spec.Gate), valid until Wait; -1
+// otherwise.
+func (p *Process) PidFD() int { return p.pidfd }
+
+// Release lets a held child exec its command (Spec.Gate).
+func (p *Process) Release() error {
+	if p.hold == nil {
+		return errors.New("releasing a child that is not held")
+	}
+	return p.hold.Release()
+}
+
+// Abort makes a held child exit without running its command; Wait then
+// reaps it. Harmless after Release.
+func (p *Process) Abort() {
+	if p.hold != nil {
+		p.hold.Abort()
+	}
+}
 
 // Signal sends sig to the child.
 func (p *Process) Signal(sig os.Signal) error {
@@ -152,6 +200,10 @@ func (p *Process) Wait() (int, error) {
 		err = nil
 	} else if err != nil {
 		err = fmt.Errorf("waiting for pid %d: %w", p.Pid(), err)
+	}
+	if p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
 	}
 	return exitCode(p.cmd.ProcessState), errors.Join(err, p.release())
 }

@@ -130,6 +130,8 @@ type Daemon struct {
 
 	mu      sync.Mutex
 	watches []*watch
+	runs    *watch            // the parent of the runs' groups (WatchRuns), or nil
+	claimed map[uint32]bool   // the runs' rows: never named
 	names   map[uint64]string // group id -> path, for groups under a watched path
 	rows    map[uint32]*rowState
 	rowOf   map[uint64]uint32 // group id -> its row, while named
@@ -239,19 +241,20 @@ func Start(mount string, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{
-		bpf:    bpf,
-		events: events,
-		mount:  mount,
-		depth:  uint32(cfg.GroupDepth),
-		keep:   cfg.Retention,
-		log:    cfg.Log,
-		names:  make(map[uint64]string),
-		rows:   make(map[uint32]*rowState),
-		rowOf:  make(map[uint64]uint32),
-		groups: make(map[string]*group),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
-		ids:    make([]uint64, cfg.MaxGroups+1),
+		bpf:     bpf,
+		events:  events,
+		mount:   mount,
+		depth:   uint32(cfg.GroupDepth),
+		keep:    cfg.Retention,
+		log:     cfg.Log,
+		names:   make(map[uint64]string),
+		rows:    make(map[uint32]*rowState),
+		rowOf:   make(map[uint64]uint32),
+		claimed: make(map[uint32]bool),
+		groups:  make(map[string]*group),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		ids:     make([]uint64, cfg.MaxGroups+1),
 
 		violations: make(map[string]uint64),
 		sink:       cfg.Events,
@@ -343,7 +346,7 @@ func (d *Daemon) activate(w *watch) error {
 
 // pushWatches hands the watched paths that exist to the programs.
 func (d *Daemon) pushWatches() error {
-	var ws []loader.Watch
+	ws := d.runsWatch()
 	for _, w := range d.watches {
 		if w.id != 0 {
 			ws = append(ws, loader.Watch{ID: w.id, Level: w.level, Depth: d.depth})
@@ -600,6 +603,9 @@ func (d *Daemon) scan() error {
 // nameRows names the rows of d.ids not named yet.
 func (d *Daemon) nameRows() {
 	for row := 1; row < len(d.ids); row++ {
+		if d.claimed[uint32(row)] {
+			continue
+		}
 		id := d.ids[row]
 		r := d.rows[uint32(row)]
 		if r != nil && r.id == id {

@@ -393,11 +393,16 @@ func (d *Daemon) ClearRunRing(row uint32) error {
 // FreeRow zeroes a forgotten row, clears its run's ring, and gives it back
 // for another group.
 func (d *Daemon) FreeRow(row uint32) error {
-	if row == 0 || int(row) > d.maxGroups {
-		return fmt.Errorf("freeing row %d: want 1 to %d", row, d.maxGroups)
-	}
 	if err := d.ClearRunRing(row); err != nil {
 		return fmt.Errorf("freeing row %d: %w", row, err)
+	}
+	return d.ReleaseRow(row)
+}
+
+// ReleaseRow is FreeRow for a row without a ring (ClearRunRing done).
+func (d *Daemon) ReleaseRow(row uint32) error {
+	if row == 0 || int(row) > d.maxGroups {
+		return fmt.Errorf("freeing row %d: want 1 to %d", row, d.maxGroups)
 	}
 	zero := make([]byte, RowSize*8)
 	if _, err := d.rows.WriteAt(zero, int64(row)*int64(RowSize)*8); err != nil {

@@ -19,7 +19,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultRingBufSize holds about 80,000 events: a full second of a tight
@@ -310,9 +310,12 @@ func prepareKernel() error {
 	if err := EnsureTracefs(); err != nil {
 		return err
 	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return fmt.Errorf("removing memlock limit: %w", err)
-	}
+	// Set here rather than with cilium/ebpf's rlimit package, whose init
+	// probes the kernel with a map in every process that links it: every
+	// client of the daemon, which never loads a program. Best effort: from
+	// 5.11 the limit is not used, and a container may not raise it.
+	inf := &unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}
+	unix.Setrlimit(unix.RLIMIT_MEMLOCK, inf)
 	return nil
 }
 

@@ -36,8 +36,8 @@ import (
 //
 // The layout is the kernel's (kernel/bpf/ringbuf.c): page 0 holds the
 // consumer position (read-write), page 1 the producer position, then the
-// data pages, mapped twice in a row so that a record that wraps around the
-// end is contiguous in memory.
+// data pages (which the kernel maps twice in a row, so that a record that
+// wraps around the end is contiguous: sfwatch maps them once, see open).
 //
 // Drain, ReadInto and Wait are called from one goroutine; Close may come
 // from another at any time (a session that fails to start its child), so
@@ -48,8 +48,9 @@ type Reader struct {
 	prodPage []byte // mmap'ed producer page and data, read-only
 	consPos  *uint64
 	prodPos  *uint64
-	data     []byte // the data pages twice: twice the map's size
+	data     []byte // the data pages, once
 	mask     uint64
+	wrapped  []byte // a record that wraps around the end, copied
 
 	epfd     int
 	eventfd  int // written by Flush
@@ -81,6 +82,20 @@ func New(events *ebpf.Map) (*Reader, error) {
 	return r, nil
 }
 
+// NewFD maps the ring buffer behind fd, of size data bytes, without the
+// bpf syscall (which an unprivileged process may not use): a run's ring
+// buffer, received from the daemon, whose size the daemon told.
+func NewFD(fd, size int) (*Reader, error) {
+	if size < os.Getpagesize() || size&(size-1) != 0 {
+		return nil, fmt.Errorf("opening ring buffer reader: size %d is not a power of two of pages", size)
+	}
+	r, err := open(fd, size)
+	if err != nil {
+		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
+	}
+	return r, nil
+}
+
 // open maps the ring buffer behind fd, of size data bytes.
 func open(fd, size int) (_ *Reader, err error) {
 	page := os.Getpagesize()
@@ -93,7 +108,11 @@ func open(fd, size int) (_ *Reader, err error) {
 	if r.consPage, err = unix.Mmap(fd, 0, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
 		return nil, fmt.Errorf("mapping ring buffer consumer page: %w", err)
 	}
-	if r.prodPage, err = unix.Mmap(fd, int64(page), page+2*size, unix.PROT_READ, unix.MAP_SHARED); err != nil {
+	// The data pages once, not twice as the kernel offers: mapping is
+	// eager (every page is mapped at once), and a run's start and end pay
+	// for each page; the rare record that wraps around the end is copied
+	// (record).
+	if r.prodPage, err = unix.Mmap(fd, int64(page), page+size, unix.PROT_READ, unix.MAP_SHARED); err != nil {
 		return nil, fmt.Errorf("mapping ring buffer data: %w", err)
 	}
 	r.consPos = (*uint64)(unsafe.Pointer(&r.consPage[0]))
@@ -174,7 +193,7 @@ func (r *Reader) drain(fn func(raw []byte) error) (n int, err error) {
 			start := (cons + ringHeaderSize) & r.mask
 			next := cons + ringHeaderSize + (length+7)&^7
 			if hdr&ringDiscardBit == 0 {
-				if err := fn(r.data[start : start+length]); err != nil {
+				if err := fn(r.record(start, length)); err != nil {
 					return n, err
 				}
 				n++
@@ -186,6 +205,17 @@ func (r *Reader) drain(fn func(raw []byte) error) (n int, err error) {
 			}
 		}
 	}
+}
+
+// record is the record of length bytes at start: in place, or copied
+// when it wraps around the end of the data pages.
+func (r *Reader) record(start, length uint64) []byte {
+	if start+length <= uint64(len(r.data)) {
+		return r.data[start : start+length]
+	}
+	first := uint64(len(r.data)) - start
+	r.wrapped = append(append(r.wrapped[:0], r.data[start:]...), r.data[:length-first]...)
+	return r.wrapped
 }
 
 // Drain hands every record committed so far to fn, in order and in place:
@@ -356,7 +386,7 @@ func (r *Reader) readOne(rec *ringbuf.Record) (got, busy bool, err error) {
 		cons += ringHeaderSize + (length+7)&^7
 		atomic.StoreUint64(r.consPos, cons)
 		if hdr&ringDiscardBit == 0 {
-			rec.RawSample = append(rec.RawSample[:0], r.data[start:start+length]...)
+			rec.RawSample = append(rec.RawSample[:0], r.record(start, length)...)
 			rec.Remaining = int(prod - cons)
 			return true, false, nil
 		}

@@ -5,8 +5,6 @@ import (
 	"io"
 	"sync"
 	"time"
-
-	"github.com/sfwatch/sfwatch/internal/counters"
 )
 
 // LossNoticeInterval is how often, at most, a session says that events
@@ -49,15 +47,15 @@ func (n *lossNotice) run(read func() (uint64, error), tick <-chan time.Time, sto
 	}
 }
 
-// startLossNotice starts the notice for the counters c; the returned func
-// stops it and returns once c is no longer read.
-func startLossNotice(w io.Writer, interval time.Duration, c *counters.Reader) (stop func()) {
+// startLossNotice starts the notice for the lost total lost reads; the
+// returned func stops it and returns once lost is no longer called.
+func startLossNotice(w io.Writer, interval time.Duration, lost func() (uint64, error)) (stop func()) {
 	n := &lossNotice{w: w, interval: interval}
 	ticker := time.NewTicker(interval)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		n.run(c.Lost, ticker.C, done)
+		n.run(lost, ticker.C, done)
 	})
 	return func() {
 		ticker.Stop()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/client"
 	"github.com/sfwatch/sfwatch/internal/counters"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
@@ -70,6 +71,12 @@ type Config struct {
 	// has ended (Attach), before the final drain: a sink that may block
 	// should from then on give up within a bounded time.
 	Finishing func()
+	// Daemon, when set, makes Run go through the daemon this client is
+	// connected to instead of loading programs: the daemon places the
+	// child, held before its exec, in a group of its own, and the
+	// connection is the watchdog (Watchdog is not used). Everything else
+	// is as without it.
+	Daemon *client.Client
 }
 
 // Exporter is fed a session's totals while its programs are attached:
@@ -100,6 +107,9 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	// A missing or non-executable command fails before anything exists.
 	if err := child.Resolve(cmd); err != nil {
 		return Outcome{}, err
+	}
+	if cfg.Daemon != nil {
+		return runThrough(ctx, cmd, cfg)
 	}
 	// Nor is a group created on a kernel the programs cannot load on.
 	if err := loader.CheckKernel(); err != nil {
@@ -184,11 +194,21 @@ func Attach(ctx context.Context, group *cgroup.Group, cfg Config) (Outcome, erro
 	return out, err
 }
 
+// side is where a watch's totals come from, and what stops its events:
+// its own programs (tracer) or the daemon's (remote).
+type side interface {
+	Snapshot() (counters.Snapshot, error) // a metrics.Source
+	Lost() (uint64, error)
+	// detach stops the events: none is written to the ring buffer after
+	// it returns.
+	detach() error
+	close()
+}
+
 // watch is the BPF side and its consumer for one group.
 type watch struct {
-	tracer *loader.Tracer
-	reader *ringreader.Reader // the tracer's events
-	counts *counters.Reader   // the tracer's counters
+	side   side
+	reader *ringreader.Reader // the side's events
 	sink   Sink
 	agg    events.Aggregator
 	start  time.Time
@@ -223,26 +243,47 @@ func start(group *cgroup.Group, cfg Config, follow bool) (*watch, error) {
 		tracer.Close()
 		return nil, err
 	}
-	w := &watch{tracer: tracer, reader: reader, counts: counts, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1), metrics: cfg.Metrics}
-	if w.sink == nil {
-		w.sink = discard{}
-	}
-	go func() { w.done <- w.consume() }()
-	// Until close, the tracer is open: the exporter and the loss notice
-	// read its counters; after close, nothing does.
-	if cfg.LossNotice != nil {
-		w.stopLossNotice = startLossNotice(cfg.LossNotice, LossNoticeInterval, counts)
-	}
-	if w.metrics != nil {
-		w.metrics.SetSource(counts)
-		w.metrics.SetEvents(&w.agg)
-		w.metrics.SetChildUp(true)
-	}
+	w := newWatch(&own{tracer: tracer, Reader: counts}, reader, cfg)
 	if cfg.Started != nil {
 		cfg.Started()
 	}
 	return w, nil
 }
+
+// newWatch starts consuming reader and feeding the sinks of cfg.
+func newWatch(side side, reader *ringreader.Reader, cfg Config) *watch {
+	w := &watch{side: side, reader: reader, sink: cfg.Sink, start: time.Now(), done: make(chan error, 1), metrics: cfg.Metrics}
+	if w.sink == nil {
+		w.sink = discard{}
+	}
+	go func() { w.done <- w.consume() }()
+	// Until close, the side is open: the exporter and the loss notice
+	// read its counters; after close, nothing does.
+	if cfg.LossNotice != nil {
+		w.stopLossNotice = startLossNotice(cfg.LossNotice, LossNoticeInterval, side.Lost)
+	}
+	if w.metrics != nil {
+		w.metrics.SetSource(side)
+		w.metrics.SetEvents(&w.agg)
+		w.metrics.SetChildUp(true)
+	}
+	return w
+}
+
+// own is a session's own programs.
+type own struct {
+	tracer *loader.Tracer
+	*counters.Reader
+}
+
+func (o *own) detach() error {
+	if err := o.tracer.Detach(); err != nil {
+		return fmt.Errorf("detaching programs: %w", err)
+	}
+	return nil
+}
+
+func (o *own) close() { o.tracer.Close() }
 
 // consume reads records until the final flush (ringreader.Consume).
 func (w *watch) consume() error {
@@ -263,8 +304,8 @@ func (w *watch) consume() error {
 // final totals.
 func (w *watch) finish() (Outcome, error) {
 	out := Outcome{Start: w.start}
-	if err := w.tracer.Detach(); err != nil {
-		return out, fmt.Errorf("detaching programs: %w", err)
+	if err := w.side.detach(); err != nil {
+		return out, err
 	}
 	if err := w.reader.Flush(); err != nil {
 		return out, fmt.Errorf("flushing ring buffer: %w", err)
@@ -272,7 +313,7 @@ func (w *watch) finish() (Outcome, error) {
 	if err := <-w.done; err != nil {
 		return out, err
 	}
-	snap, err := w.counts.Snapshot()
+	snap, err := w.side.Snapshot()
 	if err != nil {
 		return out, err
 	}
@@ -290,8 +331,9 @@ const killTimeout = 2 * time.Second
 // runs). The group is killed first, so nothing in it forks a new escape.
 func (w *watch) kill(group *cgroup.Group) error {
 	err := group.Kill()
+	tracer := w.side.(*own).tracer
 	for deadline := time.Now().Add(killTimeout); ; {
-		tasks, ferr := w.tracer.Followed()
+		tasks, ferr := tracer.Followed()
 		if ferr != nil {
 			return errors.Join(err, ferr)
 		}
@@ -326,7 +368,7 @@ func (w *watch) close() {
 		}
 		// The reader first: a consumer still running gets os.ErrClosed.
 		w.reader.Close()
-		w.tracer.Close()
+		w.side.close()
 	})
 }
 

@@ -1,0 +1,204 @@
+// Package client is the side of `sfwatch run` and the Go package that
+// talks to the daemon (package protocol): the daemon's programs are
+// already attached, so a run costs a connection, a group and a ring buffer
+// instead of loading and attaching programs, and needs no privilege.
+package client
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/sfwatch/sfwatch/internal/protocol"
+)
+
+// Socket is the daemon's socket: flag when set, else $SFWATCH_SOCKET, else
+// protocol.DefaultSocket.
+func Socket(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if s := os.Getenv(protocol.SocketEnv); s != "" {
+		return s
+	}
+	return protocol.DefaultSocket
+}
+
+// ErrNoDaemon is wrapped by Dial's error when no daemon listens on the
+// socket (no such file, or a socket nobody accepts on): the caller may
+// load its own programs instead.
+var ErrNoDaemon = errors.New("no daemon")
+
+// Client is one connection to the daemon: at most one run.
+type Client struct {
+	socket string
+	conn   *protocol.Conn
+	root   bool
+	gate   string
+
+	mu      sync.Mutex // one request at a time
+	replies chan reply
+	gone    chan struct{} // closed when the daemon's end is closed
+}
+
+type reply struct {
+	r     protocol.Reply
+	files []*os.File
+	err   error
+}
+
+// Dial connects to the daemon at socket and checks that it speaks this
+// protocol version.
+func Dial(socket string) (*Client, error) {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: socket, Net: "unixpacket"})
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("connecting to the daemon at %s: %w", socket, ErrNoDaemon)
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("connecting to the daemon at %s: permission denied; the operator grants access with 'sfwatch daemon --socket-group GROUP' (see the README's threat model)", socket)
+		}
+		return nil, fmt.Errorf("connecting to the daemon at %s: %w", socket, err)
+	}
+	cl := &Client{socket: socket, conn: protocol.NewConn(c), replies: make(chan reply, 1), gone: make(chan struct{})}
+	go cl.read()
+	var r protocol.Reply
+	if _, err := cl.request(protocol.Request{Op: protocol.OpHello, Version: protocol.Version}, &r); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	if r.Version != protocol.Version {
+		cl.Close()
+		return nil, fmt.Errorf("the daemon at %s speaks protocol version %d, this sfwatch %d: run the same sfwatch on both sides", socket, r.Version, protocol.Version)
+	}
+	cl.root, cl.gate = r.Root, r.Gate
+	return cl, nil
+}
+
+// read hands each reply to the request waiting for it, and closes gone at
+// the end of the connection.
+func (c *Client) read() {
+	defer close(c.gone)
+	for {
+		var r reply
+		r.files, r.err = c.conn.Recv(&r.r)
+		if errors.Is(r.err, protocol.ErrGone) {
+			return
+		}
+		c.replies <- r
+		if r.err != nil {
+			return
+		}
+	}
+}
+
+// Socket is the socket this client is connected to.
+func (c *Client) Socket() string { return c.socket }
+
+// Root says whether the daemon lets this client do everything.
+func (c *Client) Root() bool { return c.root }
+
+// Gate is the path of the gate a run's child starts at (package gate).
+func (c *Client) Gate() string { return c.gate }
+
+// Gone is closed when the daemon's end of the connection is closed: the
+// daemon stopped, or was killed.
+func (c *Client) Gone() <-chan struct{} { return c.gone }
+
+// GoneError is the error of a run whose daemon went away.
+func (c *Client) GoneError() error {
+	return fmt.Errorf("the daemon at %s went away mid-run: the command was killed, and its group is removed by the daemon or, if it was killed, by the next one to start", c.socket)
+}
+
+// Close ends the connection, and with it the run, if any.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// request sends req and waits for its reply into r.
+func (c *Client) request(req protocol.Request, r *protocol.Reply, fds ...int) ([]*os.File, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.conn.Send(req, fds...); err != nil {
+		select {
+		case <-c.gone:
+			return nil, c.GoneError()
+		default:
+		}
+		return nil, fmt.Errorf("asking the daemon at %s: %w", c.socket, err)
+	}
+	select {
+	case rep := <-c.replies:
+		if rep.err != nil {
+			return nil, fmt.Errorf("reading the daemon's reply: %w", rep.err)
+		}
+		*r = rep.r
+		if r.Error != "" {
+			for _, f := range rep.files {
+				f.Close()
+			}
+			return nil, &protocol.Err{Code: r.Code, Msg: r.Error}
+		}
+		return rep.files, nil
+	case <-c.gone:
+		return nil, c.GoneError()
+	}
+}
+
+// Run is a run the daemon accepted.
+type Run struct {
+	Group    string   // the run's group, below the cgroup2 mount
+	GroupID  uint64   // its cgroup id
+	Ring     *os.File // the run's ring buffer (a BPF map) to mmap
+	RingSize int
+}
+
+// Run asks the daemon to watch the held child whose pidfd this is, in a
+// new group with a ring buffer of ringSize bytes and one event in
+// sampleEvery calls. The child must still be held: the daemon moves it.
+func (c *Client) Run(pidfd, ringSize int, sampleEvery uint32) (*Run, error) {
+	var r protocol.Reply
+	files, err := c.request(protocol.Request{Op: protocol.OpRun, RingSize: ringSize, SampleEvery: sampleEvery}, &r, pidfd)
+	if err != nil {
+		return nil, err
+	}
+	if len(files) != 1 {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, fmt.Errorf("the daemon at %s sent %d descriptors for a run, want its ring buffer", c.socket, len(files))
+	}
+	return &Run{Group: r.Group, GroupID: r.GroupID, Ring: files[0], RingSize: r.RingSize}, nil
+}
+
+// Totals reads the run's totals so far.
+func (c *Client) Totals() (*protocol.Totals, error) {
+	return c.totals(protocol.OpTotals)
+}
+
+// Finish kills whatever is left in the run's group and returns the run's
+// final totals: every call of the run is in them, and its events are in
+// the ring buffer.
+func (c *Client) Finish() (*protocol.Totals, error) {
+	return c.totals(protocol.OpFinish)
+}
+
+func (c *Client) totals(op string) (*protocol.Totals, error) {
+	var r protocol.Reply
+	if _, err := c.request(protocol.Request{Op: op}, &r); err != nil {
+		return nil, err
+	}
+	if r.Totals == nil {
+		return nil, fmt.Errorf("the daemon at %s sent no totals", c.socket)
+	}
+	return r.Totals, nil
+}
+
+// Kill kills everything in the run's group now (the run is cancelled).
+func (c *Client) Kill() error {
+	var r protocol.Reply
+	_, err := c.request(protocol.Request{Op: protocol.OpKill}, &r)
+	return err
+}

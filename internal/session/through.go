@@ -1,0 +1,141 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"sync"
+	"syscall"
+
+	"github.com/sfwatch/sfwatch/internal/child"
+	"github.com/sfwatch/sfwatch/internal/client"
+	"github.com/sfwatch/sfwatch/internal/counters"
+	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/ringreader"
+)
+
+// runThrough is Run through the daemon (Config.Daemon). The order is
+// Run's: the child is in its group before it runs an instruction of cmd
+// (it is held until the daemon has moved it), its leftovers are killed
+// before the final totals are read (Finish), and the ring buffer is
+// drained after that.
+func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
+	c := cfg.Daemon
+	ringSize := cfg.RingBufSize
+	if ringSize == 0 {
+		ringSize = loader.DefaultRingBufSize
+	}
+	if err := loader.ValidateRingBufSize(ringSize); err != nil {
+		return Outcome{}, err
+	}
+	sample := max(cfg.SampleEvery, 1)
+	if cfg.Started != nil {
+		// The daemon's programs are attached: every call of the child
+		// is seen from its first instruction.
+		cfg.Started()
+	}
+	proc, err := child.Start(child.Spec{Cmd: cmd, Gate: c.Gate(), User: cfg.User, ForwardSignals: cfg.ForwardSignals})
+	if err != nil {
+		return Outcome{}, err
+	}
+	run, err := c.Run(proc.PidFD(), ringSize, sample)
+	if err != nil {
+		// The held child exits without running cmd.
+		proc.Abort()
+		_, werr := proc.Wait()
+		return Outcome{}, errors.Join(err, werr)
+	}
+	defer run.Ring.Close()
+	reader, err := ringreader.NewFD(int(run.Ring.Fd()), run.RingSize)
+	if err != nil {
+		proc.Abort()
+		_, werr := proc.Wait()
+		return Outcome{}, errors.Join(err, werr)
+	}
+	side := &remote{c: c}
+	w := newWatch(side, reader, cfg)
+	defer w.close()
+	if err := proc.Release(); err != nil {
+		proc.Signal(syscall.SIGKILL)
+		_, werr := proc.Wait()
+		return Outcome{}, errors.Join(err, werr)
+	}
+	if cfg.ChildStarted != nil {
+		cfg.ChildStarted(proc.Pid())
+	}
+	stop := context.AfterFunc(ctx, func() { c.Kill() })
+	defer stop()
+	// The daemon gone (stopped, or killed), nothing can kill the group:
+	// the child at least ends now, with its process group when it has
+	// its own (ForwardSignals).
+	exited := make(chan struct{})
+	defer close(exited)
+	go func() {
+		select {
+		case <-c.Gone():
+			if cfg.ForwardSignals {
+				syscall.Kill(-proc.Pid(), syscall.SIGKILL)
+			}
+			proc.Signal(syscall.SIGKILL)
+		case <-exited:
+		}
+	}()
+
+	exitErr := proc.Exited()
+	if cfg.Finishing != nil {
+		cfg.Finishing()
+	}
+	totals, finishErr := c.Finish()
+	code, waitErr := proc.Wait()
+	if finishErr != nil {
+		return Outcome{ExitCode: code}, finishErr
+	}
+	snap, err := counters.FromRow(totals.Row, totals.Skipped)
+	if err != nil {
+		return Outcome{ExitCode: code}, fmt.Errorf("reading the run's totals: %w", err)
+	}
+	side.setFinal(snap)
+	out, err := w.finish()
+	out.ExitCode = code
+	return out, errors.Join(exitErr, waitErr, err)
+}
+
+// remote is the daemon's side of a run: its totals are read over the
+// connection until Finish, then they are final.
+type remote struct {
+	c     *client.Client
+	mu    sync.Mutex
+	final *counters.Snapshot
+}
+
+func (r *remote) setFinal(s counters.Snapshot) {
+	r.mu.Lock()
+	r.final = &s
+	r.mu.Unlock()
+}
+
+func (r *remote) Snapshot() (counters.Snapshot, error) {
+	r.mu.Lock()
+	final := r.final
+	r.mu.Unlock()
+	if final != nil {
+		return *final, nil
+	}
+	t, err := r.c.Totals()
+	if err != nil {
+		return counters.Snapshot{}, err
+	}
+	return counters.FromRow(t.Row, t.Skipped)
+}
+
+func (r *remote) Lost() (uint64, error) {
+	s, err := r.Snapshot()
+	return s.Totals.Lost, err
+}
+
+// detach: Finish has emptied the group, so nothing writes the ring buffer.
+func (r *remote) detach() error { return nil }
+
+// close: the connection is the caller's.
+func (r *remote) close() {}
