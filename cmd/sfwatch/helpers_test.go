@@ -462,6 +462,12 @@ func startRetryingBusy(newCmd func() *exec.Cmd) (*exec.Cmd, error) {
 // with the ambient capabilities caps, and checks it left nothing behind.
 func runAsNobody(t *testing.T, bin, dir string, caps []uintptr, args ...string) result {
 	t.Helper()
+	return runAsNobodyEnv(t, bin, dir, nil, caps, args...)
+}
+
+// runAsNobodyEnv is runAsNobody with env added to the test's environment.
+func runAsNobodyEnv(t *testing.T, bin, dir string, env []string, caps []uintptr, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), sfwatchTimeout)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
@@ -469,6 +475,7 @@ func runAsNobody(t *testing.T, bin, dir string, caps []uintptr, args ...string) 
 		cmd := exec.CommandContext(ctx, bin, args...)
 		cmd.WaitDelay = waitDelay
 		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), env...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, AmbientCaps: caps}
 		stdout.Reset()
 		stderr.Reset()

@@ -334,10 +334,12 @@ func attachCommand(ctx context.Context, args []string) error {
 		return usageError("attach: unexpected argument %q; to start a command use 'sfwatch run -- CMD'", fs.Arg(0))
 	}
 	if f.via.daemon {
-		return fmt.Errorf("attach --daemon: attach loads its own programs; drop --daemon")
+		return fmt.Errorf("attach --daemon: attach loads its own programs (root), it does not go through the daemon; drop --daemon")
 	}
-	f.via.standalone = true
-	if _, err := f.via.connect("attach"); err != nil {
+	if err := requirePrivileges("attach"); err != nil {
+		return err
+	}
+	if err := loader.CheckKernel(); err != nil {
 		return err
 	}
 	var group *cgroup.Group

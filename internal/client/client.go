@@ -12,6 +12,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/sfwatch/sfwatch/internal/protocol"
 )
@@ -113,6 +114,24 @@ func (c *Client) Gone() <-chan struct{} { return c.gone }
 func (c *Client) GoneError() error {
 	return fmt.Errorf("the daemon at %s went away mid-run: the command was killed, and its group is removed by the daemon or, if it was killed, by the next one to start", c.socket)
 }
+
+// Blame is err, or GoneError when the daemon's end closes within a
+// moment: a run's step that failed because the daemon went away (it
+// killed the group as it stopped) says so.
+func (c *Client) Blame(err error) error {
+	if _, refused := errors.AsType[*protocol.Err](err); err == nil || refused {
+		return err
+	}
+	select {
+	case <-c.gone:
+		return c.GoneError()
+	case <-time.After(goneWait):
+		return err
+	}
+}
+
+// goneWait is how long Blame waits for the connection's end.
+const goneWait = 200 * time.Millisecond
 
 // Close ends the connection, and with it the run, if any.
 func (c *Client) Close() error { return c.conn.Close() }

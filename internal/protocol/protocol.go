@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -134,7 +135,7 @@ func (c *Conn) Recv(v any) ([]*os.File, error) {
 	oob := make([]byte, syscall.CmsgSpace(4*4))
 	n, oobn, flags, _, err := c.c.ReadMsgUnix(b, oob)
 	if err != nil {
-		if errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
+		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
 			return nil, ErrGone
 		}
 		return nil, fmt.Errorf("receiving message: %w", err)

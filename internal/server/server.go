@@ -118,8 +118,12 @@ func Listen(d *daemon.Daemon, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n, err := runs.Sweep(); n > 0 || err != nil {
-		fmt.Fprintf(cfg.Log, "sfwatch: removed %d run groups a daemon left in %s (%v)\n", n, runs.Path, err)
+	n, err := runs.Sweep()
+	if n > 0 {
+		fmt.Fprintf(cfg.Log, "sfwatch: removed %d run groups a daemon that was killed left in %s\n", n, runs.Path)
+	}
+	if err != nil {
+		fmt.Fprintf(cfg.Log, "sfwatch: %v; the next daemon on this socket tries again\n", err)
 	}
 	if err := d.WatchRuns(runs); err != nil {
 		runs.Close()

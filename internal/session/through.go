@@ -43,8 +43,8 @@ func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error)
 	if err != nil {
 		// The held child exits without running cmd.
 		proc.Abort()
-		_, werr := proc.Wait()
-		return Outcome{}, errors.Join(err, werr)
+		proc.Wait()
+		return Outcome{}, c.Blame(err)
 	}
 	defer run.Ring.Close()
 	reader, err := ringreader.NewFD(int(run.Ring.Fd()), run.RingSize)
@@ -59,7 +59,7 @@ func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error)
 	if err := proc.Release(); err != nil {
 		proc.Signal(syscall.SIGKILL)
 		_, werr := proc.Wait()
-		return Outcome{}, errors.Join(err, werr)
+		return Outcome{}, c.Blame(errors.Join(err, werr))
 	}
 	if cfg.ChildStarted != nil {
 		cfg.ChildStarted(proc.Pid())
@@ -89,7 +89,7 @@ func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error)
 	totals, finishErr := c.Finish()
 	code, waitErr := proc.Wait()
 	if finishErr != nil {
-		return Outcome{ExitCode: code}, finishErr
+		return Outcome{ExitCode: code}, c.Blame(finishErr)
 	}
 	snap, err := counters.FromRow(totals.Row, totals.Skipped)
 	if err != nil {
