@@ -361,12 +361,18 @@ static __always_inline __u64 group_of_current(void)
 	struct watch *w = watch_of_current();
 	if (!w)
 		return 0;
-	if (w->depth == DEPTH_SUBTREE)
-		return w->id;
-	if (w->depth) {
+	__u64 id = w->id;
+	__u32 level = w->level, depth = w->depth;
+	// w points at another watch for each one the loop can stop at: with
+	// only these scalars live from here on, the verifier checks what
+	// follows once, not once per watch (which outgrows 6.1's limit).
+	asm volatile("" : "+r"(id), "+r"(level), "+r"(depth));
+	if (depth == DEPTH_SUBTREE)
+		return id;
+	if (depth) {
 		// 0 when the thread's group is not that deep: then its own
 		// group is the one.
-		__u64 at = bpf_get_current_ancestor_cgroup_id(w->level + w->depth);
+		__u64 at = bpf_get_current_ancestor_cgroup_id(level + depth);
 		if (at)
 			return at;
 	}
