@@ -81,8 +81,9 @@ func ValidateMaxGroups(n int) error {
 // DaemonConfig is every knob of the daemon's kernel side, set before load.
 type DaemonConfig struct {
 	MaxGroups int // groups with a row of their own
-	// Events emits each counted call's event in CallEvents. Without it
-	// the programs are verified with the event path dropped, and
+	// Events emits each counted call's event in CallEvents (but a
+	// client run's, which go to its own ring: SetRunRing). Without it
+	// the programs are verified with the CallEvents path dropped, and
 	// CallEvents is one page.
 	Events      bool
 	RingBufSize int    // with Events: CallEvents' size; 0 = DefaultRingBufSize
@@ -502,7 +503,7 @@ func (d *Daemon) Close() error {
 
 // Instructions counts, by program, the instructions the kernel kept after
 // verifying it (dead code removed): with DaemonConfig.Events off, the
-// event path is gone.
+// CallEvents path is gone (the runs' rings' stays).
 func (d *Daemon) Instructions() (map[string]int, error) {
 	n := make(map[string]int, len(d.progs))
 	for _, p := range d.progs {
