@@ -58,8 +58,9 @@ type Config struct {
 	Retention  time.Duration // how long a removed path's totals are kept; 0: DefaultRetention
 	Log        io.Writer     // notable changes, one line each; nil: none
 	// Events, when set, gets every counted call's event (one in
-	// SampleEvery) with its group's path; nil: totals only, and the
-	// programs are verified without the event path.
+	// SampleEvery) with its group's path, but a client run's (which go
+	// to the run's ring); nil: totals only, and the programs are verified
+	// without that event path.
 	Events      EventSink
 	RingBufSize int    // with Events: the ring buffer's size; 0: loader.DefaultRingBufSize
 	SampleEvery uint32 // with Events: one event per N calls; 0 or 1: every call

@@ -48,7 +48,7 @@ type family struct {
 
 var families = []family{
 	{"sfwatch_sendfile_calls_total", "counter",
-		"sendfile calls by group, result (ok, short, eof, empty, error) and errno (for errors; \"other\" past errno 139).",
+		"sendfile calls by group, result (ok, short, eof, empty, error) and errno (for errors; \"other\" past errno 135).",
 		func(b []byte, g *groupTotals, l []byte) []byte {
 			t := &g.totals
 			b = sample(b, "sfwatch_sendfile_calls_total", l, `,result="ok",errno=""`, g.ok)
