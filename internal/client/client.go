@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -55,7 +54,7 @@ type reply struct {
 // Dial connects to the daemon at socket and checks that it speaks this
 // protocol version.
 func Dial(socket string) (*Client, error) {
-	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: socket, Net: "unixpacket"})
+	conn, err := protocol.Dial(socket)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("connecting to the daemon at %s: %w", socket, ErrNoDaemon)
@@ -65,7 +64,7 @@ func Dial(socket string) (*Client, error) {
 		}
 		return nil, fmt.Errorf("connecting to the daemon at %s: %w", socket, err)
 	}
-	cl := &Client{socket: socket, conn: protocol.NewConn(c), replies: make(chan reply, 1), gone: make(chan struct{})}
+	cl := &Client{socket: socket, conn: conn, replies: make(chan reply, 1), gone: make(chan struct{})}
 	go cl.read()
 	var r protocol.Reply
 	if _, err := cl.request(protocol.Request{Op: protocol.OpHello, Version: protocol.Version}, &r); err != nil {

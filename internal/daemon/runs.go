@@ -152,3 +152,16 @@ func (d *Daemon) runsWatch() []loader.Watch {
 	}
 	return []loader.Watch{{ID: d.runs.id, Level: d.runs.level, Depth: 1, First: true}}
 }
+
+// Lanes is the number of rows the runs hold (running or parked), and
+// GroupRows the entries of the kernel's group -> row map: for tests and
+// diagnostics.
+func (d *Daemon) Lanes() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.claimed)
+}
+
+// GroupRows counts the entries of the kernel's group -> row map (through
+// the bpf syscall: not for scrapes).
+func (d *Daemon) GroupRows() (int, error) { return d.bpf.GroupRows() }

@@ -103,6 +103,15 @@ type Conn struct {
 	c *net.UnixConn
 }
 
+// Dial connects to the daemon's socket.
+func Dial(socket string) (*Conn, error) {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: socket, Net: "unixpacket"})
+	if err != nil {
+		return nil, err
+	}
+	return NewConn(c), nil
+}
+
 // NewConn wraps a SOCK_SEQPACKET unix connection.
 func NewConn(c *net.UnixConn) *Conn { return &Conn{c: c} }
 

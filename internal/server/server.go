@@ -706,3 +706,14 @@ func (s *Server) janitor() {
 		}
 	}
 }
+
+// Parked is the number of lanes parked for the next runs of their uids.
+func (s *Server) Parked() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, u := range s.users {
+		n += len(u.parked)
+	}
+	return n
+}
