@@ -167,7 +167,8 @@ func (opts *Options) Supported() error {
 		return err
 	}
 	if c != nil {
-		return c.Close()
+		defer c.Close()
+		return c.Hello()
 	}
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("sfwatch needs root to load BPF programs and create cgroups, or a daemon ('sudo sfwatch daemon') to trace for any user")

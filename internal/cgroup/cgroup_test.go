@@ -92,18 +92,18 @@ func TestParseMount(t *testing.T) {
 		escaped = "50 1 0:40 / /mnt/my\\040cgroup\\134x rw - cgroup2 none rw\n"
 		none    = "22 1 0:21 / /sys rw - sysfs sysfs rw\n27 25 0:25 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"
 	)
-	for _, tc := range []struct{ name, in, want string }{
-		{"hybrid", hybrid, "/sys/fs/cgroup/unified"},
-		{"pure v2", pure, "/sys/fs/cgroup"},
-		{"no optional fields", here, "/sys/fs/cgroup/unified"},
-		{"escaped", escaped, `/mnt/my cgroup\x`},
+	for _, tc := range []struct{ name, in, want, options string }{
+		{"hybrid", hybrid, "/sys/fs/cgroup/unified", "rw nsdelegate"},
+		{"pure v2", pure, "/sys/fs/cgroup", "rw nsdelegate memory_recursiveprot"},
+		{"no optional fields", here, "/sys/fs/cgroup/unified", "rw"},
+		{"escaped", escaped, `/mnt/my cgroup\x`, "rw"},
 	} {
-		got, err := parseMount(strings.NewReader(tc.in))
-		if err != nil || got != tc.want {
-			t.Errorf("%s: got %q, %v; want %q", tc.name, got, err, tc.want)
+		got, options, err := parseMount(strings.NewReader(tc.in))
+		if err != nil || got != tc.want || strings.Join(options, " ") != tc.options {
+			t.Errorf("%s: got %q, %q, %v; want %q, %q", tc.name, got, options, err, tc.want, tc.options)
 		}
 	}
-	if got, err := parseMount(strings.NewReader(none)); err == nil {
+	if got, _, err := parseMount(strings.NewReader(none)); err == nil {
 		t.Errorf("v1 only: got %q, want an error", got)
 	}
 }

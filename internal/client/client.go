@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/sfwatch/sfwatch/internal/gate"
 	"github.com/sfwatch/sfwatch/internal/protocol"
 )
 
@@ -37,8 +39,6 @@ var ErrNoDaemon = errors.New("no daemon")
 type Client struct {
 	socket string
 	conn   *protocol.Conn
-	root   bool
-	gate   string
 
 	mu      sync.Mutex // one request at a time
 	replies chan reply
@@ -51,8 +51,7 @@ type reply struct {
 	err   error
 }
 
-// Dial connects to the daemon at socket and checks that it speaks this
-// protocol version.
+// Dial connects to the daemon at socket.
 func Dial(socket string) (*Client, error) {
 	conn, err := protocol.Dial(socket)
 	if err != nil {
@@ -66,17 +65,20 @@ func Dial(socket string) (*Client, error) {
 	}
 	cl := &Client{socket: socket, conn: conn, replies: make(chan reply, 1), gone: make(chan struct{})}
 	go cl.read()
+	return cl, nil
+}
+
+// Hello asks the daemon whether it speaks this protocol version (a run
+// asks too: Dial does not, to save a round trip).
+func (c *Client) Hello() error {
 	var r protocol.Reply
-	if _, err := cl.request(protocol.Request{Op: protocol.OpHello, Version: protocol.Version}, &r); err != nil {
-		cl.Close()
-		return nil, err
+	if _, err := c.request(protocol.Request{Op: protocol.OpHello, Version: protocol.Version}, &r); err != nil {
+		return err
 	}
 	if r.Version != protocol.Version {
-		cl.Close()
-		return nil, fmt.Errorf("the daemon at %s speaks protocol version %d, this sfwatch %d: run the same sfwatch on both sides", socket, r.Version, protocol.Version)
+		return fmt.Errorf("the daemon at %s speaks protocol version %d, this sfwatch %d: run the same sfwatch on both sides", c.socket, r.Version, protocol.Version)
 	}
-	cl.root, cl.gate = r.Root, r.Gate
-	return cl, nil
+	return nil
 }
 
 // read hands each reply to the request waiting for it, and closes gone at
@@ -99,11 +101,9 @@ func (c *Client) read() {
 // Socket is the socket this client is connected to.
 func (c *Client) Socket() string { return c.socket }
 
-// Root says whether the daemon lets this client do everything.
-func (c *Client) Root() bool { return c.root }
-
-// Gate is the path of the gate a run's child starts at (package gate).
-func (c *Client) Gate() string { return c.gate }
+// Gate is the path of the gate a run's child starts at (package gate):
+// the daemon installs it next to its socket.
+func (c *Client) Gate() string { return filepath.Join(filepath.Dir(c.socket), gate.Name) }
 
 // Gone is closed when the daemon's end of the connection is closed: the
 // daemon stopped, or was killed.
@@ -178,7 +178,7 @@ type Run struct {
 // sampleEvery calls. The child must still be held: the daemon moves it.
 func (c *Client) Run(pidfd, ringSize int, sampleEvery uint32) (*Run, error) {
 	var r protocol.Reply
-	files, err := c.request(protocol.Request{Op: protocol.OpRun, RingSize: ringSize, SampleEvery: sampleEvery}, &r, pidfd)
+	files, err := c.request(protocol.Request{Op: protocol.OpRun, Version: protocol.Version, RingSize: ringSize, SampleEvery: sampleEvery}, &r, pidfd)
 	if err != nil {
 		return nil, err
 	}

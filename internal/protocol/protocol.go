@@ -40,7 +40,7 @@ const maxMessage = 64 << 10
 
 // Ops of Request.
 const (
-	OpHello  = "hello"  // Reply.Version, Reply.Root, Reply.Gate
+	OpHello  = "hello"  // Reply.Version, Reply.Root
 	OpRun    = "run"    // with the held child's pidfd; Reply.Group, ring fd
 	OpTotals = "totals" // the run's totals so far: Reply.Totals
 	OpKill   = "kill"   // kill everything in the run's group now
@@ -69,9 +69,8 @@ type Reply struct {
 	Error string `json:"error,omitempty"` // refused or failed: one line
 	Code  string `json:"code,omitempty"`
 
-	Version int    `json:"version,omitempty"` // OpHello
-	Root    bool   `json:"root,omitempty"`    // OpHello: the client may do everything
-	Gate    string `json:"gate,omitempty"`    // OpHello: the gate a run's child starts at (package gate)
+	Version int  `json:"version,omitempty"` // OpHello
+	Root    bool `json:"root,omitempty"`    // OpHello: the client may do everything
 
 	Group    string `json:"group,omitempty"` // OpRun: the run's group, below the cgroup2 mount
 	GroupID  uint64 `json:"group_id,omitempty"`

@@ -261,7 +261,7 @@ func hostile(socket string) int {
 	ask("hello", protocol.Request{Op: protocol.OpHello, Version: protocol.Version})
 	ask("totals first", protocol.Request{Op: protocol.OpTotals})
 	ask("finish first", protocol.Request{Op: protocol.OpFinish})
-	run := protocol.Request{Op: protocol.OpRun, RingSize: 1 << 16, SampleEvery: 1}
+	run := protocol.Request{Op: protocol.OpRun, Version: protocol.Version, RingSize: 1 << 16, SampleEvery: 1}
 	if fd, err := unix.PidfdOpen(1, 0); err == nil {
 		ask("pid 1", run, fd)
 	}

@@ -47,20 +47,23 @@ func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error)
 		return Outcome{}, c.Blame(err)
 	}
 	defer run.Ring.Close()
-	reader, err := ringreader.NewFD(int(run.Ring.Fd()), run.RingSize)
-	if err != nil {
-		proc.Abort()
-		_, werr := proc.Wait()
-		return Outcome{}, errors.Join(err, werr)
-	}
-	side := &remote{c: c}
-	w := newWatch(side, reader, cfg)
-	defer w.close()
+	// Released first, then the ring mapped (every page at once, most of
+	// a millisecond for 8 MiB) while the command starts: its first events
+	// wait in the ring meanwhile.
 	if err := proc.Release(); err != nil {
 		proc.Signal(syscall.SIGKILL)
 		_, werr := proc.Wait()
 		return Outcome{}, c.Blame(errors.Join(err, werr))
 	}
+	reader, err := ringreader.NewFD(int(run.Ring.Fd()), run.RingSize)
+	if err != nil {
+		c.Kill()
+		proc.Wait()
+		return Outcome{}, err
+	}
+	side := &remote{c: c}
+	w := newWatch(side, reader, cfg)
+	defer w.close()
 	if cfg.ChildStarted != nil {
 		cfg.ChildStarted(proc.Pid())
 	}
