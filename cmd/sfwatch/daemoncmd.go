@@ -84,20 +84,20 @@ const defaultDaemonLock = "/run/sfwatch/daemon.lock"
 const maxDaemonConfigSize = 1 << 20
 
 type daemonFlags struct {
-	watch       []string
-	config      string
-	groupDepth  int
-	maxGroups   int
-	retention   time.Duration
-	metrics     bool
-	metricsAddr string
-	webConfig   string
-	webWhat     string
-	lock        string
-	events      string
-	format      string
-	sample      uint
-	ringBufSize int
+	watch        []string
+	config       string
+	groupDepth   int
+	maxGroups    int
+	retention    time.Duration
+	metrics      bool
+	metricsAddr  string
+	webConfig    string
+	webWhat      string
+	lock         string
+	events       string
+	format       string
+	sample       uint
+	ringBufSize  int
 	server       server.Config
 	socketMode   string
 	favordynmods bool
