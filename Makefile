@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -s -w -X main.version=$(VERSION)
 DEBIAN_PACKAGES := clang llvm strace nginx-light qemu-system-x86 busybox-static cpio
 
-.PHONY: all build generate check-generate test test-unprivileged selftest vet staticcheck deps ci bench kernels
+.PHONY: all build generate check-generate test test-unprivileged selftest vet staticcheck deps ci bench bench-clients kernels
 
 all: build
 
@@ -83,10 +83,18 @@ soak: build
 # Benchmarks, as root (bench/README.md): every observer on every workload,
 # a table at the end (also in bench/.out/table.md). BENCH_QUICK=1: short run.
 BENCH_BIN := bench/.bin
-bench:
+bench: bench-clients
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BENCH_BIN)/sfwatch ./cmd/sfwatch
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/ ./bench/cmd/sendfileloop ./bench/cmd/fileserver ./bench/cmd/floor ./bench/cmd/daemonbench ./bench/cmd/sfbench
 	$(BENCH_BIN)/sfbench -bin $(BENCH_BIN) -out bench/.out $(if $(BENCH_QUICK),-quick) $(BENCH_FLAGS)
+
+# A run through the daemon against one that loads its own programs, and the
+# seed's test shape three ways (bench/README.md): as root, a minute.
+bench-clients:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BENCH_BIN)/sfwatch ./cmd/sfwatch
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/ ./bench/cmd/clientbench
+	CGO_ENABLED=0 $(GO) test -c -o $(BENCH_BIN)/sfwatch.test .
+	$(BENCH_BIN)/clientbench -bin $(BENCH_BIN)
 
 # Boots Debian kernels in qemu and runs the selftest, doctor and the
 # privileged tests in each (as root; docs/kernels.md). KERNELS="5.10 7.2"

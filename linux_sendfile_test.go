@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -25,44 +26,7 @@ func TestLinuxSendfile(t *testing.T) {
 	if err := sfwatch.Supported(); err != nil {
 		testenv.SkipOrFail(t, "privileged test cannot run: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lnf, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-
-	dir := t.TempDir()
-	page := bytes.Repeat([]byte("<p>served with sendfile</p>\n"), 4096)
-	if err := os.WriteFile(filepath.Join(dir, "index.html"), page, 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	child := exec.Command(os.Args[0], "-test.run=^TestLinuxSendfileChild$")
-	child.ExtraFiles = append(child.ExtraFiles, lnf)
-	child.Env = append([]string{"GO_WANT_HELPER_PROCESS=1", "SFWATCH_TEST_ROOT=" + dir}, os.Environ()...)
-	child.Stdout, child.Stderr = os.Stdout, os.Stderr
-
-	fetched := make(chan error, 1)
-	go func() {
-		// The child serves on the inherited listener; fetch, then ask it
-		// to quit, as the original test did.
-		client := &http.Client{Timeout: 10 * time.Second}
-		resp, err := client.Get(fmt.Sprintf("http://%s/", ln.Addr()))
-		if err == nil {
-			var got []byte
-			got, err = io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err == nil && !bytes.Equal(got, page) {
-				err = fmt.Errorf("got %d bytes, want the %d-byte page", len(got), len(page))
-			}
-		}
-		client.Get(fmt.Sprintf("http://%s/quit", ln.Addr()))
-		fetched <- err
-	}()
+	child, page, fetched := startFileServer(t)
 	begin := time.Now()
 	res, err := sfwatch.Run(context.Background(), child, nil)
 	end := time.Now()
@@ -93,6 +57,77 @@ func TestLinuxSendfile(t *testing.T) {
 		if e.Start.Before(begin) || e.Start.After(end) {
 			t.Errorf("call at %v, outside the run [%v, %v]", e.Start, begin, end)
 		}
+	}
+}
+
+// startFileServer makes the file server child (this test binary) and
+// starts fetching the page from it, then asking it to quit, as Go's test
+// did; fetched says how that went.
+func startFileServer(t *testing.T) (child *exec.Cmd, page []byte, fetched <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnf, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+
+	dir := t.TempDir()
+	page = bytes.Repeat([]byte("<p>served with sendfile</p>\n"), 4096)
+	if err := os.WriteFile(filepath.Join(dir, "index.html"), page, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	child = exec.Command(os.Args[0], "-test.run=^TestLinuxSendfileChild$")
+	child.ExtraFiles = append(child.ExtraFiles, lnf)
+	child.Env = append([]string{"GO_WANT_HELPER_PROCESS=1", "SFWATCH_TEST_ROOT=" + dir}, os.Environ()...)
+	child.Stdout, child.Stderr = os.Stdout, os.Stderr
+
+	done := make(chan error, 1)
+	go func() {
+		// The child serves on the inherited listener; fetch, then ask it
+		// to quit, as the original test did.
+		client := &http.Client{Timeout: 10 * time.Second}
+		resp, err := client.Get(fmt.Sprintf("http://%s/", ln.Addr()))
+		if err == nil {
+			var got []byte
+			got, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && !bytes.Equal(got, page) {
+				err = fmt.Errorf("got %d bytes, want the %d-byte page", len(got), len(page))
+			}
+		}
+		client.Get(fmt.Sprintf("http://%s/quit", ln.Addr()))
+		done <- err
+	}()
+	return child, page, done
+}
+
+// TestLinuxSendfileStrace is the seed's own shape, for comparison (make
+// bench-clients): the same child under strace -f, its output matched
+// with Go's regexp.
+func TestLinuxSendfileStrace(t *testing.T) {
+	strace := testenv.NeedTool(t, "strace")
+	child, _, fetched := startFileServer(t)
+	out := filepath.Join(t.TempDir(), "strace.out")
+	child.Args = append([]string{strace, "-f", "-q", "-o", out, "-e", "trace=sendfile", "--"}, child.Args...)
+	child.Path = strace
+	if err := child.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-fetched; err != nil {
+		t.Fatalf("fetching from the child: %v", err)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`sendfile(64)?\(\d+,\s*\d+,\s*NULL,\s*\d+`)
+	if !re.Match(data) {
+		t.Errorf("no sendfile call with a NULL offset in strace's output:\n%s", data)
 	}
 }
 

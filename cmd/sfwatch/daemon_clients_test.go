@@ -46,15 +46,25 @@ func startClientDaemon(t *testing.T, args ...string) *clientDaemon {
 	return &clientDaemon{d, socket}
 }
 
-// runsGroups lists the run groups of the daemon on socket.
-func runsGroups(t *testing.T, socket string) []string {
+// runsGroups lists the run groups of the daemon on socket: those that a
+// command runs in (busy), or all, with the empty ones it makes ahead.
+func runsGroups(t *testing.T, socket string, busy bool) []string {
 	t.Helper()
 	mount, err := cgroup.Mount()
 	if err != nil {
 		t.Fatal(err)
 	}
 	groups, _ := filepath.Glob(filepath.Join(mount, server.RunsGroup(socket), "run-*"))
-	return groups
+	if !busy {
+		return groups
+	}
+	var out []string
+	for _, g := range groups {
+		if strings.Contains(readFileString(filepath.Join(g, "cgroup.events")), "populated 1") {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // accountingRE reads the numbers of the accounting line.
@@ -116,8 +126,8 @@ func TestDaemonClientUnprivileged(t *testing.T) {
 			t.Errorf("event %d: offset %+v, want %d => %d", i, *o, c.OffsetBefore, c.OffsetAfter)
 		}
 	}
-	if left := runsGroups(t, d.socket); len(left) != 0 {
-		t.Errorf("run groups left: %v", left)
+	if left := runsGroups(t, d.socket, true); len(left) != 0 {
+		t.Errorf("run groups still busy: %v", left)
 	}
 
 	s := runAsNobody(t, bin, dir, nil, "selftest", "--socket", d.socket)
@@ -168,8 +178,8 @@ func TestDaemonClientRefusals(t *testing.T) {
 	if u.code != exitUsage || strings.Count(u.stderr, "\n") != 1 {
 		t.Errorf("run --daemon --standalone: exit %d, stderr %q; want 2", u.code, u.stderr)
 	}
-	if left := runsGroups(t, d.socket); len(left) != 0 {
-		t.Errorf("run groups left: %v", left)
+	if left := runsGroups(t, d.socket, true); len(left) != 0 {
+		t.Errorf("run groups still busy: %v", left)
 	}
 	closed.stop(t, syscall.SIGTERM)
 	d.stop(t, syscall.SIGTERM)
@@ -200,7 +210,7 @@ func TestDaemonClientLimits(t *testing.T) {
 		script := fmt.Sprintf("while [ -e %s ]; do sleep 0.05; done", hold)
 		first = runAsNobody(t, bin, dir, nil, "run", "--socket", d.socket, "--ringbuf-size", "65536", "--", "/bin/sh", "-c", script)
 	})
-	for deadline := time.Now().Add(20 * time.Second); len(runsGroups(t, d.socket)) == 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); len(runsGroups(t, d.socket, true)) == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the first run never started")
 		}
@@ -251,11 +261,12 @@ func TestDaemonClientDaemonGone(t *testing.T) {
 			go func() {
 				done <- runAsNobody(t, bin, dir, nil, "run", "--socket", d.socket, "--", "sleep", "60")
 			}()
-			for deadline := time.Now().Add(20 * time.Second); len(runsGroups(t, d.socket)) == 0; time.Sleep(10 * time.Millisecond) {
+			for deadline := time.Now().Add(20 * time.Second); len(runsGroups(t, d.socket, true)) == 0; time.Sleep(10 * time.Millisecond) {
 				if time.Now().After(deadline) {
 					t.Fatal("the run never started")
 				}
 			}
+
 			d.cmd.Process.Signal(sig)
 			d.cmd.Wait()
 			gone := time.Now()
@@ -271,23 +282,24 @@ func TestDaemonClientDaemonGone(t *testing.T) {
 			if r.code != exitFailed || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "went away mid-run") {
 				t.Errorf("client: exit %d, stderr %q; want 125 and one line", r.code, r.stderr)
 			}
-			left := runsGroups(t, d.socket)
+			left := runsGroups(t, d.socket, false)
 			if sig == syscall.SIGTERM && len(left) != 0 {
 				t.Errorf("groups left after SIGTERM: %v", left)
 			}
 			if sig == syscall.SIGKILL {
-				if len(left) != 1 {
-					t.Fatalf("groups after SIGKILL: %v; want the run's", left)
+				if busy := runsGroups(t, d.socket, true); len(left) == 0 || len(busy) != 0 {
+					t.Fatalf("groups after SIGKILL: %v, busy %v; want the run's, emptied by its client", left, busy)
 				}
 				next := startDaemon(t, d.lock, "--socket", d.socket, "--socket-mode", "0666", "--socket-group", "")
-				if now := runsGroups(t, d.socket); len(now) != 0 {
-					t.Errorf("the next daemon left %v", now)
-				}
-				if !strings.Contains(next.stderr.String(), "removed 1 run groups") {
-					t.Errorf("the next daemon did not say it removed the group:\n%s", next.stderr.String())
+				if !strings.Contains(next.stderr.String(), fmt.Sprintf("removed %d run groups", len(left))) {
+					t.Errorf("the next daemon did not say it removed the %d groups:\n%s", len(left), next.stderr.String())
 				}
 				next.stop(t, syscall.SIGTERM)
+				if now := runsGroups(t, d.socket, false); len(now) != 0 {
+					t.Errorf("groups left: %v", now)
+				}
 			}
+
 			assertNothingLeft(t, d.cmd.Process.Pid)
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -63,8 +64,9 @@ daemon through its socket: no programs to load, and no privilege needed.
   --socket PATH        where clients connect (default $SFWATCH_SOCKET, else
                        /run/sfwatch/sfwatch.sock)
   --socket-mode MODE   the socket's permissions, octal (default 0660)
-  --socket-group NAME  the socket's group (default sfwatch; "" for root's): with
-                       mode 0660, its members and root may connect
+  --socket-group NAME  the socket's group (default sfwatch, when it exists; else,
+                       and with "", root's): with mode 0660, its members and
+                       root may connect
   --max-runs-per-user N  runs one uid may have at once (default 16; root: no limit)
   --max-ring-per-user N  bytes of ring buffer one uid's runs may hold together
                        (default 268435456; root: no limit)
@@ -101,6 +103,7 @@ type daemonFlags struct {
 	server       server.Config
 	socketMode   string
 	favordynmods bool
+	socketNote   string // why the socket is root's only, if it is by default
 }
 
 type stringList struct{ list *[]string }
@@ -187,7 +190,7 @@ func daemonCommand(ctx context.Context, args []string) error {
 	if err := parse(fs, args, daemonUsage); err != nil {
 		return err
 	}
-	if err := f.checkServer(); err != nil {
+	if err := f.checkServer(fs); err != nil {
 		return err
 	}
 	if err := f.checkEvents(fs); err != nil {
@@ -282,6 +285,9 @@ func daemonCommand(ctx context.Context, args []string) error {
 			}()
 		}
 	}
+	if f.socketNote != "" {
+		fmt.Fprintln(stderr, f.socketNote)
+	}
 	f.server.Log = stderr
 	srv, err := server.Listen(d, f.server)
 	if err != nil {
@@ -340,9 +346,22 @@ func daemonCommand(ctx context.Context, args []string) error {
 	return nil
 }
 
-// checkServer checks the socket's flags.
-func (f *daemonFlags) checkServer() error {
+// checkServer checks the socket's flags. The default group that does not
+// exist leaves the socket to root (said when the daemon starts); a
+// --socket-group that does not exist is bad usage.
+func (f *daemonFlags) checkServer(fs *flag.FlagSet) error {
 	f.server.Socket = client.Socket(f.server.Socket)
+	if g := f.server.SocketGroup; g != "" {
+		if _, err := user.LookupGroup(g); err != nil {
+			explicit := false
+			fs.Visit(func(fl *flag.Flag) { explicit = explicit || fl.Name == "socket-group" })
+			if explicit {
+				return usageError("daemon: --socket-group %s: %v; create it (groupadd --system %s) or name another", g, err, g)
+			}
+			f.socketNote = fmt.Sprintf("sfwatch: no group %s: only root may use %s; to let users run through the daemon, groupadd --system %s and add them, or pass --socket-group", g, f.server.Socket, g)
+			f.server.SocketGroup = ""
+		}
+	}
 	mode, err := strconv.ParseUint(f.socketMode, 8, 32)
 	if err != nil || mode > 0o777 {
 		return usageError("daemon: --socket-mode %q: want octal permissions, e.g. 0660 (owner root, the group of --socket-group)", f.socketMode)

@@ -596,14 +596,3 @@ func (g *Group) Adopt(pid int) error {
 
 // Populated reports whether any process runs in the group or below it.
 func (g *Group) Populated() (bool, error) { return populated(g.Path) }
-
-// Rename renames the group within its parent (cgroupfs renames only
-// there).
-func (g *Group) Rename(name string) error {
-	path := filepath.Join(filepath.Dir(g.Path), name)
-	if err := os.Rename(g.Path, path); err != nil {
-		return fmt.Errorf("renaming cgroup %s: %w", g.Path, err)
-	}
-	g.Path, g.Rel = path, filepath.Join(filepath.Dir(g.Rel), name)
-	return nil
-}

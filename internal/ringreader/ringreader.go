@@ -45,7 +45,9 @@ import (
 type Reader struct {
 	mu       sync.Mutex
 	consPage []byte // mmap'ed consumer page
-	prodPage []byte // mmap'ed producer page and data, read-only
+	prodPage []byte // the producer page and the data's address space, read-only
+	fd       int    // the map's, to map more data pages (ensure)
+	mapped   uint64 // data bytes mapped so far, from the start
 	consPos  *uint64
 	prodPos  *uint64
 	data     []byte // the data pages, once
@@ -99,7 +101,7 @@ func NewFD(fd, size int) (*Reader, error) {
 // open maps the ring buffer behind fd, of size data bytes.
 func open(fd, size int) (_ *Reader, err error) {
 	page := os.Getpagesize()
-	r := &Reader{mask: uint64(size - 1), epfd: -1, eventfd: -1}
+	r := &Reader{mask: uint64(size - 1), epfd: -1, eventfd: -1, fd: -1}
 	defer func() {
 		if err != nil {
 			r.Close()
@@ -108,16 +110,29 @@ func open(fd, size int) (_ *Reader, err error) {
 	if r.consPage, err = unix.Mmap(fd, 0, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
 		return nil, fmt.Errorf("mapping ring buffer consumer page: %w", err)
 	}
-	// The data pages once, not twice as the kernel offers: mapping is
-	// eager (every page is mapped at once), and a run's start and end pay
-	// for each page; the rare record that wraps around the end is copied
-	// (record).
-	if r.prodPage, err = unix.Mmap(fd, int64(page), page+size, unix.PROT_READ, unix.MAP_SHARED); err != nil {
-		return nil, fmt.Errorf("mapping ring buffer data: %w", err)
+	// The data pages once, not twice as the kernel offers (the rare
+	// record that wraps around the end is copied, see record), and as
+	// the producer reaches them (ensure): the kernel maps every page of
+	// a mapping at once, so a short run of an 8 MiB ring would pay most
+	// of a millisecond to map it and as much to unmap it. The address
+	// space is reserved whole, then mapped into piece by piece.
+	if r.prodPage, err = unix.Mmap(-1, 0, page+size, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS); err != nil {
+		return nil, fmt.Errorf("reserving ring buffer address space: %w", err)
+	}
+	if _, err = unix.MmapPtr(fd, int64(page), unsafe.Pointer(&r.prodPage[0]), uintptr(page), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_FIXED); err != nil {
+		return nil, fmt.Errorf("mapping ring buffer producer page: %w", err)
+	}
+	// Its own descriptor of the map: ensure maps more of it after the
+	// caller's may be closed.
+	if r.fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+		return nil, fmt.Errorf("duplicating the ring buffer's descriptor: %w", err)
 	}
 	r.consPos = (*uint64)(unsafe.Pointer(&r.consPage[0]))
 	r.prodPos = (*uint64)(unsafe.Pointer(&r.prodPage[0]))
 	r.data = r.prodPage[page:]
+	if err := r.ensure(min(uint64(size), firstMapped)); err != nil {
+		return nil, err
+	}
 
 	if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("creating epoll instance: %w", err)
@@ -136,6 +151,29 @@ func open(fd, size int) (_ *Reader, err error) {
 	return r, nil
 }
 
+// firstMapped is how much data open maps at once: a short run's events.
+const firstMapped = 64 << 10
+
+// ensure maps the data pages up to n bytes from the start (at least
+// twice what is mapped, so that a busy ring maps a few times in all).
+// Under mu, or from open.
+func (r *Reader) ensure(n uint64) error {
+	if n <= r.mapped {
+		return nil
+	}
+	page := uint64(os.Getpagesize())
+	end := min(max(n, 2*r.mapped), uint64(len(r.data)))
+	end = (end + page - 1) &^ (page - 1)
+	addr := unsafe.Pointer(&r.data[r.mapped])
+	// The data's file offset: the consumer page, the producer page, then
+	// the data pages.
+	if _, err := unix.MmapPtr(r.fd, int64(2*page+r.mapped), addr, uintptr(end-r.mapped), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_FIXED); err != nil {
+		return fmt.Errorf("mapping ring buffer data: %w", err)
+	}
+	r.mapped = end
+	return nil
+}
+
 // Close unmaps the buffer; every later call fails with os.ErrClosed.
 func (r *Reader) Close() error {
 	r.mu.Lock()
@@ -149,7 +187,7 @@ func (r *Reader) Close() error {
 		errs = append(errs, unix.Munmap(r.consPage))
 		r.consPage = nil
 	}
-	for _, fd := range []*int{&r.epfd, &r.eventfd} {
+	for _, fd := range []*int{&r.epfd, &r.eventfd, &r.fd} {
 		if *fd >= 0 {
 			errs = append(errs, unix.Close(*fd))
 			*fd = -1
@@ -181,6 +219,11 @@ func (r *Reader) drain(fn func(raw []byte) error) (n int, err error) {
 		prod := atomic.LoadUint64(r.prodPos)
 		if cons == prod {
 			return n, nil
+		}
+		// Written so far: everything below prod, the whole ring once
+		// prod has gone round it.
+		if err := r.ensure(min(prod, uint64(len(r.data)))); err != nil {
+			return n, err
 		}
 		for cons < prod {
 			// The atomic load orders the data after the kernel's xchg
@@ -376,6 +419,9 @@ func (r *Reader) readOne(rec *ringbuf.Record) (got, busy bool, err error) {
 	}
 	cons := atomic.LoadUint64(r.consPos)
 	prod := atomic.LoadUint64(r.prodPos)
+	if err := r.ensure(min(prod, uint64(len(r.data)))); err != nil {
+		return false, false, err
+	}
 	for cons < prod {
 		hdr := atomic.LoadUint32((*uint32)(unsafe.Pointer(&r.data[cons&r.mask])))
 		if hdr&ringBusyBit != 0 {

@@ -93,3 +93,47 @@ func TestDrainWaitFlushClose(t *testing.T) {
 		t.Errorf("Wait after Close = %v, want os.ErrClosed", err)
 	}
 }
+
+// TestMapsAsItGoesAndWraps: the data pages are mapped as the producer
+// reaches them, from 64 KiB to the whole ring, and records keep their
+// order and content across three turns of the ring, those that straddle
+// its end included (records of 96 bytes do not divide 1 MiB).
+func TestMapsAsItGoesAndWraps(t *testing.T) {
+	const size = 1 << 20
+	tracer, in, out := loadertest.OpenOwn(t, size)
+	r, err := New(tracer.Maps().Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.mapped != firstMapped {
+		t.Fatalf("mapped %d bytes at first, want %d", r.mapped, firstMapped)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := uint32(unix.Gettid())
+	var sent, got int64
+	for sent < 3*size/96 {
+		for range 2000 {
+			off := sent
+			unix.Syscall6(unix.SYS_SENDFILE, out.Fd(), in.Fd(), uintptr(unsafe.Pointer(&off)), 1, 0, 0)
+			sent++
+		}
+		if _, err := r.Drain(func(raw []byte) error {
+			e := (*loader.SfwatchEvent)(unsafe.Pointer(&raw[0]))
+			if e.Tid != tid {
+				return nil
+			}
+			if e.OffsetBefore != got {
+				t.Fatalf("event %d has offset %d", got, e.OffsetBefore)
+			}
+			got++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got != sent || r.mapped != size {
+		t.Fatalf("drained %d of %d events, %d bytes mapped; want all, and the whole ring", got, sent, r.mapped)
+	}
+}

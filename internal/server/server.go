@@ -74,8 +74,10 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// spares are empty groups made ahead (named spare-N): a mkdir costs
-	// a quarter of a millisecond that a run would otherwise wait for.
+	// spares are empty groups made ahead: a mkdir costs a quarter of a
+	// millisecond that a run would otherwise wait for. cgroup2 renames
+	// nothing, so a run's group is named run-N whoever takes it; the
+	// daemon's log and the client have the name.
 	spares chan *cgroup.Group
 }
 
@@ -217,7 +219,7 @@ func (s *Server) accept() {
 // makeSpares keeps spareGroups empty groups ready.
 func (s *Server) makeSpares() {
 	for {
-		g, err := cgroup.Create(fmt.Sprintf("%s/spare-%d", s.runs.Rel, s.seq.Add(1)))
+		g, err := cgroup.Create(s.groupName())
 		if err != nil {
 			fmt.Fprintf(s.cfg.Log, "sfwatch: making a group ahead: %v\n", err)
 			select {
@@ -236,17 +238,18 @@ func (s *Server) makeSpares() {
 	}
 }
 
-// newGroup is a new empty group for a run, named name.
-func (s *Server) newGroup(name string) (*cgroup.Group, error) {
+// groupName is the path of a new run group.
+func (s *Server) groupName() string {
+	return fmt.Sprintf("%s/run-%d", s.runs.Rel, s.seq.Add(1))
+}
+
+// newGroup is a new empty group for a run.
+func (s *Server) newGroup() (*cgroup.Group, error) {
 	select {
 	case g := <-s.spares:
-		if err := g.Rename(name); err != nil {
-			g.Close()
-			return nil, err
-		}
 		return g, nil
 	default:
-		return cgroup.Create(filepath.Join(s.runs.Rel, name))
+		return cgroup.Create(s.groupName())
 	}
 }
 
@@ -558,8 +561,7 @@ func (c *conn) begin(req *protocol.Request, pidfd int) (*run, error) {
 func (c *conn) start(req *protocol.Request, pid, pidfd int, reuse *daemon.Lane) (r *run, err error) {
 	s := c.s
 	r = &run{ringSize: req.RingSize, lane: reuse}
-	name := fmt.Sprintf("run-%d-%d-%d", c.peer.uid, c.peer.pid, s.seq.Add(1))
-	if r.group, err = s.newGroup(name); err != nil {
+	if r.group, err = s.newGroup(); err != nil {
 		return r, err
 	}
 	if r.lane == nil {
