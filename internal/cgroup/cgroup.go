@@ -596,3 +596,7 @@ func (g *Group) Adopt(pid int) error {
 
 // Populated reports whether any process runs in the group or below it.
 func (g *Group) Populated() (bool, error) { return populated(g.Path) }
+
+// Remove removes an empty group and the groups below it (again, after a
+// Close whose removal failed).
+func (g *Group) Remove() error { return removeTree(g.Path) }

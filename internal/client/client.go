@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sfwatch/sfwatch/internal/gate"
 	"github.com/sfwatch/sfwatch/internal/protocol"
 )
@@ -40,15 +42,15 @@ type Client struct {
 	socket string
 	conn   *protocol.Conn
 
-	mu      sync.Mutex // one request at a time
-	replies chan reply
-	gone    chan struct{} // closed when the daemon's end is closed
-}
+	mu   sync.Mutex    // one request at a time
+	gone chan struct{} // closed when the daemon's end is closed
+	stop int           // an eventfd that ends watchGone, which closes it
 
-type reply struct {
-	r     protocol.Reply
-	files []*os.File
-	err   error
+	watchMu   sync.Mutex
+	watchDone bool // watchGone has returned
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Dial connects to the daemon at socket.
@@ -63,9 +65,52 @@ func Dial(socket string) (*Client, error) {
 		}
 		return nil, fmt.Errorf("connecting to the daemon at %s: %w", socket, err)
 	}
-	cl := &Client{socket: socket, conn: conn, replies: make(chan reply, 1), gone: make(chan struct{})}
-	go cl.read()
-	return cl, nil
+	c := &Client{socket: socket, conn: conn, gone: make(chan struct{})}
+	if err := c.startWatch(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("connecting to the daemon at %s: %w", socket, err)
+	}
+	return c, nil
+}
+
+// startWatch starts watchGone on descriptors of its own (a duplicate of
+// the connection's, and an eventfd that Close writes): it closes them
+// itself, so no number it polls is ever another's.
+func (c *Client) startWatch() error {
+	sock, err := unix.FcntlInt(uintptr(c.conn.FD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	if c.stop, err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {
+		unix.Close(sock)
+		return err
+	}
+	go c.watchGone(sock)
+	return nil
+}
+
+// watchGone closes gone when the daemon's end of the connection closes,
+// whatever the client is doing (a request waits on its own), until Close.
+func (c *Client) watchGone(sock int) {
+	fds := []unix.PollFd{
+		{Fd: int32(sock), Events: unix.POLLRDHUP},
+		{Fd: int32(c.stop), Events: unix.POLLIN},
+	}
+	for {
+		_, err := unix.Poll(fds, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == nil && fds[1].Revents == 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0 {
+			close(c.gone)
+		}
+		break
+	}
+	c.watchMu.Lock()
+	c.watchDone = true
+	unix.Close(c.stop)
+	unix.Close(sock)
+	c.watchMu.Unlock()
 }
 
 // Hello asks the daemon whether it speaks this protocol version (a run
@@ -79,23 +124,6 @@ func (c *Client) Hello() error {
 		return fmt.Errorf("the daemon at %s speaks protocol version %d, this sfwatch %d: run the same sfwatch on both sides", c.socket, r.Version, protocol.Version)
 	}
 	return nil
-}
-
-// read hands each reply to the request waiting for it, and closes gone at
-// the end of the connection.
-func (c *Client) read() {
-	defer close(c.gone)
-	for {
-		var r reply
-		r.files, r.err = c.conn.Recv(&r.r)
-		if errors.Is(r.err, protocol.ErrGone) {
-			return
-		}
-		c.replies <- r
-		if r.err != nil {
-			return
-		}
-	}
 }
 
 // Socket is the socket this client is connected to.
@@ -133,36 +161,39 @@ func (c *Client) Blame(err error) error {
 const goneWait = 200 * time.Millisecond
 
 // Close ends the connection, and with it the run, if any.
-func (c *Client) Close() error { return c.conn.Close() }
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.watchMu.Lock()
+		if !c.watchDone {
+			unix.Write(c.stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		}
+		c.watchMu.Unlock()
+		c.closeErr = c.conn.Close()
+	})
+	return c.closeErr
+}
 
 // request sends req and waits for its reply into r.
 func (c *Client) request(req protocol.Request, r *protocol.Reply, fds ...int) ([]*os.File, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.conn.Send(req, fds...); err != nil {
-		select {
-		case <-c.gone:
-			return nil, c.GoneError()
-		default:
-		}
-		return nil, fmt.Errorf("asking the daemon at %s: %w", c.socket, err)
+		return nil, c.Blame(fmt.Errorf("asking the daemon at %s: %w", c.socket, err))
 	}
-	select {
-	case rep := <-c.replies:
-		if rep.err != nil {
-			return nil, fmt.Errorf("reading the daemon's reply: %w", rep.err)
-		}
-		*r = rep.r
-		if r.Error != "" {
-			for _, f := range rep.files {
-				f.Close()
-			}
-			return nil, &protocol.Err{Code: r.Code, Msg: r.Error}
-		}
-		return rep.files, nil
-	case <-c.gone:
+	files, err := c.conn.Recv(r)
+	if errors.Is(err, protocol.ErrGone) {
 		return nil, c.GoneError()
 	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the daemon's reply: %w", err)
+	}
+	if r.Error != "" {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, &protocol.Err{Code: r.Code, Msg: r.Error}
+	}
+	return files, nil
 }
 
 // Run is a run the daemon accepted.

@@ -543,7 +543,7 @@ func (c *conn) begin(req *protocol.Request, pidfd int) (*run, error) {
 	}
 	r, err := c.start(req, pid, pidfd, reuse)
 	if err != nil {
-		lane, cerr := r.close()
+		lane, cerr := r.close(s)
 		if cerr != nil {
 			fmt.Fprintf(s.cfg.Log, "sfwatch: a run that could not start: %v\n", cerr)
 			lane = nil // in an unknown state: freed, not parked
@@ -606,7 +606,7 @@ func (c *conn) endLocked() {
 	if r == nil {
 		return
 	}
-	lane, err := r.close()
+	lane, err := r.close(c.s)
 	if err != nil {
 		fmt.Fprintf(c.s.cfg.Log, "sfwatch: ending the run in %s: %v\n", r.group.Rel, err)
 		lane = nil
@@ -618,7 +618,7 @@ func (c *conn) endLocked() {
 // close kills the group's processes, stops counting it (nothing of the
 // group can be counted any more), and removes it. It returns the lane to
 // park, nil when there is none.
-func (r *run) close() (*daemon.Lane, error) {
+func (r *run) close(s *Server) (*daemon.Lane, error) {
 	var errs []error
 	if r.group != nil {
 		errs = append(errs, r.group.Kill())
@@ -628,9 +628,39 @@ func (r *run) close() (*daemon.Lane, error) {
 		errs = append(errs, err)
 	}
 	if r.group != nil {
-		errs = append(errs, r.group.Close())
+		if err := r.group.Close(); errors.Is(err, syscall.EBUSY) {
+			// Its last process is a zombie: the client reaps it as it
+			// reads the final totals.
+			s.removeLater(r.group)
+		} else {
+			errs = append(errs, err)
+		}
 	}
 	return r.lane, errors.Join(errs...)
+}
+
+// removeLater removes a run's empty group once it can be (its processes
+// reaped), trying for a minute.
+func (s *Server) removeLater(g *cgroup.Group) {
+	s.wg.Go(func() {
+		start := time.Now()
+		for delay := 5 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+			select {
+			case <-s.done:
+				g.Remove() // the last try; else the next daemon's sweep
+				return
+			case <-time.After(delay):
+			}
+			err := g.Remove()
+			if err == nil || errors.Is(err, fs.ErrNotExist) {
+				return
+			}
+			if time.Since(start) > time.Minute {
+				fmt.Fprintf(s.cfg.Log, "sfwatch: %v; the next daemon on this socket removes it\n", err)
+				return
+			}
+		}
+	})
 }
 
 // reserve counts a run with a ring of ringBytes against p's share, and
