@@ -47,7 +47,7 @@ func TestDaemonBadInput(t *testing.T) {
 		{"--events", filepath.Join(dir, "events"), "--ringbuf-size", "1000"},
 		{"--events", filepath.Join(dir, "missing", "events")},
 	} {
-		r := sfwatch(t, nil, append([]string{"daemon", "--lock", lock}, args...)...)
+		r := sfwatch(t, nil, append([]string{"daemon", "--lock", lock, "--socket", socketBeside(lock)}, args...)...)
 		if r.code != exitUsage {
 			t.Errorf("daemon %q: exit %d, want %d; stderr:\n%s", args, r.code, exitUsage, r.stderr)
 		}
@@ -66,10 +66,14 @@ type daemonProc struct {
 	lock string
 }
 
+// socketBeside is a test daemon's socket: next to its lock, never the
+// machine's (a later --socket in a test's flags wins).
+func socketBeside(lock string) string { return filepath.Join(filepath.Dir(lock), "sfwatch.sock") }
+
 // startDaemon starts a daemon with args and waits until it watches.
 func startDaemon(t *testing.T, lock string, args ...string) *daemonProc {
 	t.Helper()
-	s := startSfwatch(t, append([]string{"daemon", "--lock", lock}, args...)...)
+	s := startSfwatch(t, append([]string{"daemon", "--lock", lock, "--socket", socketBeside(lock)}, args...)...)
 	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(s.stderr.String(), " watching "); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) || s.cmd.ProcessState != nil {
 			t.Fatalf("the daemon did not start; stderr:\n%s", s.stderr.String())
@@ -135,7 +139,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	d := startDaemon(t, lock, "--watch", p.Rel+"/a", "--config", conf, "--metrics-addr", addr)
 
 	// A second daemon is refused, naming the first.
-	second := sfwatch(t, nil, "daemon", "--lock", lock, "--watch", p.Rel)
+	second := sfwatch(t, nil, "daemon", "--lock", lock, "--socket", socketBeside(lock), "--watch", p.Rel)
 	if second.code != exitFailed || len(lines(second.stderr)) != 1 ||
 		!strings.Contains(second.stderr, "pid "+strconv.Itoa(d.cmd.Process.Pid)) {
 		t.Errorf("second daemon: exit %d, stderr:\n%s\nwant %d and one line naming pid %d", second.code, second.stderr, exitFailed, d.cmd.Process.Pid)
