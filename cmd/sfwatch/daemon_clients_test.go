@@ -138,7 +138,7 @@ func TestDaemonClientUnprivileged(t *testing.T) {
 }
 
 // TestDaemonClientRefusals: what nobody may not do through the daemon.
-// attach is root's; the command cannot move itself out of its group (into
+// attach is root's (of the whole machine, too); the command cannot move itself out of its group (into
 // the cgroup2 root or the runs' parent); a socket that is not nobody's
 // to use says so; --daemon without a daemon and --daemon --standalone say
 // what is wrong. Each in one line, leaving nothing behind.
@@ -152,7 +152,7 @@ func TestDaemonClientRefusals(t *testing.T) {
 	}
 
 	a := runAsNobody(t, bin, dir, nil, "attach", "--socket", d.socket, "--cgroup", "/")
-	if a.code != exitFailed || strings.Count(a.stderr, "\n") != 1 || !strings.Contains(a.stderr, "attach needs root") {
+	if a.code != exitFailed || strings.Count(a.stderr, "\n") != 1 || !strings.Contains(a.stderr, "attach is root's") {
 		t.Errorf("attach as nobody: exit %d, stderr %q; want 125 and one line", a.code, a.stderr)
 	}
 
@@ -303,4 +303,52 @@ func TestDaemonClientDaemonGone(t *testing.T) {
 			assertNothingLeft(t, d.cmd.Process.Pid)
 		})
 	}
+}
+
+// TestDaemonClientAttach: root's attach goes through the daemon: exactly
+// the calls made in the group while it watches, and a subtree the daemon
+// watches already is attached with sfwatch's own programs instead (said
+// in one line; with --daemon, refused); nobody may not attach.
+func TestDaemonClientAttach(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	parent := ownedGroup(t)
+	group := filepath.Join(parent.Path, "svc")
+	if err := os.Mkdir(group, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	attachN := func(t *testing.T, d *clientDaemon, extra ...string) (result, bool) {
+		t.Helper()
+		a := startSfwatch(t, append([]string{"attach", "--socket", d.socket, "--cgroup", group}, extra...)...)
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(a.stderr.String(), "sfwatch: watching cgroup"); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) || a.cmd.ProcessState != nil {
+				r := a.wait(t)
+				return r, false
+			}
+		}
+		loopIn(t, group, 300)
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		return a.wait(t), true
+	}
+
+	d := startClientDaemon(t)
+	r, ok := attachN(t, d)
+	if calls, events, lost := accountingNumbers(t, r.stderr); !ok || r.code != 0 || calls != 300 || events != 300 || lost != 0 || strings.Contains(r.stderr, "own programs") {
+		t.Errorf("attach through the daemon: exit %d, %d calls, %d events, %d lost; want 0 and 300, 300, 0\n%s", r.code, calls, events, lost, r.stderr)
+	}
+	bin, dir := sfwatchForNobody(t)
+	n := runAsNobody(t, bin, dir, nil, "attach", "--socket", d.socket, "--cgroup", group)
+	if n.code != exitFailed || strings.Count(n.stderr, "\n") != 1 || !strings.Contains(n.stderr, "attach is root's") {
+		t.Errorf("attach as nobody: exit %d, stderr %q; want 125 and one line", n.code, n.stderr)
+	}
+	d.stop(t, syscall.SIGTERM)
+
+	watching := startClientDaemon(t, "--watch", parent.Rel)
+	r, ok = attachN(t, watching)
+	if calls, _, _ := accountingNumbers(t, r.stderr); !ok || r.code != 0 || calls != 300 || !strings.Contains(r.stderr, "attaching with sfwatch's own programs") {
+		t.Errorf("attach under a watched subtree: exit %d, %d calls; want 0, 300, and the line saying own programs\n%s", r.code, calls, r.stderr)
+	}
+	if r, _ := attachN(t, watching, "--daemon"); r.code != exitFailed || !strings.Contains(r.stderr, "which the daemon counts already") {
+		t.Errorf("attach --daemon under a watched subtree: exit %d\n%s", r.code, r.stderr)
+	}
+	watching.stop(t, syscall.SIGTERM)
 }

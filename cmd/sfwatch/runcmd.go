@@ -20,6 +20,7 @@ import (
 	"github.com/sfwatch/sfwatch/internal/client"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/protocol"
 	"github.com/sfwatch/sfwatch/internal/report"
 	"github.com/sfwatch/sfwatch/internal/session"
 )
@@ -245,7 +246,7 @@ func runCommand(ctx context.Context, args []string) error {
 	if len(argv) == 0 {
 		return usageError("run: missing command; usage: sfwatch run [flags] -- CMD [ARGS...]")
 	}
-	through, err := f.via.connect("run")
+	through, err := f.via.connect("run", true)
 	if err != nil {
 		return err
 	}
@@ -333,17 +334,14 @@ func attachCommand(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return usageError("attach: unexpected argument %q; to start a command use 'sfwatch run -- CMD'", fs.Arg(0))
 	}
-	if f.via.daemon {
-		return fmt.Errorf("attach --daemon: attach loads its own programs (root), it does not go through the daemon; drop --daemon")
-	}
-	if err := requirePrivileges("attach"); err != nil {
+	through, err := f.via.connect("attach", false)
+	if err != nil {
 		return err
 	}
-	if err := loader.CheckKernel(); err != nil {
-		return err
+	if through != nil {
+		defer through.Close()
 	}
 	var group *cgroup.Group
-	var err error
 	if pid != 0 {
 		group, err = cgroup.OfPID(pid)
 	} else {
@@ -373,7 +371,21 @@ func attachCommand(ctx context.Context, args []string) error {
 			// The programs are attached: from here on every call is seen.
 			fmt.Fprintf(stderr, "sfwatch: watching %s until SIGINT or SIGTERM\n", what)
 		}
+		cfg.Daemon = through
 		out, err := session.Attach(ctx, group, cfg)
+		if pe, ok := errors.AsType[*protocol.Err](err); ok && pe.Code == protocol.CodeOverlap && !f.via.daemon {
+			// The daemon counts the group's calls elsewhere (a watched
+			// subtree): sfwatch's own programs count them again.
+			fmt.Fprintf(stderr, "%s: attaching with sfwatch's own programs\n", pe.Msg)
+			if err := requirePrivileges("attach"); err != nil {
+				return out, err
+			}
+			if err := loader.CheckKernel(); err != nil {
+				return out, err
+			}
+			cfg.Daemon = nil
+			out, err = session.Attach(ctx, group, cfg)
+		}
 		if out.GroupRemoved {
 			fmt.Fprintf(stderr, "sfwatch: cgroup %s was removed: stopped watching\n", group.Path)
 		}

@@ -59,12 +59,12 @@ func selftestCommand(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return usageError("selftest: unexpected argument %q; see 'sfwatch selftest --help'", fs.Arg(0))
+		return usageError("selftest takes no arguments but flags, got %q; see 'sfwatch selftest --help'", fs.Arg(0))
 	}
 	if err := via.check("selftest"); err != nil {
 		return err
 	}
-	through, err := via.connect("selftest")
+	through, err := via.connect("selftest", true)
 	if err != nil {
 		return err
 	}

@@ -300,7 +300,7 @@ func straceRun(ctx context.Context, args []string, inherited []*os.File) error {
 	// default socket): then as any user, as strace. -p attaches with
 	// sfwatch's own programs.
 	via := viaFlags{standalone: o.pid != 0}
-	through, err := via.connect("sfwatch")
+	through, err := via.connect("sfwatch", true)
 	if err != nil {
 		return err
 	}

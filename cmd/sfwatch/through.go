@@ -41,8 +41,9 @@ func (v *viaFlags) check(command string) error {
 }
 
 // connect returns a client of the daemon, or nil when the command loads
-// its own programs, after checking that it can.
-func (v *viaFlags) connect(command string) (*client.Client, error) {
+// its own programs, after checking that it can. forAnyUser: through the
+// daemon, the command needs no privilege (run, not attach).
+func (v *viaFlags) connect(command string, forAnyUser bool) (*client.Client, error) {
 	if !v.standalone {
 		socket := client.Socket(v.socket)
 		c, err := client.Dial(socket)
@@ -57,6 +58,9 @@ func (v *viaFlags) connect(command string) (*client.Client, error) {
 		}
 	}
 	if _, err := privileges(); err != nil {
+		if !forAnyUser {
+			return nil, fmt.Errorf("%s %w", command, err)
+		}
 		return nil, fmt.Errorf("%s %w; or start a daemon ('sudo sfwatch daemon'), which runs it for any user", command, err)
 	}
 	return nil, loader.CheckKernel()

@@ -213,6 +213,25 @@ func (c *Client) Run(pidfd, ringSize int, sampleEvery uint32) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.ring(r, files)
+}
+
+// Attach asks the daemon (as root) to watch the subtree of the group at
+// cgroup (absolute, or below the cgroup2 mount), with a ring buffer of
+// ringSize bytes and one event in sampleEvery calls. A *protocol.Err of
+// code protocol.CodeOverlap: the daemon counts that group's calls
+// elsewhere already.
+func (c *Client) Attach(cgroup string, ringSize int, sampleEvery uint32) (*Run, error) {
+	var r protocol.Reply
+	files, err := c.request(protocol.Request{Op: protocol.OpAttach, Version: protocol.Version, Cgroup: cgroup, RingSize: ringSize, SampleEvery: sampleEvery}, &r)
+	if err != nil {
+		return nil, err
+	}
+	return c.ring(r, files)
+}
+
+// ring is the run a reply with the ring's descriptor starts.
+func (c *Client) ring(r protocol.Reply, files []*os.File) (*Run, error) {
 	if len(files) != 1 {
 		for _, f := range files {
 			f.Close()
@@ -227,9 +246,9 @@ func (c *Client) Totals() (*protocol.Totals, error) {
 	return c.totals(protocol.OpTotals)
 }
 
-// Finish kills whatever is left in the run's group and returns the run's
-// final totals: every call of the run is in them, and its events are in
-// the ring buffer.
+// Finish kills whatever is left in the run's group (an attach: stops
+// watching) and returns the run's final totals: every call of the run is
+// in them, and its events are in the ring buffer.
 func (c *Client) Finish() (*protocol.Totals, error) {
 	return c.totals(protocol.OpFinish)
 }

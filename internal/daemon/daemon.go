@@ -129,20 +129,21 @@ type Daemon struct {
 	keep   time.Duration
 	log    io.Writer
 
-	mu      sync.Mutex
-	watches []*watch
-	runs    *watch            // the parent of the runs' groups (WatchRuns), or nil
-	claimed map[uint32]bool   // the runs' rows: never named
-	names   map[uint64]string // group id -> path, for groups under a watched path
-	rows    map[uint32]*rowState
-	rowOf   map[uint64]uint32 // group id -> its row, while named
-	groups  map[string]*group
-	buf     []uint64 // the last read of every row
-	ids     []uint64 // the id of every row, as last read
-	lost    uint64   // group events lost, as last seen
-	checked time.Time
-	other   Totals // row 0, as last read
-	otherOK uint64 // okCalls of Other
+	mu       sync.Mutex
+	watches  []*watch
+	runs     *watch            // the parent of the runs' groups (WatchRuns), or nil
+	claimed  map[uint32]bool   // the runs' rows: never named
+	attached map[uint64]*watch // groups root's clients attach to, by id
+	names    map[uint64]string // group id -> path, for groups under a watched path
+	rows     map[uint32]*rowState
+	rowOf    map[uint64]uint32 // group id -> its row, while named
+	groups   map[string]*group
+	buf      []uint64 // the last read of every row
+	ids      []uint64 // the id of every row, as last read
+	lost     uint64   // group events lost, as last seen
+	checked  time.Time
+	other    Totals // row 0, as last read
+	otherOK  uint64 // okCalls of Other
 	// violations counts, by path, the events that broke a rule
 	// (Config.Events).
 	violations map[string]uint64
@@ -242,20 +243,21 @@ func Start(mount string, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{
-		bpf:     bpf,
-		events:  events,
-		mount:   mount,
-		depth:   uint32(cfg.GroupDepth),
-		keep:    cfg.Retention,
-		log:     cfg.Log,
-		names:   make(map[uint64]string),
-		rows:    make(map[uint32]*rowState),
-		rowOf:   make(map[uint64]uint32),
-		claimed: make(map[uint32]bool),
-		groups:  make(map[string]*group),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-		ids:     make([]uint64, cfg.MaxGroups+1),
+		bpf:      bpf,
+		events:   events,
+		mount:    mount,
+		depth:    uint32(cfg.GroupDepth),
+		keep:     cfg.Retention,
+		log:      cfg.Log,
+		names:    make(map[uint64]string),
+		rows:     make(map[uint32]*rowState),
+		rowOf:    make(map[uint64]uint32),
+		claimed:  make(map[uint32]bool),
+		attached: make(map[uint64]*watch),
+		groups:   make(map[string]*group),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		ids:      make([]uint64, cfg.MaxGroups+1),
 
 		violations: make(map[string]uint64),
 		sink:       cfg.Events,
@@ -347,7 +349,7 @@ func (d *Daemon) activate(w *watch) error {
 
 // pushWatches hands the watched paths that exist to the programs.
 func (d *Daemon) pushWatches() error {
-	ws := d.runsWatch()
+	ws := d.clientWatches()
 	for _, w := range d.watches {
 		if w.id != 0 {
 			ws = append(ws, loader.Watch{ID: w.id, Level: w.level, Depth: d.depth})

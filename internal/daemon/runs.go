@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 
@@ -82,11 +84,79 @@ func (l *Lane) Free() error {
 	return errors.Join(err, l.ring.Close())
 }
 
-// Run is one client's run: its group counted in a lane.
+// Run is one client's run: its group counted in a lane. Or an attach: a
+// group that exists, root's client's to watch, its whole subtree counted
+// in the lane while its watch is on.
 type Run struct {
 	lane    *Lane
 	id      uint64            // the group's cgroup id
 	skipped map[string]uint64 // the programs' skips when it began
+	attach  bool
+}
+
+// ErrOverlap is wrapped by BeginAttach's error when the group is, or is
+// in, or holds, a subtree the daemon already counts elsewhere: its calls
+// cannot be counted twice.
+var ErrOverlap = errors.New("overlaps")
+
+// within says whether rel is at or below parent.
+func within(rel, parent string) bool {
+	return rel == parent || parent == "/" || strings.HasPrefix(rel, parent+"/")
+}
+
+// BeginAttach counts every call of group's subtree in lane, with one
+// event in sampleEvery sent to its ring, from now until Stop.
+func (d *Daemon) BeginAttach(group *cgroup.Group, lane *Lane, sampleEvery uint32) (*Run, error) {
+	skipped, err := d.bpf.Skipped()
+	if err != nil {
+		return nil, err
+	}
+	if err := loader.SkipRing(lane.ring); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	others := slices.Clone(d.watches)
+	if d.runs != nil {
+		others = append(others, d.runs)
+	}
+	for _, w := range d.attached {
+		others = append(others, w)
+	}
+	for _, w := range others {
+		if within(group.Rel, w.rel) || within(w.rel, group.Rel) {
+			return nil, fmt.Errorf("cgroup %s %w %s, which the daemon counts already", group.Rel, ErrOverlap, w.rel)
+		}
+	}
+	if err := d.bpf.ParkRow(lane.row); err != nil {
+		return nil, err
+	}
+	if err := d.bpf.ReuseRow(lane.row, group.ID, sampleEvery); err != nil {
+		return nil, err
+	}
+	d.attached[group.ID] = &watch{rel: group.Rel, id: group.ID, level: group.Level}
+	if err := d.pushWatches(); err != nil {
+		delete(d.attached, group.ID)
+		d.bpf.Forget(group.ID)
+		return nil, err
+	}
+	return &Run{lane: lane, id: group.ID, skipped: skipped, attach: true}, nil
+}
+
+// Stop stops counting an attach's calls: its row then holds its final
+// totals, until End. A run's group is killed instead; Stop does nothing.
+func (r *Run) Stop() error {
+	if !r.attach {
+		return nil
+	}
+	d := r.lane.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.attached[r.id]; !ok {
+		return nil
+	}
+	delete(d.attached, r.id)
+	return d.pushWatches()
 }
 
 // BeginRun counts the calls of group (a child of the WatchRuns parent,
@@ -129,9 +199,13 @@ func (r *Run) Skipped() (map[string]uint64, error) {
 	return out, nil
 }
 
-// End stops counting the run's group and returns its lane, parked. The
-// group must be empty (killed): no thread of it can still be counted.
+// End stops counting the run's group and returns its lane, parked. A
+// run's group must be empty (killed): no thread of it can still be
+// counted.
 func (r *Run) End() (*Lane, error) {
+	if err := r.Stop(); err != nil {
+		return r.lane, err
+	}
 	d := r.lane.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -145,12 +219,17 @@ func (r *Run) End() (*Lane, error) {
 	return r.lane, nil
 }
 
-// runsWatch is the runs' parent for the programs, first, or none.
-func (d *Daemon) runsWatch() []loader.Watch {
-	if d.runs == nil {
-		return nil
+// clientWatches are the runs' parent and the attached groups, for the
+// programs, first: a client's calls are its own.
+func (d *Daemon) clientWatches() []loader.Watch {
+	var ws []loader.Watch
+	if d.runs != nil {
+		ws = append(ws, loader.Watch{ID: d.runs.id, Level: d.runs.level, Depth: 1, First: true})
 	}
-	return []loader.Watch{{ID: d.runs.id, Level: d.runs.level, Depth: 1, First: true}}
+	for _, w := range d.attached {
+		ws = append(ws, loader.Watch{ID: w.id, Level: w.level, Depth: loader.DepthSubtree, First: true})
+	}
+	return ws
 }
 
 // Lanes is the number of rows the runs hold (running or parked), and

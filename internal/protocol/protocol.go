@@ -47,16 +47,19 @@ const (
 	OpRun    = "run"    // with the held child's pidfd; Reply.Group, ring fd
 	OpTotals = "totals" // the run's totals so far: Reply.Totals
 	OpKill   = "kill"   // kill everything in the run's group now
-	OpFinish = "finish" // kill what is left, then the final Reply.Totals
+	OpFinish = "finish" // kill what is left (attach: stop watching), then the final Reply.Totals
+	OpAttach = "attach" // root only: watch Request.Cgroup's subtree; Reply.Group, ring fd
 )
 
 // Request is one thing a client asks.
 type Request struct {
 	Op      string `json:"op"`
 	Version int    `json:"version,omitempty"` // OpHello
-	// OpRun: the ring buffer's size (a power of two) and --sample's N.
+	// OpRun and OpAttach: the ring buffer's size (a power of two) and
+	// --sample's N.
 	RingSize    int    `json:"ring_size,omitempty"`
 	SampleEvery uint32 `json:"sample_every,omitempty"`
+	Cgroup      string `json:"cgroup,omitempty"` // OpAttach: absolute, or below the cgroup2 mount
 }
 
 // Codes of Reply.Code: why a request was refused.
@@ -64,6 +67,7 @@ const (
 	CodeDenied   = "denied"   // not allowed for this client
 	CodeLimit    = "limit"    // over this user's share
 	CodeBad      = "bad"      // malformed, or out of order
+	CodeOverlap  = "overlap"  // attach: the group's calls are counted elsewhere already
 	CodeInternal = "internal" // the daemon failed
 )
 

@@ -320,8 +320,9 @@ type conn struct {
 	run *run
 }
 
-// run is the one run of a connection.
+// run is the one run (or attach) of a connection.
 type run struct {
+	attach   bool // an existing group, root's to watch: nothing killed or removed
 	group    *cgroup.Group
 	lane     *daemon.Lane
 	daemon   *daemon.Run // nil until the lane counts the group
@@ -447,6 +448,8 @@ func refusal(err error) protocol.Reply {
 		code = protocol.CodeLimit
 	case errors.Is(err, errBad):
 		code = protocol.CodeBad
+	case errors.Is(err, daemon.ErrOverlap):
+		code = protocol.CodeOverlap
 	}
 	return protocol.Reply{Error: "sfwatch daemon: " + err.Error(), Code: code}
 }
@@ -474,18 +477,34 @@ func (c *conn) handle(req *protocol.Request, files []*os.File) (protocol.Reply, 
 			return refusal(fmt.Errorf("passing the ring buffer: %w", err)), nil
 		}
 		return protocol.Reply{Group: r.group.Rel, GroupID: r.group.ID, RingSize: r.ringSize}, []int{fd}
+	case protocol.OpAttach:
+		r, err := c.attach(req)
+		if err != nil {
+			return refusal(err), nil
+		}
+		fd, err := unix.FcntlInt(uintptr(r.lane.Ring().FD()), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return refusal(fmt.Errorf("passing the ring buffer: %w", err)), nil
+		}
+		return protocol.Reply{Group: r.group.Rel, GroupID: r.group.ID, RingSize: r.ringSize}, []int{fd}
 	case protocol.OpTotals, protocol.OpFinish, protocol.OpKill:
 		r := c.run
 		if r == nil {
 			return refusal(fmt.Errorf("%w: %s before run", errBad, req.Op)), nil
 		}
-		switch req.Op {
-		case protocol.OpKill:
+		switch {
+		case req.Op == protocol.OpKill && r.attach:
+			return refusal(fmt.Errorf("%w: an attach kills nothing", errBad)), nil
+		case req.Op == protocol.OpKill:
 			if err := r.group.Kill(); err != nil {
 				return refusal(err), nil
 			}
 			return protocol.Reply{}, nil
-		case protocol.OpFinish:
+		case req.Op == protocol.OpFinish && r.attach:
+			if err := r.daemon.Stop(); err != nil {
+				return refusal(err), nil
+			}
+		case req.Op == protocol.OpFinish:
 			if err := r.group.Kill(); err != nil {
 				return refusal(err), nil
 			}
@@ -515,17 +534,8 @@ func (r *run) totals() (*protocol.Totals, error) {
 // ring buffer, then the child moved in.
 func (c *conn) begin(req *protocol.Request, pidfd int) (*run, error) {
 	s := c.s
-	if c.run != nil {
-		return nil, fmt.Errorf("%w: one run per connection", errBad)
-	}
-	if req.Version != protocol.Version {
-		return nil, fmt.Errorf("%w: this daemon speaks protocol version %d, the client %d: run the same sfwatch on both sides", errBad, protocol.Version, req.Version)
-	}
-	if err := loader.ValidateRingBufSize(req.RingSize); err != nil {
-		return nil, fmt.Errorf("%w: %v", errBad, err)
-	}
-	if req.SampleEvery == 0 || req.SampleEvery > 1<<31 {
-		return nil, fmt.Errorf("%w: sample every %d calls: want 1 to 2^31", errBad, req.SampleEvery)
+	if err := c.checkRequest(req); err != nil {
+		return nil, err
 	}
 	pid, err := pidOfPidfd(pidfd)
 	if err != nil {
@@ -556,6 +566,72 @@ func (c *conn) begin(req *protocol.Request, pidfd int) (*run, error) {
 	return r, nil
 }
 
+// checkRequest checks what run and attach share.
+func (c *conn) checkRequest(req *protocol.Request) error {
+	if c.run != nil {
+		return fmt.Errorf("%w: one run per connection", errBad)
+	}
+	if req.Version != protocol.Version {
+		return fmt.Errorf("%w: this daemon speaks protocol version %d, the client %d: run the same sfwatch on both sides", errBad, protocol.Version, req.Version)
+	}
+	if err := loader.ValidateRingBufSize(req.RingSize); err != nil {
+		return fmt.Errorf("%w: %v", errBad, err)
+	}
+	if req.SampleEvery == 0 || req.SampleEvery > 1<<31 {
+		return fmt.Errorf("%w: sample every %d calls: want 1 to 2^31", errBad, req.SampleEvery)
+	}
+	return nil
+}
+
+// attach starts the connection's attach: root's client's only, to a
+// group no other watch counts.
+func (c *conn) attach(req *protocol.Request) (*run, error) {
+	s := c.s
+	if !c.peer.root() {
+		return nil, fmt.Errorf("%w: attach is root's: a client that is not root may only run a command of its own (sfwatch run)", errDenied)
+	}
+	if err := c.checkRequest(req); err != nil {
+		return nil, err
+	}
+	group, err := cgroup.Open(req.Cgroup)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errBad, err)
+	}
+	reuse, err := s.reserve(c.peer, req.RingSize)
+	if err != nil {
+		group.Close()
+		return nil, err
+	}
+	r := &run{attach: true, group: group, lane: reuse, ringSize: req.RingSize}
+	if r.lane == nil {
+		r.lane, err = s.newLane(req.RingSize)
+	}
+	if err == nil {
+		r.daemon, err = s.d.BeginAttach(group, r.lane, req.SampleEvery)
+	}
+	if err != nil {
+		lane, _ := r.close(s)
+		s.release(c.peer, req.RingSize, lane)
+		return nil, err
+	}
+	c.run = r
+	return r, nil
+}
+
+// newLane is a new lane for a ring of size bytes; parked lanes give their
+// rows back when none is free.
+func (s *Server) newLane(size int) (*daemon.Lane, error) {
+	lane, err := s.d.NewLane(size)
+	if errors.Is(err, loader.ErrNoFreeRow) {
+		s.free(s.unpark(time.Time{}))
+		lane, err = s.d.NewLane(size)
+	}
+	if errors.Is(err, loader.ErrNoFreeRow) {
+		err = fmt.Errorf("%w: every row is taken (the daemon's --max-groups)", errLimit)
+	}
+	return lane, err
+}
+
 // start creates the run's group and lane (reuse, or a new one), and moves
 // pid in. On error, r holds what it made, for close.
 func (c *conn) start(req *protocol.Request, pid, pidfd int, reuse *daemon.Lane) (r *run, err error) {
@@ -565,16 +641,7 @@ func (c *conn) start(req *protocol.Request, pid, pidfd int, reuse *daemon.Lane) 
 		return r, err
 	}
 	if r.lane == nil {
-		r.lane, err = s.d.NewLane(req.RingSize)
-		if errors.Is(err, loader.ErrNoFreeRow) {
-			// Parked lanes hold rows: give them back, try once more.
-			s.free(s.unpark(time.Time{}))
-			r.lane, err = s.d.NewLane(req.RingSize)
-		}
-		if errors.Is(err, loader.ErrNoFreeRow) {
-			err = fmt.Errorf("%w: every row is taken (the daemon's --max-groups)", errLimit)
-		}
-		if err != nil {
+		if r.lane, err = s.newLane(req.RingSize); err != nil {
 			return r, err
 		}
 	}
@@ -620,7 +687,7 @@ func (c *conn) endLocked() {
 // park, nil when there is none.
 func (r *run) close(s *Server) (*daemon.Lane, error) {
 	var errs []error
-	if r.group != nil {
+	if r.group != nil && !r.attach {
 		errs = append(errs, r.group.Kill())
 	}
 	if r.daemon != nil {
@@ -628,6 +695,7 @@ func (r *run) close(s *Server) (*daemon.Lane, error) {
 		errs = append(errs, err)
 	}
 	if r.group != nil {
+		// An attach's group is only closed: it is not ours.
 		if err := r.group.Close(); errors.Is(err, syscall.EBUSY) {
 			// Its last process is a zombie: the client reaps it as it
 			// reads the final totals.

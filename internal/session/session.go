@@ -171,27 +171,38 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 // (checked every GroupCheckInterval). Nothing in the group is started,
 // signalled or killed.
 func Attach(ctx context.Context, group *cgroup.Group, cfg Config) (Outcome, error) {
+	if cfg.Daemon != nil {
+		return attachThrough(ctx, group, cfg)
+	}
 	w, err := start(group, cfg, false)
 	if err != nil {
 		return Outcome{}, err
 	}
 	defer w.close()
-	tick := time.NewTicker(GroupCheckInterval)
-	defer tick.Stop()
-	removed := false
-	for !removed && ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-tick.C:
-			removed = group.Removed()
-		}
-	}
+	removed := watchGroup(ctx, group, nil)
 	if cfg.Finishing != nil {
 		cfg.Finishing()
 	}
 	out, err := w.finish()
 	out.GroupRemoved = removed
 	return out, err
+}
+
+// watchGroup waits until ctx ends, gone is closed, or group is removed
+// (checked every GroupCheckInterval), and says whether it was removed.
+func watchGroup(ctx context.Context, group *cgroup.Group, gone <-chan struct{}) (removed bool) {
+	tick := time.NewTicker(GroupCheckInterval)
+	defer tick.Stop()
+	for !removed && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-gone:
+			return false
+		case <-tick.C:
+			removed = group.Removed()
+		}
+	}
+	return removed
 }
 
 // side is where a watch's totals come from, and what stops its events:

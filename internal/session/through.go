@@ -8,6 +8,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/child"
 	"github.com/sfwatch/sfwatch/internal/client"
 	"github.com/sfwatch/sfwatch/internal/counters"
@@ -102,6 +103,46 @@ func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error)
 	out, err := w.finish()
 	out.ExitCode = code
 	return out, errors.Join(exitErr, waitErr, err)
+}
+
+// attachThrough is Attach through the daemon (Config.Daemon, root's).
+func attachThrough(ctx context.Context, group *cgroup.Group, cfg Config) (Outcome, error) {
+	c := cfg.Daemon
+	ringSize := cfg.RingBufSize
+	if ringSize == 0 {
+		ringSize = loader.DefaultRingBufSize
+	}
+	run, err := c.Attach(group.Path, ringSize, max(cfg.SampleEvery, 1))
+	if err != nil {
+		return Outcome{}, c.Blame(err)
+	}
+	defer run.Ring.Close()
+	reader, err := ringreader.NewFD(int(run.Ring.Fd()), run.RingSize)
+	if err != nil {
+		return Outcome{}, err
+	}
+	side := &remote{c: c}
+	w := newWatch(side, reader, cfg)
+	defer w.close()
+	if cfg.Started != nil {
+		cfg.Started()
+	}
+	removed := watchGroup(ctx, group, c.Gone())
+	if cfg.Finishing != nil {
+		cfg.Finishing()
+	}
+	totals, err := c.Finish()
+	if err != nil {
+		return Outcome{}, c.Blame(err)
+	}
+	snap, err := counters.FromRow(totals.Row, totals.Skipped)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("reading the attach's totals: %w", err)
+	}
+	side.setFinal(snap)
+	out, err := w.finish()
+	out.GroupRemoved = removed
+	return out, err
 }
 
 // remote is the daemon's side of a run: its totals are read over the
