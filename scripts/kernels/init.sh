@@ -79,9 +79,9 @@ step recursion 300 /bin/recmiss -- /bin/sfwatch run --quiet -- /bin/sendfileloop
 
 # Tests run in their package's directory, as go test runs them. nginx is
 # not in the initramfs: the tests that need it skip, and say so.
-# nginx and flock(1) are not in the initramfs: the tests that need them
-# skip, and say so.
-export SFWATCH_REQUIRE_PRIVILEGED=1 SFWATCH_TEST_PREBUILT=/prebuilt SFWATCH_ALLOW_MISSING=nginx,flock
+# nginx, flock(1) and strace are not in the initramfs: the tests that
+# need them skip, and say so.
+export SFWATCH_REQUIRE_PRIVILEGED=1 SFWATCH_TEST_PREBUILT=/prebuilt SFWATCH_ALLOW_MISSING=nginx,flock,strace
 # TCG runs a workload several times slower than this machine does.
 export SFWATCH_TEST_SLOWDOWN=5
 # Not run here, whatever the kernel: a latency bound that emulation cannot

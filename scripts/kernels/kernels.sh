@@ -18,7 +18,7 @@ cache=${KERNELS_CACHE:-/var/cache/sfwatch-kernels}
 test_timeout=${KERNELS_TIMEOUT:-900}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 # Packages with privileged tests, built static for the guest.
-test_pkgs=(. ./cmd/sfwatch ./internal/cgroup ./internal/child ./internal/counters ./internal/daemon ./internal/loader ./internal/ringreader ./internal/session)
+test_pkgs=(. ./cmd/sfwatch ./internal/cgroup ./internal/child ./internal/counters ./internal/daemon ./internal/loader ./internal/ringreader ./internal/server ./internal/session)
 [ $# -gt 0 ] || set -- 6.1 6.12 newest
 
 die() { echo "kernels: $*" >&2; exit 2; }
