@@ -524,25 +524,21 @@ func removeTree(path string) error {
 	return nil
 }
 
-// Create creates an owned group at rel below the cgroup2 mount (its parent
-// must exist): Close kills whatever runs in it and removes it. For the
-// daemon's runs, whose names the daemon picks.
-func Create(rel string) (*Group, error) {
-	mount, err := Mount()
-	if err != nil {
-		return nil, err
-	}
-	rel = local(rel)
-	path := filepath.Join(mount, rel)
+// Create creates an owned group named name in g: Close kills whatever
+// runs in it and removes it. For the daemon's runs, whose names the
+// daemon picks.
+func (g *Group) Create(name string) (*Group, error) {
+	path := filepath.Join(g.Path, name)
 	if err := os.Mkdir(path, 0o755); err != nil {
 		return nil, fmt.Errorf("creating cgroup %s: %w", path, err)
 	}
-	g, err := openGroup(mount, rel, true, path)
+	mount := strings.TrimSuffix(g.Path, g.Rel)
+	child, err := openGroup(mount, local(filepath.Join(g.Rel, name)), true, path)
 	if err != nil {
 		os.Remove(path)
 		return nil, err
 	}
-	return g, nil
+	return child, nil
 }
 
 // Ensure opens the group at rel below the cgroup2 mount, creating it and

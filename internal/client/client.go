@@ -46,8 +46,9 @@ type Client struct {
 	gone chan struct{} // closed when the daemon's end is closed
 	stop int           // an eventfd that ends watchGone, which closes it
 
+	watchOnce sync.Once
 	watchMu   sync.Mutex
-	watchDone bool // watchGone has returned
+	watchDone bool // watchGone has returned, or never started
 
 	closeOnce sync.Once
 	closeErr  error
@@ -65,12 +66,7 @@ func Dial(socket string) (*Client, error) {
 		}
 		return nil, fmt.Errorf("connecting to the daemon at %s: %w", socket, err)
 	}
-	c := &Client{socket: socket, conn: conn, gone: make(chan struct{})}
-	if err := c.startWatch(); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("connecting to the daemon at %s: %w", socket, err)
-	}
-	return c, nil
+	return &Client{socket: socket, conn: conn, gone: make(chan struct{})}, nil
 }
 
 // startWatch starts watchGone on descriptors of its own (a duplicate of
@@ -134,8 +130,42 @@ func (c *Client) Socket() string { return c.socket }
 func (c *Client) Gate() string { return filepath.Join(filepath.Dir(c.socket), gate.Name) }
 
 // Gone is closed when the daemon's end of the connection is closed: the
-// daemon stopped, or was killed.
-func (c *Client) Gone() <-chan struct{} { return c.gone }
+// daemon stopped, or was killed. The first call starts watching (a
+// thread blocked in poll: a run waits with WaitExit instead).
+func (c *Client) Gone() <-chan struct{} {
+	c.watchOnce.Do(func() {
+		if err := c.startWatch(); err != nil {
+			// Out of descriptors: the connection's end is then found
+			// by the next request instead.
+			c.watchMu.Lock()
+			c.watchDone = true
+			c.watchMu.Unlock()
+		}
+	})
+	return c.gone
+}
+
+// WaitExit waits until the process behind pidfd has exited, or the
+// daemon's end of the connection has closed (gone), on one thread.
+func (c *Client) WaitExit(pidfd int) (gone bool, err error) {
+	fds := []unix.PollFd{
+		{Fd: int32(pidfd), Events: unix.POLLIN},
+		{Fd: int32(c.conn.FD()), Events: unix.POLLRDHUP},
+	}
+	for {
+		_, err := unix.Poll(fds, -1)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return false, fmt.Errorf("waiting for the command to exit: %w", err)
+		case fds[0].Revents != 0:
+			return false, nil
+		case fds[1].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0:
+			return true, nil
+		}
+	}
+}
 
 // GoneError is the error of a run whose daemon went away.
 func (c *Client) GoneError() error {
@@ -150,7 +180,7 @@ func (c *Client) Blame(err error) error {
 		return err
 	}
 	select {
-	case <-c.gone:
+	case <-c.Gone():
 		return c.GoneError()
 	case <-time.After(goneWait):
 		return err
@@ -163,6 +193,7 @@ const goneWait = 200 * time.Millisecond
 // Close ends the connection, and with it the run, if any.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
+		c.watchOnce.Do(func() { c.watchDone = true }) // not started: never will
 		c.watchMu.Lock()
 		if !c.watchDone {
 			unix.Write(c.stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})

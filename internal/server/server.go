@@ -219,7 +219,7 @@ func (s *Server) accept() {
 // makeSpares keeps spareGroups empty groups ready.
 func (s *Server) makeSpares() {
 	for {
-		g, err := cgroup.Create(s.groupName())
+		g, err := s.runs.Create(s.groupName())
 		if err != nil {
 			fmt.Fprintf(s.cfg.Log, "sfwatch: making a group ahead: %v\n", err)
 			select {
@@ -238,9 +238,9 @@ func (s *Server) makeSpares() {
 	}
 }
 
-// groupName is the path of a new run group.
+// groupName is the name of a new run group.
 func (s *Server) groupName() string {
-	return fmt.Sprintf("%s/run-%d", s.runs.Rel, s.seq.Add(1))
+	return fmt.Sprintf("run-%d", s.seq.Add(1))
 }
 
 // newGroup is a new empty group for a run.
@@ -249,7 +249,7 @@ func (s *Server) newGroup() (*cgroup.Group, error) {
 	case g := <-s.spares:
 		return g, nil
 	default:
-		return cgroup.Create(s.groupName())
+		return s.runs.Create(s.groupName())
 	}
 }
 

@@ -72,21 +72,15 @@ func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error)
 	defer stop()
 	// The daemon gone (stopped, or killed), nothing can kill the group:
 	// the child at least ends now, with its process group when it has
-	// its own (ForwardSignals).
-	exited := make(chan struct{})
-	defer close(exited)
-	go func() {
-		select {
-		case <-c.Gone():
-			if cfg.ForwardSignals {
-				syscall.Kill(-proc.Pid(), syscall.SIGKILL)
-			}
-			proc.Signal(syscall.SIGKILL)
-		case <-exited:
+	// its own (ForwardSignals). One thread waits for both.
+	gone, pollErr := c.WaitExit(proc.PidFD())
+	if gone {
+		if cfg.ForwardSignals {
+			syscall.Kill(-proc.Pid(), syscall.SIGKILL)
 		}
-	}()
-
-	exitErr := proc.Exited()
+		proc.Signal(syscall.SIGKILL)
+	}
+	exitErr := errors.Join(pollErr, proc.Exited())
 	if cfg.Finishing != nil {
 		cfg.Finishing()
 	}
