@@ -181,20 +181,30 @@ func listen(cfg Config) (*net.UnixListener, error) {
 			return nil, fmt.Errorf("--socket-group %s: gid %q: not a number", cfg.SocketGroup, g.Gid)
 		}
 	}
-	// Created with no access at all, then opened up: nobody connects
-	// before the mode and group are the operator's.
-	old := syscall.Umask(0o777)
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: cfg.Socket, Net: "unixpacket"})
-	syscall.Umask(old)
+	// Made in a directory of root's alone, given its mode and group, then
+	// renamed into place: nobody connects before they are the operator's
+	// (no umask, which is the whole process's, is changed).
+	tmp, err := os.MkdirTemp(filepath.Dir(cfg.Socket), ".sfwatch-socket-")
+	if err != nil {
+		return nil, fmt.Errorf("creating the socket: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	made := filepath.Join(tmp, "sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: made, Net: "unixpacket"})
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Socket, err)
 	}
-	if err := os.Chown(cfg.Socket, 0, gid); err == nil {
-		err = os.Chmod(cfg.Socket, cfg.SocketMode)
+	ln.SetUnlinkOnClose(false) // renamed: Close removes it (Server.close)
+	err = os.Chown(made, 0, gid)
+	if err == nil {
+		err = os.Chmod(made, cfg.SocketMode)
+	}
+	if err == nil {
+		err = os.Rename(made, cfg.Socket)
 	}
 	if err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("setting the access of %s: %w", cfg.Socket, err)
+		return nil, fmt.Errorf("setting up the socket %s: %w", cfg.Socket, err)
 	}
 	return ln, nil
 }
@@ -263,6 +273,7 @@ func (s *Server) Close() error {
 func (s *Server) close() error {
 	close(s.done)
 	err := s.ln.Close()
+	os.Remove(s.cfg.Socket)
 	s.mu.Lock()
 	var conns []*conn
 	for c := range s.conns {
