@@ -53,7 +53,10 @@ type Config struct {
 	// their ring buffers (kernel memory) together.
 	MaxRunsPerUser  int
 	MaxRingsPerUser int
-	Log             io.Writer
+	// ParkedFor is how long an ended run's lane waits for the same uid's
+	// next run before it is freed; 0: DefaultParkedFor.
+	ParkedFor time.Duration
+	Log       io.Writer
 }
 
 // Server serves the daemon's clients.
@@ -102,7 +105,7 @@ type parkedLane struct {
 // gives the rows and memory back.
 const (
 	maxParkedPerUser = 4
-	parkedFor        = 30 * time.Second
+	DefaultParkedFor = 30 * time.Second
 )
 
 // RunsGroup is the group below which the daemon listening on socket keeps
@@ -122,6 +125,9 @@ func RunsGroup(socket string) string {
 func Listen(d *daemon.Daemon, cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
+	}
+	if cfg.ParkedFor == 0 {
+		cfg.ParkedFor = DefaultParkedFor
 	}
 	runs, err := cgroup.Ensure(RunsGroup(cfg.Socket))
 	if err != nil {
@@ -856,16 +862,16 @@ func (s *Server) unpark(cutoff time.Time) []*daemon.Lane {
 	return out
 }
 
-// janitor frees the lanes parked longer than parkedFor.
+// janitor frees the lanes parked longer than Config.ParkedFor.
 func (s *Server) janitor() {
-	t := time.NewTicker(parkedFor / 4)
+	t := time.NewTicker(s.cfg.ParkedFor / 4)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.done:
 			return
 		case now := <-t.C:
-			s.free(s.unpark(now.Add(-parkedFor)))
+			s.free(s.unpark(now.Add(-s.cfg.ParkedFor)))
 		}
 	}
 }
