@@ -188,17 +188,17 @@ func Programs() []string {
 	return names
 }
 
-// MaxRingBufSize is the largest ring buffer sfwatch asks for. The kernel
-// maps the data pages twice, so the buffer costs twice its size in memory
-// (2 GiB at this size); 128 times the default, it holds minutes of a tight loop.
-// Sizes from 4 GiB on do not fit the map's 32-bit size at all.
+// MaxRingBufSize is the largest ring buffer sfwatch asks for: its pages
+// are the kernel's memory, unswappable, a gigabyte at this size; 128
+// times the default, it holds minutes of a tight loop. Sizes from 4 GiB
+// on do not fit the map's 32-bit size at all.
 const MaxRingBufSize = 1 << 30
 
 // ValidateRingBufSize says why size cannot be a ring buffer size, or nil.
 func ValidateRingBufSize(size int) error {
 	page := os.Getpagesize()
 	if size < page || size > MaxRingBufSize || size&(size-1) != 0 {
-		return fmt.Errorf("ring buffer size %d: want a power of two from %d to %d bytes (1 GiB: it costs twice its size in memory), e.g. %d", size, page, MaxRingBufSize, DefaultRingBufSize)
+		return fmt.Errorf("ring buffer size %d: want a power of two from %d to %d bytes (1 GiB: its pages are unswappable kernel memory), e.g. %d", size, page, MaxRingBufSize, DefaultRingBufSize)
 	}
 	return nil
 }
