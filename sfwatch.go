@@ -31,7 +31,14 @@ type Options struct {
 	// Socket is the daemon's socket. Empty: $SFWATCH_SOCKET, else
 	// /run/sfwatch/sfwatch.sock.
 	Socket string
+	// MaxEvents bounds Result.Events: the first MaxEvents calls are kept,
+	// the others counted in Result.EventsDropped (Summary counts every
+	// call). 0 means DefaultMaxEvents; negative keeps none.
+	MaxEvents int
 }
+
+// DefaultMaxEvents is Options.MaxEvents' default: about 20 MiB of events.
+const DefaultMaxEvents = 100_000
 
 // Via is who traces a Run.
 type Via int
@@ -150,9 +157,10 @@ func summaryOf(s *events.Summary, wallOffsetNs int64) Summary {
 
 // Result is what Run observed.
 type Result struct {
-	Events   []Event
-	Summary  Summary
-	ExitCode int // the command's exit status; 128+N when killed by signal N
+	Events        []Event // the first Options.MaxEvents calls, in order
+	EventsDropped uint64  // calls delivered past Options.MaxEvents, not in Events
+	Summary       Summary
+	ExitCode      int // the command's exit status; 128+N when killed by signal N
 }
 
 // Supported reports whether Run can trace here with the default Options:
@@ -185,7 +193,12 @@ func (opts *Options) Supported() error {
 // Run starts cmd (not yet started, like exec.Cmd.Run expects) in a new
 // cgroup, traces every sendfile call of it and its descendants, waits for it
 // to exit, and returns what it did. A non-zero exit of cmd is not an error:
-// see Result.ExitCode. Cancelling ctx kills cmd and everything it started.
+// see Result.ExitCode. A command that is not found gives an error for
+// which errors.Is(err, exec.ErrNotFound) holds; one that cannot be
+// executed, errors.Is(err, fs.ErrPermission). Cancelling ctx kills cmd
+// and everything it started: with cmd.Cancel set (exec.CommandContext),
+// Cancel first, and the rest once cmd.WaitDelay has passed without cmd
+// exiting (at once when it is zero).
 // cmd.SysProcAttr is kept as set (Setpgid, Setsid, Pdeathsig, Credential,
 // ...): Run adds only the cgroup, and Options.User's credentials.
 //
@@ -204,7 +217,10 @@ func Run(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Result, error) {
 	if through != nil {
 		defer through.Close()
 	}
-	sink := &collector{wallOffsetNs: events.WallOffset()}
+	sink := &collector{wallOffsetNs: events.WallOffset(), max: opts.MaxEvents}
+	if sink.max == 0 {
+		sink.max = DefaultMaxEvents
+	}
 	o, err := session.Run(ctx, cmd, session.Config{
 		RingBufSize: opts.RingBufSize,
 		User:        opts.User,
@@ -214,16 +230,22 @@ func Run(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Events: sink.events, Summary: summaryOf(&o.Summary, sink.wallOffsetNs), ExitCode: o.ExitCode}, nil
+	return &Result{Events: sink.events, EventsDropped: sink.dropped, Summary: summaryOf(&o.Summary, sink.wallOffsetNs), ExitCode: o.ExitCode}, nil
 }
 
-// collector converts each event to the public form.
+// collector converts each event to the public form, up to max of them.
 type collector struct {
 	events       []Event
+	max          int
+	dropped      uint64
 	wallOffsetNs int64 // CLOCK_MONOTONIC (the BPF clock) to Unix time
 }
 
 func (c *collector) Event(e *events.Event, v events.Verdict) {
+	if len(c.events) >= c.max {
+		c.dropped++
+		return
+	}
 	c.events = append(c.events, eventOf(e, v, c.wallOffsetNs))
 }
 

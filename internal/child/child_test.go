@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -233,6 +234,10 @@ func TestResolve(t *testing.T) {
 		err := Resolve(cmd)
 		if !errors.Is(err, tc.want) || err != nil && err.Error() != tc.msg {
 			t.Errorf("Resolve(%s) = %v; want %q", tc.name, err, tc.msg)
+		}
+		// The standard library's kinds, as os/exec's own errors are.
+		if std := map[error]error{ErrNotFound: exec.ErrNotFound, ErrNotExecutable: fs.ErrPermission}[tc.want]; std != nil && !errors.Is(err, std) {
+			t.Errorf("Resolve(%s) = %v; want errors.Is %v", tc.name, err, std)
 		}
 	}
 	cmd := exec.Command("true")

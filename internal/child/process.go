@@ -21,11 +21,22 @@ import (
 )
 
 // Errors of Start and Resolve, for errors.Is: a shell exits 127 for the first
-// and 126 for the second.
+// and 126 for the second. They are also exec.ErrNotFound and
+// fs.ErrPermission for errors.Is, as os/exec's own errors are.
 var (
-	ErrNotFound      = errors.New("command not found")
-	ErrNotExecutable = errors.New("not executable")
+	ErrNotFound      error = kindError{"command not found", exec.ErrNotFound}
+	ErrNotExecutable error = kindError{"not executable", fs.ErrPermission}
 )
+
+// kindError is an error that errors.Is also takes for the standard
+// library's error of the same kind.
+type kindError struct {
+	msg  string
+	also error
+}
+
+func (e kindError) Error() string        { return e.msg }
+func (e kindError) Is(target error) bool { return target == e.also }
 
 // forwarded are the signals that ForwardSignals passes on to the child.
 var forwarded = []os.Signal{

@@ -149,7 +149,8 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	if cfg.ChildStarted != nil {
 		cfg.ChildStarted(proc.Pid())
 	}
-	stop := context.AfterFunc(ctx, func() { w.kill(group) })
+	exited := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { cancel(cmd, exited, func() { w.kill(group) }) })
 	defer stop()
 
 	// Whatever the child left running in the group (daemonized
@@ -157,6 +158,7 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	// before Wait, since such a process may hold the child's output pipes
 	// open.
 	exitErr := proc.Exited()
+	close(exited)
 	if cfg.Finishing != nil {
 		cfg.Finishing()
 	}
@@ -165,6 +167,24 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	out, err := w.finish()
 	out.ExitCode = code
 	return out, errors.Join(exitErr, killErr, waitErr, err)
+}
+
+// cancel ends a run whose ctx is done: with the caller's cmd.Cancel
+// first (a graceful stop, SIGTERM say), then kill once cmd.WaitDelay has
+// passed without the command exiting (at once when it is zero); without
+// cmd.Cancel, kill at once.
+func cancel(cmd *exec.Cmd, exited <-chan struct{}, kill func()) {
+	if cmd.Cancel != nil {
+		cmd.Cancel()
+		if cmd.WaitDelay > 0 {
+			select {
+			case <-exited:
+				return
+			case <-time.After(cmd.WaitDelay):
+			}
+		}
+	}
+	kill()
 }
 
 // Attach watches an existing group until ctx ends or the group is removed

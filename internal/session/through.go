@@ -68,7 +68,8 @@ func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error)
 	if cfg.ChildStarted != nil {
 		cfg.ChildStarted(proc.Pid())
 	}
-	stop := context.AfterFunc(ctx, func() { c.Kill() })
+	exited := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { cancel(cmd, exited, func() { c.Kill() }) })
 	defer stop()
 	// The daemon gone (stopped, or killed), nothing can kill the group:
 	// the child at least ends now, with its process group when it has
@@ -81,6 +82,7 @@ func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error)
 		proc.Signal(syscall.SIGKILL)
 	}
 	exitErr := errors.Join(pollErr, proc.Exited())
+	close(exited)
 	if cfg.Finishing != nil {
 		cfg.Finishing()
 	}
