@@ -130,6 +130,32 @@ func TestDaemonClientUnprivileged(t *testing.T) {
 		t.Errorf("run groups still busy: %v", left)
 	}
 
+	// The CI files, as a standalone run writes them: an expectation that
+	// holds, one that fails (exit 3), every report field there.
+	reports, err := os.MkdirTemp("", "sfwatch-reports-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(reports)
+	os.Chmod(reports, 0o777)
+	report, junit := filepath.Join(reports, "r.json"), filepath.Join(reports, "j.xml")
+	e := runAsNobodyEnv(t, bin, dir, workloadEnv(), nil, "run", "--socket", d.socket, "--quiet",
+		"--expect", "calls==9", "--expect", "errors==0", "--report", report, "--junit", junit, "--", work, "offsets")
+	if e.code != exitExpectFailed || !strings.Contains(e.stderr, "expect calls==9: ok") || !strings.Contains(e.stderr, "expect errors==0: FAILED") {
+		t.Errorf("expectations through the daemon: exit %d\n%s", e.code, e.stderr)
+	}
+	rep := readReport(t, report)
+	failed := uint64(0)
+	for _, c := range calls {
+		if c.Ret < 0 {
+			failed++
+		}
+	}
+	if *rep.Summary.Calls != 9 || *rep.Summary.Errors != failed || *rep.ExitCode != 0 {
+		t.Errorf("report: %d calls, %d errors, the command's exit %d; want 9, %d and 0", *rep.Summary.Calls, *rep.Summary.Errors, *rep.ExitCode, failed)
+	}
+	readJUnit(t, junit, 0)
+
 	s := runAsNobody(t, bin, dir, nil, "selftest", "--socket", d.socket)
 	if s.code != 0 || !strings.Contains(s.stderr, "selftest: PASS") || !strings.Contains(s.stderr, "through the daemon") {
 		t.Errorf("selftest as nobody: exit %d\n%s", s.code, s.stderr)
