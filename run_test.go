@@ -137,3 +137,85 @@ func TestTermChild(t *testing.T) {
 		os.Exit(1)
 	}
 }
+
+// TestStart: Start returns once the command runs and is watched: Pid is
+// its pid without a race, Summary counts its calls exactly as they are
+// made, Events delivers them as they come and is closed at the end, and
+// Wait returns what Run would.
+func TestStart(t *testing.T) {
+	if err := sfwatch.Supported(); err != nil {
+		testenv.SkipOrFail(t, "privileged test cannot run: %v", err)
+	}
+	dir := t.TempDir()
+	goOn := filepath.Join(dir, "go-on")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPhasesChild$")
+	cmd.Env = append(os.Environ(), "SFWATCH_TEST_PHASES="+goOn)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	tr, err := sfwatch.Start(context.Background(), cmd, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := testworkload.Loop{N: 100, Offsets: testworkload.Alternate}.Expected()
+	var seen int
+	for deadline := time.Now().Add(30 * time.Second); tr.Summary().Calls < first.Calls; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Summary never reached the first %d calls: %+v", first.Calls, tr.Summary())
+		}
+	}
+	if s := tr.Summary(); s.Calls != first.Calls || s.Bytes != first.Bytes {
+		t.Errorf("Summary between the phases: %d calls, %d bytes; want %d, %d", s.Calls, s.Bytes, first.Calls, first.Bytes)
+	}
+	for ; uint64(seen) < first.Calls; seen++ {
+		select {
+		case e := <-tr.Events():
+			if e.PID != tr.Pid() {
+				t.Fatalf("event of pid %d, want the command's %d", e.PID, tr.Pid())
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("Events delivered %d of the first %d calls", seen, first.Calls)
+		}
+	}
+	if err := os.WriteFile(goOn, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range tr.Events() {
+		seen++
+	}
+	res, err := tr.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 || res.Summary.Calls != 2*first.Calls || uint64(seen)+tr.EventsMissed() != 2*first.Calls || len(res.Events) != int(2*first.Calls) {
+		t.Errorf("exit %d, %d calls, %d events read and %d missed, %d in the result; want 0 and %d each", res.ExitCode, res.Summary.Calls, seen, tr.EventsMissed(), len(res.Events), 2*first.Calls)
+	}
+	if tr.Pid() != cmd.Process.Pid || !strings.Contains(out.String(), fmt.Sprintf("pid %d\n", tr.Pid())) {
+		t.Errorf("Pid %d; the command says %q", tr.Pid(), out.String())
+	}
+}
+
+// TestPhasesChild makes 100 calls, waits for the file its environment
+// names, makes 100 more; run only by TestStart.
+func TestPhasesChild(t *testing.T) {
+	goOn := os.Getenv("SFWATCH_TEST_PHASES")
+	if goOn == "" {
+		return
+	}
+	fmt.Printf("pid %d\n", os.Getpid())
+	loop := testworkload.Loop{N: 100, Offsets: testworkload.Alternate}
+	if _, err := loop.Run(); err != nil {
+		os.Exit(1)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(goOn); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			os.Exit(2)
+		}
+	}
+	if _, err := loop.Run(); err != nil {
+		os.Exit(1)
+	}
+	os.Exit(0)
+}

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sfwatch/sfwatch/internal/cgroup"
 	"github.com/sfwatch/sfwatch/internal/client"
 	"github.com/sfwatch/sfwatch/internal/events"
 	"github.com/sfwatch/sfwatch/internal/loader"
+	"github.com/sfwatch/sfwatch/internal/metrics"
 	"github.com/sfwatch/sfwatch/internal/session"
 )
 
@@ -207,6 +210,33 @@ func (opts *Options) Supported() error {
 // in its group: so this program's package initializers run in it, and
 // nothing of cmd runs untraced.
 func Run(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Result, error) {
+	t, err := Start(ctx, cmd, opts)
+	if err != nil {
+		return nil, err
+	}
+	return t.Wait()
+}
+
+// Trace is a command that Start started and watches.
+type Trace struct {
+	pid     int
+	events  chan Event
+	live    live
+	done    chan struct{}
+	result  *Result
+	err     error
+	dropped atomic.Uint64 // events Events' reader was too slow for
+}
+
+// eventsBuffer is how many events wait for Trace.Events' reader before
+// the next ones are dropped (counted in Trace.EventsMissed).
+const eventsBuffer = 4096
+
+// Start starts cmd as Run does and returns once cmd runs and every call
+// of it is watched; Wait then waits for it and returns what Run returns.
+// Meanwhile Pid, Summary and Events read the run as it goes. A command
+// that cannot start is Start's error.
+func Start(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Trace, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
@@ -214,39 +244,139 @@ func Run(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if through != nil {
-		defer through.Close()
-	}
-	sink := &collector{wallOffsetNs: events.WallOffset(), max: opts.MaxEvents}
+	t := &Trace{events: make(chan Event, eventsBuffer), done: make(chan struct{})}
+	sink := &collector{wallOffsetNs: events.WallOffset(), max: opts.MaxEvents, stream: t.events, missed: &t.dropped}
 	if sink.max == 0 {
 		sink.max = DefaultMaxEvents
 	}
-	o, err := session.Run(ctx, cmd, session.Config{
-		RingBufSize: opts.RingBufSize,
-		User:        opts.User,
-		Sink:        sink,
-		Daemon:      through,
-	})
-	if err != nil {
-		return nil, err
+	started := make(chan int, 1)
+	cfg := session.Config{
+		RingBufSize:  opts.RingBufSize,
+		User:         opts.User,
+		Sink:         sink,
+		Daemon:       through,
+		Metrics:      &t.live,
+		ChildStarted: func(pid int) { started <- pid },
 	}
-	return &Result{Events: sink.events, EventsDropped: sink.dropped, Summary: summaryOf(&o.Summary, sink.wallOffsetNs), ExitCode: o.ExitCode}, nil
+	go func() {
+		defer close(t.done)
+		o, err := session.Run(ctx, cmd, cfg)
+		if through != nil {
+			through.Close()
+		}
+		close(t.events)
+		if err != nil {
+			t.err = err
+			return
+		}
+		t.result = &Result{Events: sink.events, EventsDropped: sink.dropped, Summary: summaryOf(&o.Summary, sink.wallOffsetNs), ExitCode: o.ExitCode}
+	}()
+	select {
+	case t.pid = <-started:
+		return t, nil
+	case <-t.done:
+		return nil, t.err
+	}
 }
 
-// collector converts each event to the public form, up to max of them.
+// Pid is the command's process id.
+func (t *Trace) Pid() int { return t.pid }
+
+// Events delivers each call as it is seen, and is closed when the run
+// ends. A reader that falls behind by more than 4096 events misses the
+// next ones (EventsMissed counts them): the command is never slowed.
+// Result.Events has them all, up to Options.MaxEvents.
+func (t *Trace) Events() <-chan Event { return t.events }
+
+// EventsMissed is the events that Events' reader was too slow for.
+func (t *Trace) EventsMissed() uint64 { return t.dropped.Load() }
+
+// Summary is the run's exact totals so far, as the kernel counts them
+// (Calls to MissedExits, and Events); the fields drawn from the events
+// (Empty, EventsByClass, Violations, latencies, FirstViolations) are
+// only in Wait's Result. After the run, Wait's.
+func (t *Trace) Summary() Summary {
+	select {
+	case <-t.done:
+		if t.result != nil {
+			return t.result.Summary
+		}
+		return Summary{}
+	default:
+	}
+	s, err := t.live.summary()
+	if err != nil {
+		return Summary{}
+	}
+	return summaryOf(&s, 0)
+}
+
+// Wait waits for the run to end (the command exited, or ctx ended) and
+// returns what it observed, as Run does.
+func (t *Trace) Wait() (*Result, error) {
+	<-t.done
+	return t.result, t.err
+}
+
+// live is the session's exporter hook: what Summary reads while the run
+// goes on.
+type live struct {
+	mu  sync.Mutex
+	src metrics.Source
+	agg *events.Aggregator
+}
+
+func (l *live) SetSource(src metrics.Source) {
+	l.mu.Lock()
+	l.src = src
+	l.mu.Unlock()
+}
+
+func (l *live) SetEvents(agg *events.Aggregator) {
+	l.mu.Lock()
+	l.agg = agg
+	l.mu.Unlock()
+}
+
+func (l *live) SetChildUp(bool) {}
+
+func (l *live) summary() (events.Summary, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.src == nil || l.agg == nil {
+		return events.Summary{}, errors.New("not running")
+	}
+	k, err := l.src.Snapshot()
+	if err != nil {
+		return events.Summary{}, err
+	}
+	return l.agg.KernelSummary(k), nil
+}
+
+// collector converts each event to the public form, keeps up to max of
+// them, and hands each to stream without waiting (missed counts those it
+// had no room for).
 type collector struct {
 	events       []Event
 	max          int
 	dropped      uint64
+	stream       chan<- Event
+	missed       *atomic.Uint64
 	wallOffsetNs int64 // CLOCK_MONOTONIC (the BPF clock) to Unix time
 }
 
 func (c *collector) Event(e *events.Event, v events.Verdict) {
+	ev := eventOf(e, v, c.wallOffsetNs)
+	select {
+	case c.stream <- ev:
+	default:
+		c.missed.Add(1)
+	}
 	if len(c.events) >= c.max {
 		c.dropped++
 		return
 	}
-	c.events = append(c.events, eventOf(e, v, c.wallOffsetNs))
+	c.events = append(c.events, ev)
 }
 
 func eventOf(e *events.Event, v events.Verdict, wallOffsetNs int64) Event {

@@ -94,23 +94,17 @@ type Summary struct {
 // the per-event facts (violations, latency) are exact rather than a sample.
 func (s Summary) Complete() bool { return s.Lost == 0 && s.SampledOut == 0 && s.Skipped == 0 }
 
-// Summary merges the kernel's totals with the per-event facts.
-func (a *Aggregator) Summary(k counters.Snapshot) Summary {
+// KernelSummary is the part of a Summary the kernel counts (exact, and
+// safe to read while events are added): the totals, errnos and skips, with
+// the events delivered so far.
+func (a *Aggregator) KernelSummary(k counters.Snapshot) Summary {
 	s := Summary{
 		Totals:           k.Totals,
 		MissedExits:      k.MissedExits,
 		ErrorsByErrno:    make(map[string]uint64, len(k.ErrnoCounts)),
 		SkippedByProgram: make(map[string]uint64, len(k.Skipped)),
-
 		Events:           a.Delivered(),
-		EventsByClass:    make(map[string]uint64, numClasses),
-		Violations:       a.violating,
 		ViolationsByRule: a.ViolationsByRule(),
-		OffsetUnknown:    a.offsetUnknown,
-		P50:              a.latency.quantile(0.50),
-		P99:              a.latency.quantile(0.99),
-		Max:              durationNs(a.latency.max),
-		FirstViolations:  append([]Checked(nil), a.first[:a.nfirst]...),
 	}
 	for errno, n := range k.ErrnoCounts {
 		if n != 0 {
@@ -121,6 +115,20 @@ func (a *Aggregator) Summary(k counters.Snapshot) Summary {
 		s.SkippedByProgram[prog] = n
 		s.Skipped += n
 	}
+	return s
+}
+
+// Summary merges the kernel's totals with the per-event facts. Not while
+// events are added: once the consumer is done.
+func (a *Aggregator) Summary(k counters.Snapshot) Summary {
+	s := a.KernelSummary(k)
+	s.EventsByClass = make(map[string]uint64, numClasses)
+	s.Violations = a.violating
+	s.OffsetUnknown = a.offsetUnknown
+	s.P50 = a.latency.quantile(0.50)
+	s.P99 = a.latency.quantile(0.99)
+	s.Max = durationNs(a.latency.max)
+	s.FirstViolations = append([]Checked(nil), a.first[:a.nfirst]...)
 	for c, n := range a.byClass {
 		if n != 0 {
 			s.EventsByClass[Class(c).String()] = n

@@ -150,8 +150,7 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 		cfg.ChildStarted(proc.Pid())
 	}
 	exited := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() { cancel(cmd, exited, func() { w.kill(group) }) })
-	defer stop()
+	defer afterCancel(ctx, cmd, exited, func() { w.kill(group) })()
 
 	// Whatever the child left running in the group (daemonized
 	// grandchildren), or outside it (tasks that left), ends with it,
@@ -167,6 +166,22 @@ func Run(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	out, err := w.finish()
 	out.ExitCode = code
 	return out, errors.Join(exitErr, killErr, waitErr, err)
+}
+
+// afterCancel calls cancel once ctx is done, until the returned stop,
+// which waits for a cancel under way: nothing reads the run's tracer
+// after it is closed.
+func afterCancel(ctx context.Context, cmd *exec.Cmd, exited <-chan struct{}, kill func()) (stop func()) {
+	done := make(chan struct{})
+	stopFunc := context.AfterFunc(ctx, func() {
+		defer close(done)
+		cancel(cmd, exited, kill)
+	})
+	return func() {
+		if !stopFunc() {
+			<-done
+		}
+	}
 }
 
 // cancel ends a run whose ctx is done: with the caller's cmd.Cancel

@@ -69,8 +69,7 @@ func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error)
 		cfg.ChildStarted(proc.Pid())
 	}
 	exited := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() { cancel(cmd, exited, func() { c.Kill() }) })
-	defer stop()
+	defer afterCancel(ctx, cmd, exited, func() { c.Kill() })()
 	// The daemon gone (stopped, or killed), nothing can kill the group:
 	// the child at least ends now, with its process group when it has
 	// its own (ForwardSignals). One thread waits for both.
