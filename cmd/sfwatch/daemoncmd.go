@@ -59,8 +59,9 @@ Flags:
   --lock FILE          the lock that keeps a second daemon from starting
                        (default /run/sfwatch/daemon.lock)
 
-Clients ('sfwatch run', 'attach', 'selftest' and the Go package) use the
-daemon through its socket: no programs to load, and no privilege needed.
+Clients ('sfwatch run', 'attach', 'selftest', sfwatch as strace and the Go
+package) use the daemon through its socket: no programs to load, and no
+privilege needed (but for attach, root's).
   --socket PATH        where clients connect (default $SFWATCH_SOCKET, else
                        /run/sfwatch/sfwatch.sock)
   --socket-mode MODE   the socket's permissions, octal (default 0660)
