@@ -155,7 +155,7 @@ type blockingConn struct {
 
 func (b *blockingConn) WriteMsgUnix(p, oob []byte, _ *net.UnixAddr) (int, int, error) {
 	for {
-		n, err := unix.SendmsgN(b.fd, p, oob, nil, 0)
+		n, err := unix.SendmsgN(b.fd, p, oob, nil, unix.MSG_NOSIGNAL)
 		if err != unix.EINTR {
 			return n, len(oob), err
 		}
