@@ -106,9 +106,24 @@ func checkChild(p peer, pid int, gatePath string) error {
 		return fmt.Errorf("reading the executable of pid %d: %w", pid, err)
 	}
 	if !same {
-		return fmt.Errorf("%w: pid %d does not run the gate %s: a client's command must be held there before its exec (sfwatch run and the Go package do so)", errDenied, pid, gatePath)
+		return fmt.Errorf("%w: pid %d runs %s, not the gate %s: a client's command must be held there before its exec (sfwatch run and the Go package do so)", errDenied, pid, describe(pid), gatePath)
 	}
 	return nil
+}
+
+// describe is what pid runs, for a refusal: its executable and first
+// arguments.
+func describe(pid int) string {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		exe = "?"
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	if len(args) > 3 {
+		args = append(args[:3], "...")
+	}
+	return fmt.Sprintf("%s (%q)", exe, args)
 }
 
 // pidOfPidfd is the pid of the process a pidfd refers to, from

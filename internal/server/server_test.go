@@ -230,7 +230,7 @@ func TestCheckChild(t *testing.T) {
 	}{
 		{"nobody's held child", peer{pid: self, uid: 65534}, held.Process.Pid, ""},
 		{"root, any process", peer{pid: 1, uid: 0}, rootChild.Process.Pid, ""},
-		{"not at the gate", peer{pid: self, uid: 65534}, sleeping.Process.Pid, "does not run the gate"},
+		{"not at the gate", peer{pid: self, uid: 65534}, sleeping.Process.Pid, "not the gate"},
 		{"another uid", peer{pid: self, uid: 65534}, rootChild.Process.Pid, "does not run as uid 65534"},
 		{"not its child", peer{pid: self + 1, uid: 65534}, held.Process.Pid, "is not your child"},
 		{"pid 1", peer{pid: self, uid: 65534}, 1, "is not your child"},
@@ -335,7 +335,7 @@ func TestRefusals(t *testing.T) {
 		"totals first":  {protocol.CodeBad, "before run"},
 		"finish first":  {protocol.CodeBad, "before run"},
 		"pid 1":         {protocol.CodeDenied, "is not your child"},
-		"running child": {protocol.CodeDenied, "does not run the gate"},
+		"running child": {protocol.CodeDenied, "not the gate"},
 		"not a pidfd":   {protocol.CodeDenied, "not a pidfd"},
 		"no descriptor": {protocol.CodeBad, "pidfd"},
 	} {
