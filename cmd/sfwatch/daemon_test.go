@@ -47,7 +47,7 @@ func TestDaemonBadInput(t *testing.T) {
 		{"--events", filepath.Join(dir, "events"), "--ringbuf-size", "1000"},
 		{"--events", filepath.Join(dir, "missing", "events")},
 	} {
-		r := sfwatch(t, nil, append([]string{"daemon", "--lock", lock, "--socket", socketBeside(lock)}, args...)...)
+		r := sfwatch(t, nil, append([]string{"daemon", "--lock", lock, "--socket", socketBeside(lock), "--favordynmods=false"}, args...)...)
 		if r.code != exitUsage {
 			t.Errorf("daemon %q: exit %d, want %d; stderr:\n%s", args, r.code, exitUsage, r.stderr)
 		}
@@ -73,7 +73,9 @@ func socketBeside(lock string) string { return filepath.Join(filepath.Dir(lock),
 // startDaemon starts a daemon with args and waits until it watches.
 func startDaemon(t *testing.T, lock string, args ...string) *daemonProc {
 	t.Helper()
-	s := startSfwatch(t, append([]string{"daemon", "--lock", lock, "--socket", socketBeside(lock)}, args...)...)
+	// The mount is left as it is: a daemon killed with SIGKILL (some
+	// tests do) cannot put it back. TestDaemonFavorDynmods turns it on.
+	s := startSfwatch(t, append([]string{"daemon", "--lock", lock, "--socket", socketBeside(lock), "--favordynmods=false"}, args...)...)
 	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(s.stderr.String(), " watching "); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) || s.cmd.ProcessState != nil {
 			t.Fatalf("the daemon did not start; stderr:\n%s", s.stderr.String())
@@ -139,7 +141,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	d := startDaemon(t, lock, "--watch", p.Rel+"/a", "--config", conf, "--metrics-addr", addr)
 
 	// A second daemon is refused, naming the first.
-	second := sfwatch(t, nil, "daemon", "--lock", lock, "--socket", socketBeside(lock), "--watch", p.Rel)
+	second := sfwatch(t, nil, "daemon", "--lock", lock, "--socket", socketBeside(lock), "--favordynmods=false", "--watch", p.Rel)
 	if second.code != exitFailed || len(lines(second.stderr)) != 1 ||
 		!strings.Contains(second.stderr, "pid "+strconv.Itoa(d.cmd.Process.Pid)) {
 		t.Errorf("second daemon: exit %d, stderr:\n%s\nwant %d and one line naming pid %d", second.code, second.stderr, exitFailed, d.cmd.Process.Pid)
@@ -235,6 +237,32 @@ func TestDaemonKilled(t *testing.T) {
 	r = d.stop(t, syscall.SIGINT)
 	if r.code != 0 || !strings.Contains(r.stderr, "sfwatch: 4 calls counted in the kernel in 1 groups") {
 		t.Errorf("new daemon: exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+}
+
+// TestDaemonFavorDynmods: the daemon mounts cgroup2 with favordynmods
+// while it runs (unless told not to), and puts the mount back as it was
+// when it stops; its clients' runs go on either way.
+func TestDaemonFavorDynmods(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	favor := func() bool {
+		return strings.Contains(readFileString("/proc/self/mountinfo"), "favordynmods")
+	}
+	if favor() {
+		testenv.SkipOrFail(t, "the cgroup2 mount has favordynmods already (another daemon?): nothing to turn on and back")
+	}
+	lock := filepath.Join(t.TempDir(), "daemon.lock")
+	d := startDaemon(t, lock, "--favordynmods=true")
+	if !favor() || !strings.Contains(d.stderr.String(), "cgroup2 mounted with favordynmods until the daemon stops") {
+		t.Errorf("favordynmods while the daemon runs: %v; stderr:\n%s", favor(), d.stderr.String())
+	}
+	r := sfwatch(t, nil, "run", "--quiet", "--daemon", "--socket", socketBeside(lock), "--", "true")
+	if r.code != 0 {
+		t.Errorf("a run through it: exit %d\n%s", r.code, r.stderr)
+	}
+	d.stop(t, syscall.SIGTERM)
+	if favor() {
+		t.Error("favordynmods still on after the daemon stopped")
 	}
 }
 

@@ -129,9 +129,20 @@ func Listen(d *daemon.Daemon, cfg Config) (*Server, error) {
 	if cfg.ParkedFor == 0 {
 		cfg.ParkedFor = DefaultParkedFor
 	}
-	runs, err := cgroup.Ensure(RunsGroup(cfg.Socket))
+	// The socket first: another daemon that listens on it owns the runs'
+	// group too, which is not to be swept.
+	ln, err := listen(cfg)
 	if err != nil {
 		return nil, err
+	}
+	fail := func(err error) (*Server, error) {
+		ln.Close()
+		os.Remove(cfg.Socket)
+		return nil, err
+	}
+	runs, err := cgroup.Ensure(RunsGroup(cfg.Socket))
+	if err != nil {
+		return fail(err)
 	}
 	n, err := runs.Sweep()
 	if n > 0 {
@@ -141,19 +152,13 @@ func Listen(d *daemon.Daemon, cfg Config) (*Server, error) {
 		fmt.Fprintf(cfg.Log, "sfwatch: %v; the next daemon on this socket tries again\n", err)
 	}
 	if err := d.WatchRuns(runs); err != nil {
-		runs.Close()
-		return nil, err
-	}
-	ln, err := listen(cfg)
-	if err != nil {
-		runs.Close()
-		return nil, err
+		removeRuns(runs)
+		return fail(err)
 	}
 	gatePath, err := gate.Install(filepath.Dir(cfg.Socket))
 	if err != nil {
-		ln.Close()
-		runs.Close()
-		return nil, err
+		removeRuns(runs)
+		return fail(err)
 	}
 	s := &Server{d: d, cfg: cfg, ln: ln, runs: runs, gate: gatePath, users: make(map[uint32]*usage), conns: make(map[*conn]struct{}), done: make(chan struct{})}
 	s.spares = make(chan *cgroup.Group, spareGroups)
@@ -296,12 +301,16 @@ func (s *Server) close() error {
 		g := <-s.spares
 		g.Close()
 	}
-	err = errors.Join(err, s.runs.Close())
-	// Empty now, unless a run's group could not be removed: the next
-	// daemon on this socket sweeps it. The parent stays while another
-	// daemon's runs are in it.
-	if rerr := os.Remove(s.runs.Path); rerr == nil {
-		os.Remove(filepath.Dir(s.runs.Path))
+	return errors.Join(err, removeRuns(s.runs))
+}
+
+// removeRuns closes the runs' group and removes it: empty now, unless a
+// run's group could not be removed (the next daemon on this socket sweeps
+// it). Its parent stays while another daemon's runs are in it.
+func removeRuns(runs *cgroup.Group) error {
+	err := runs.Close()
+	if rerr := os.Remove(runs.Path); rerr == nil {
+		os.Remove(filepath.Dir(runs.Path))
 	}
 	return err
 }
