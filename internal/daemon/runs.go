@@ -77,7 +77,7 @@ func (l *Lane) Free() error {
 	err := d.bpf.ClearRunRing(l.row)
 	d.mu.Lock()
 	if err == nil {
-		err = d.bpf.ReleaseRow(l.row)
+		err = d.bpf.FreeRow(l.row)
 	}
 	delete(d.claimed, l.row)
 	d.mu.Unlock()
@@ -107,11 +107,8 @@ func within(rel, parent string) bool {
 // BeginAttach counts every call of group's subtree in lane, with one
 // event in sampleEvery sent to its ring, from now until Stop.
 func (d *Daemon) BeginAttach(group *cgroup.Group, lane *Lane, sampleEvery uint32) (*Run, error) {
-	skipped, err := d.bpf.Skipped()
+	skipped, err := d.ready(lane)
 	if err != nil {
-		return nil, err
-	}
-	if err := loader.SkipRing(lane.ring); err != nil {
 		return nil, err
 	}
 	d.mu.Lock()
@@ -127,9 +124,6 @@ func (d *Daemon) BeginAttach(group *cgroup.Group, lane *Lane, sampleEvery uint32
 		if within(group.Rel, w.rel) || within(w.rel, group.Rel) {
 			return nil, fmt.Errorf("cgroup %s %w %s, which the daemon counts already", group.Rel, ErrOverlap, w.rel)
 		}
-	}
-	if err := d.bpf.ParkRow(lane.row); err != nil {
-		return nil, err
 	}
 	if err := d.bpf.ReuseRow(lane.row, group.ID, sampleEvery); err != nil {
 		return nil, err
@@ -163,6 +157,22 @@ func (r *Run) Stop() error {
 // still empty) in lane, with one event in sampleEvery sent to its ring,
 // from now until End. Whatever the ring held is skipped.
 func (d *Daemon) BeginRun(group *cgroup.Group, lane *Lane, sampleEvery uint32) (*Run, error) {
+	skipped, err := d.ready(lane)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.bpf.ReuseRow(lane.row, group.ID, sampleEvery); err != nil {
+		return nil, err
+	}
+	return &Run{lane: lane, id: group.ID, skipped: skipped}, nil
+}
+
+// ready readies lane (zeroed when it was freed or parked) for its next
+// group: whatever its ring held is skipped. It returns the programs' skips
+// so far, from which the run counts its own.
+func (d *Daemon) ready(lane *Lane) (map[string]uint64, error) {
 	skipped, err := d.bpf.Skipped()
 	if err != nil {
 		return nil, err
@@ -170,15 +180,7 @@ func (d *Daemon) BeginRun(group *cgroup.Group, lane *Lane, sampleEvery uint32) (
 	if err := loader.SkipRing(lane.ring); err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.bpf.ParkRow(lane.row); err != nil {
-		return nil, err
-	}
-	if err := d.bpf.ReuseRow(lane.row, group.ID, sampleEvery); err != nil {
-		return nil, err
-	}
-	return &Run{lane: lane, id: group.ID, skipped: skipped}, nil
+	return skipped, nil
 }
 
 // Row reads the run's row through memory into dst (loader.RowSize slots).

@@ -324,36 +324,16 @@ func (d *Daemon) Forget(id uint64) error {
 }
 
 // ClaimRow takes a free row for group id before any of its calls, for a
-// client run: its calls are counted there from then on, and sampled one
-// in sampleEvery (0 or 1: every call) when the row has a ring
-// (SetRunRing). The id is written before the row is published in
-// group_rows, as row_of does: a row is named before anything is counted
-// in it. Every row taken: an error wrapping ErrNoFreeRow.
+// client run (TakeRow, then ReuseRow): its calls are counted there from
+// then on, and sampled one in sampleEvery (0 or 1: every call) when the
+// row has a ring (SetRunRing). Every row taken: an error wrapping
+// ErrNoFreeRow.
 func (d *Daemon) ClaimRow(id uint64, sampleEvery uint32) (uint32, error) {
-	var row uint32
-	if err := d.objs.FreeRows.LookupAndDelete(nil, &row); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			err = ErrNoFreeRow
-		}
-		return 0, fmt.Errorf("claiming a row for group %d: %w", id, err)
+	row, err := d.TakeRow()
+	if err != nil {
+		return 0, err
 	}
-	if sampleEvery == 0 {
-		sampleEvery = 1
-	}
-	base := int64(row) * int64(RowSize) * 8
-	var b [8]byte
-	for _, w := range []struct {
-		slot  int
-		value uint64
-	}{{RowSampleEvery, uint64(sampleEvery)}, {RowID, id}} {
-		binary.NativeEndian.PutUint64(b[:], w.value)
-		if _, err := d.rows.WriteAt(b[:], base+int64(w.slot)*8); err != nil {
-			err = fmt.Errorf("claiming a row for group %d: %w", id, err)
-			return 0, errors.Join(err, d.FreeRow(row))
-		}
-	}
-	if err := d.objs.GroupRows.Update(id, row, ebpf.UpdateNoExist); err != nil {
-		err = fmt.Errorf("claiming a row for group %d: %w", id, err)
+	if err := d.ReuseRow(row, id, sampleEvery); err != nil {
 		return 0, errors.Join(err, d.FreeRow(row))
 	}
 	return row, nil
@@ -391,28 +371,27 @@ func (d *Daemon) ClearRunRing(row uint32) error {
 	return nil
 }
 
-// FreeRow zeroes a forgotten row, clears its run's ring, and gives it back
-// for another group.
+// FreeRow zeroes a forgotten row and gives it back for another group. A
+// run's row is given back without its ring: ClearRunRing first (only a
+// run's row has one; clearing waits for a grace period).
 func (d *Daemon) FreeRow(row uint32) error {
-	if err := d.ClearRunRing(row); err != nil {
-		return fmt.Errorf("freeing row %d: %w", row, err)
-	}
-	return d.ReleaseRow(row)
-}
-
-// ReleaseRow is FreeRow for a row without a ring (ClearRunRing done).
-func (d *Daemon) ReleaseRow(row uint32) error {
-	if row == 0 || int(row) > d.maxGroups {
-		return fmt.Errorf("freeing row %d: want 1 to %d", row, d.maxGroups)
-	}
-	zero := make([]byte, RowSize*8)
-	if _, err := d.rows.WriteAt(zero, int64(row)*int64(RowSize)*8); err != nil {
+	if err := d.zeroRow(row); err != nil {
 		return fmt.Errorf("freeing row %d: %w", row, err)
 	}
 	if err := d.objs.FreeRows.Update(nil, row, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("freeing row %d: %w", row, err)
 	}
 	return nil
+}
+
+// zeroRow zeroes every slot of row (1 to MaxGroups) through memory.
+func (d *Daemon) zeroRow(row uint32) error {
+	if row == 0 || int(row) > d.maxGroups {
+		return fmt.Errorf("row %d: want 1 to %d", row, d.maxGroups)
+	}
+	zero := make([]byte, RowSize*8)
+	_, err := d.rows.WriteAt(zero, int64(row)*int64(RowSize)*8)
+	return err
 }
 
 // DaemonCounters are the daemon's own totals, by DaemonDaemonCounter.

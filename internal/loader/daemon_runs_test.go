@@ -280,6 +280,9 @@ func TestDaemonRunRingFreed(t *testing.T) {
 	if err := d.Forget(a.ID); err != nil {
 		t.Fatal(err)
 	}
+	if err := d.ClearRunRing(r); err != nil {
+		t.Fatal(err)
+	}
 	if err := d.FreeRow(r); err != nil {
 		t.Fatal(err)
 	}

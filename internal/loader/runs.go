@@ -21,18 +21,16 @@ import (
 // still set: the group it counted is forgotten (Forget) and empty. ReuseRow
 // gives it to another group; FreeRow gives it back.
 func (d *Daemon) ParkRow(row uint32) error {
-	if row == 0 || int(row) > d.maxGroups {
-		return fmt.Errorf("parking row %d: want 1 to %d", row, d.maxGroups)
-	}
-	zero := make([]byte, RowSize*8)
-	if _, err := d.rows.WriteAt(zero, int64(row)*int64(RowSize)*8); err != nil {
+	if err := d.zeroRow(row); err != nil {
 		return fmt.Errorf("parking row %d: %w", row, err)
 	}
 	return nil
 }
 
-// ReuseRow counts the calls of group id in the parked row from now on, as
-// ClaimRow does for a free row.
+// ReuseRow counts the calls of group id in the row (parked, or just
+// taken) from now on: the id is written before the row is published in
+// group_rows, as row_of does, so a row is named before anything is
+// counted in it.
 func (d *Daemon) ReuseRow(row uint32, id uint64, sampleEvery uint32) error {
 	if row == 0 || int(row) > d.maxGroups {
 		return fmt.Errorf("reusing row %d: want 1 to %d", row, d.maxGroups)
