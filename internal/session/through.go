@@ -23,11 +23,8 @@ import (
 // drained after that.
 func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error) {
 	c := cfg.Daemon
-	ringSize := cfg.RingBufSize
-	if ringSize == 0 {
-		ringSize = loader.DefaultRingBufSize
-	}
-	if err := loader.ValidateRingBufSize(ringSize); err != nil {
+	ringSize, err := ringSizeOf(cfg)
+	if err != nil {
 		return Outcome{}, err
 	}
 	sample := max(cfg.SampleEvery, 1)
@@ -85,16 +82,12 @@ func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error)
 	if cfg.Finishing != nil {
 		cfg.Finishing()
 	}
-	totals, finishErr := c.Finish()
+	// Before Wait: leftovers in the group may hold the child's pipes.
+	finishErr := side.finish()
 	code, waitErr := proc.Wait()
 	if finishErr != nil {
-		return Outcome{ExitCode: code}, c.Blame(finishErr)
+		return Outcome{ExitCode: code}, finishErr
 	}
-	snap, err := counters.FromRow(totals.Row, totals.Skipped)
-	if err != nil {
-		return Outcome{ExitCode: code}, fmt.Errorf("reading the run's totals: %w", err)
-	}
-	side.setFinal(snap)
 	out, err := w.finish()
 	out.ExitCode = code
 	return out, errors.Join(exitErr, waitErr, err)
@@ -103,9 +96,9 @@ func runThrough(ctx context.Context, cmd *exec.Cmd, cfg Config) (Outcome, error)
 // attachThrough is Attach through the daemon (Config.Daemon, root's).
 func attachThrough(ctx context.Context, group *cgroup.Group, cfg Config) (Outcome, error) {
 	c := cfg.Daemon
-	ringSize := cfg.RingBufSize
-	if ringSize == 0 {
-		ringSize = loader.DefaultRingBufSize
+	ringSize, err := ringSizeOf(cfg)
+	if err != nil {
+		return Outcome{}, err
 	}
 	run, err := c.Attach(group.Path, ringSize, max(cfg.SampleEvery, 1))
 	if err != nil {
@@ -126,15 +119,9 @@ func attachThrough(ctx context.Context, group *cgroup.Group, cfg Config) (Outcom
 	if cfg.Finishing != nil {
 		cfg.Finishing()
 	}
-	totals, err := c.Finish()
-	if err != nil {
-		return Outcome{}, c.Blame(err)
+	if err := side.finish(); err != nil {
+		return Outcome{}, err
 	}
-	snap, err := counters.FromRow(totals.Row, totals.Skipped)
-	if err != nil {
-		return Outcome{}, fmt.Errorf("reading the attach's totals: %w", err)
-	}
-	side.setFinal(snap)
 	out, err := w.finish()
 	out.GroupRemoved = removed
 	return out, err
@@ -148,10 +135,30 @@ type remote struct {
 	final *counters.Snapshot
 }
 
-func (r *remote) setFinal(s counters.Snapshot) {
+// ringSizeOf is the ring size a run asks the daemon for.
+func ringSizeOf(cfg Config) (int, error) {
+	size := cfg.RingBufSize
+	if size == 0 {
+		size = loader.DefaultRingBufSize
+	}
+	return size, loader.ValidateRingBufSize(size)
+}
+
+// finish ends the run in the daemon (Finish: its group killed, or the
+// attach's watch stopped) and keeps its final totals.
+func (r *remote) finish() error {
+	t, err := r.c.Finish()
+	if err != nil {
+		return r.c.Blame(err)
+	}
+	s, err := counters.FromRow(t.Row, t.Skipped)
+	if err != nil {
+		return fmt.Errorf("reading the run's totals: %w", err)
+	}
 	r.mu.Lock()
 	r.final = &s
 	r.mu.Unlock()
+	return nil
 }
 
 func (r *remote) Snapshot() (counters.Snapshot, error) {
