@@ -498,21 +498,13 @@ func (c *conn) handle(req *protocol.Request, files []*os.File) (protocol.Reply, 
 		if err != nil {
 			return refusal(err), nil
 		}
-		fd, err := unix.FcntlInt(uintptr(r.lane.Ring().FD()), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			return refusal(fmt.Errorf("passing the ring buffer: %w", err)), nil
-		}
-		return protocol.Reply{Group: r.group.Rel, GroupID: r.group.ID, RingSize: r.ringSize}, []int{fd}
+		return r.reply()
 	case protocol.OpAttach:
 		r, err := c.attach(req)
 		if err != nil {
 			return refusal(err), nil
 		}
-		fd, err := unix.FcntlInt(uintptr(r.lane.Ring().FD()), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			return refusal(fmt.Errorf("passing the ring buffer: %w", err)), nil
-		}
-		return protocol.Reply{Group: r.group.Rel, GroupID: r.group.ID, RingSize: r.ringSize}, []int{fd}
+		return r.reply()
 	case protocol.OpTotals, protocol.OpFinish, protocol.OpKill:
 		r := c.run
 		if r == nil {
@@ -542,6 +534,16 @@ func (c *conn) handle(req *protocol.Request, files []*os.File) (protocol.Reply, 
 		return protocol.Reply{Totals: t}, nil
 	}
 	return refusal(fmt.Errorf("%w: unknown op %q", errBad, req.Op)), nil
+}
+
+// reply is the answer to run or attach: the group, and the ring's
+// descriptor for the client to map.
+func (r *run) reply() (protocol.Reply, []int) {
+	fd, err := unix.FcntlInt(uintptr(r.lane.Ring().FD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return refusal(fmt.Errorf("passing the ring buffer: %w", err)), nil
+	}
+	return protocol.Reply{Group: r.group.Rel, GroupID: r.group.ID, RingSize: r.ringSize}, []int{fd}
 }
 
 func (r *run) totals() (*protocol.Totals, error) {
@@ -579,13 +581,7 @@ func (c *conn) begin(req *protocol.Request, pidfd int) (*run, error) {
 	}
 	r, err := c.start(req, pid, pidfd, reuse)
 	if err != nil {
-		lane, cerr := r.close(s)
-		if cerr != nil {
-			fmt.Fprintf(s.cfg.Log, "sfwatch: a run that could not start: %v\n", cerr)
-			lane = nil // in an unknown state: freed, not parked
-			s.free([]*daemon.Lane{r.lane})
-		}
-		s.release(c.peer, req.RingSize, lane)
+		s.end(c.peer, r)
 		return nil, err
 	}
 	c.run = r
@@ -636,8 +632,7 @@ func (c *conn) attach(req *protocol.Request) (*run, error) {
 		r.daemon, err = s.d.BeginAttach(group, r.lane, req.SampleEvery)
 	}
 	if err != nil {
-		lane, _ := r.close(s)
-		s.release(c.peer, req.RingSize, lane)
+		s.end(c.peer, r)
 		return nil, err
 	}
 	c.run = r
@@ -699,13 +694,20 @@ func (c *conn) endLocked() {
 	if r == nil {
 		return
 	}
-	lane, err := r.close(c.s)
+	c.s.end(c.peer, r)
+}
+
+// end closes r (a run, or one that could not start) and gives p's share
+// back: its lane parked, or freed when closing failed (the lane is then
+// in a state unknown).
+func (s *Server) end(p peer, r *run) {
+	lane, err := r.close(s)
 	if err != nil {
-		fmt.Fprintf(c.s.cfg.Log, "sfwatch: ending the run in %s: %v\n", r.group.Rel, err)
+		fmt.Fprintf(s.cfg.Log, "sfwatch: ending a run of uid %d: %v\n", p.uid, err)
 		lane = nil
-		c.s.free([]*daemon.Lane{r.lane})
+		s.free([]*daemon.Lane{r.lane})
 	}
-	c.s.release(c.peer, r.ringSize, lane)
+	s.release(p, r.ringSize, lane)
 }
 
 // close kills the group's processes, stops counting it (nothing of the
