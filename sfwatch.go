@@ -210,7 +210,7 @@ func (opts *Options) Supported() error {
 // in its group: so this program's package initializers run in it, and
 // nothing of cmd runs untraced.
 func Run(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Result, error) {
-	t, err := Start(ctx, cmd, opts)
+	t, err := start(ctx, cmd, opts, false)
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +237,12 @@ const eventsBuffer = 4096
 // Meanwhile Pid, Summary and Events read the run as it goes. A command
 // that cannot start is Start's error.
 func Start(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Trace, error) {
+	return start(ctx, cmd, opts, true)
+}
+
+// start is Start; without stream (Run), Events stays empty and no event
+// is converted past Options.MaxEvents.
+func start(ctx context.Context, cmd *exec.Cmd, opts *Options, stream bool) (*Trace, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
@@ -245,7 +251,10 @@ func Start(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Trace, error) {
 		return nil, err
 	}
 	t := &Trace{events: make(chan Event, eventsBuffer), done: make(chan struct{})}
-	sink := &collector{wallOffsetNs: events.WallOffset(), max: opts.MaxEvents, stream: t.events, missed: &t.dropped}
+	sink := &collector{wallOffsetNs: events.WallOffset(), max: opts.MaxEvents, missed: &t.dropped}
+	if stream {
+		sink.stream = t.events
+	}
 	if sink.max == 0 {
 		sink.max = DefaultMaxEvents
 	}
@@ -354,8 +363,8 @@ func (l *live) summary() (events.Summary, error) {
 }
 
 // collector converts each event to the public form, keeps up to max of
-// them, and hands each to stream without waiting (missed counts those it
-// had no room for).
+// them, and hands each to stream (nil for Run) without waiting (missed
+// counts those it had no room for).
 type collector struct {
 	events       []Event
 	max          int
@@ -365,18 +374,28 @@ type collector struct {
 	wallOffsetNs int64 // CLOCK_MONOTONIC (the BPF clock) to Unix time
 }
 
+// Event converts e (it allocates) only when it goes somewhere: Result's
+// first max events, or the stream's free room.
 func (c *collector) Event(e *events.Event, v events.Verdict) {
-	ev := eventOf(e, v, c.wallOffsetNs)
-	select {
-	case c.stream <- ev:
-	default:
+	keep := len(c.events) < c.max
+	if !keep {
+		c.dropped++
+	}
+	send := c.stream != nil && len(c.stream) < cap(c.stream)
+	if c.stream != nil && !send {
 		c.missed.Add(1)
 	}
-	if len(c.events) >= c.max {
-		c.dropped++
+	if !keep && !send {
 		return
 	}
-	c.events = append(c.events, ev)
+	ev := eventOf(e, v, c.wallOffsetNs)
+	if keep {
+		c.events = append(c.events, ev)
+	}
+	if send {
+		// The consumer is the one writer: room seen is room kept.
+		c.stream <- ev
+	}
 }
 
 func eventOf(e *events.Event, v events.Verdict, wallOffsetNs int64) Event {

@@ -20,6 +20,21 @@ func installed(t *testing.T) string {
 	return path
 }
 
+// startHeld starts cmd held at the gate, as child.Start does.
+func startHeld(t *testing.T, cmd *exec.Cmd, gatePath string) *Hold {
+	t.Helper()
+	h, err := Prepare(cmd, gatePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Start()
+	h.Started()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 // TestReleaseRunsTheCommand: held, the command has not run; released, it
 // runs with its own arguments and environment, and the caller's extra
 // files keep their numbers (the gate's pipe is not among them); the
@@ -40,15 +55,7 @@ func TestReleaseRunsTheCommand(t *testing.T) {
 	cmd.ExtraFiles = []*os.File{f}
 	var out bytes.Buffer
 	cmd.Stdout = &out
-	h, err := Prepare(cmd, gatePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = cmd.Start()
-	h.Started()
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := startHeld(t, cmd, gatePath)
 	if cmd.Path != "/bin/sh" || len(cmd.ExtraFiles) != 1 || cmd.Args[0] != "/bin/sh" {
 		t.Errorf("the caller's Cmd after Start: %q %q, %d extra files", cmd.Path, cmd.Args, len(cmd.ExtraFiles))
 	}
@@ -76,15 +83,7 @@ func TestAbortRunsNothing(t *testing.T) {
 	gatePath := installed(t)
 	marker := filepath.Join(t.TempDir(), "ran")
 	cmd := exec.Command("/bin/sh", "-c", "touch "+marker)
-	h, err := Prepare(cmd, gatePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = cmd.Start()
-	h.Started()
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := startHeld(t, cmd, gatePath)
 	h.Abort()
 	if err := cmd.Wait(); cmd.ProcessState.ExitCode() != ExitAborted {
 		t.Errorf("aborted: %v, exit %d; want %d", err, cmd.ProcessState.ExitCode(), ExitAborted)
@@ -97,15 +96,7 @@ func TestAbortRunsNothing(t *testing.T) {
 	cmd = exec.Command(gone)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	h, err = Prepare(cmd, gatePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = cmd.Start()
-	h.Started()
-	if err != nil {
-		t.Fatal(err)
-	}
+	h = startHeld(t, cmd, gatePath)
 	h.Release()
 	cmd.Wait()
 	if cmd.ProcessState.ExitCode() != 127 || !strings.Contains(stderr.String(), gone+": no such file") {
